@@ -1,0 +1,48 @@
+"""LoRA and its variants (DoRA, rsLoRA) through PEFT, plus full fine-tuning as the reference method."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from . import Method, MethodSettings, check_targets, exclude_pattern, linear_leaf_names, register_method
+
+
+class LoraSettings(MethodSettings):
+    r: int = Field(8, gt=0, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) for rsLoRA).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(None, description="Module names to adapt; all linear layers of the backbone when omitted.")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
+
+
+def _lora_config(settings: LoraSettings, model, ctx, **variant):
+    from peft import LoraConfig
+
+    exclude = ctx["head_modules"]
+    targets = settings.target_modules
+    check_targets(model, targets)
+    if targets is None:
+        targets = linear_leaf_names(model, exclude)
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
+                      exclude_modules=exclude_pattern(exclude), bias=settings.bias, **variant)
+
+
+register_method(Method("lora", LoraSettings, _lora_config, mergeable=True, description="Low-rank update W + BA (PEFT LoRA)."))
+register_method(Method("dora", LoraSettings, lambda s, m, c: _lora_config(s, m, c, use_dora=True), mergeable=True,
+                       description="Weight-decomposed LoRA (magnitude + direction)."))
+register_method(Method("rslora", LoraSettings, lambda s, m, c: _lora_config(s, m, c, use_rslora=True), mergeable=True,
+                       description="LoRA scaled by alpha/sqrt(r), stable at high rank."))
+
+
+class FullSettings(MethodSettings):
+    pass
+
+
+def _full(settings, model, ctx):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return None
+
+
+register_method(Method("full", FullSettings, _full, description="Full fine-tuning (reference; needs quantization: none)."))

@@ -1,0 +1,199 @@
+"""Recipe -> typed config. A recipe is YAML data validated by pydantic; nothing in it is executed."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import RecipeError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BackboneConfig(Section):
+    path: str = Field(description="Model folder, or `package:NAME` for a model shipped in an installed Python package.")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `path` (loaded with transformers' GGUF support).")
+    quantization: Literal["none", "int8", "nf4"] = Field("none", description="Load the frozen backbone in full precision, LLM.int8 or 4-bit NF4.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the non-quantized weights.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint folder to run. Off unless you trust it.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+
+
+class AdapterConfig(Section):
+    """Adapter method and its settings. Settings not used by the chosen method are rejected."""
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    method: str = Field("lora", description="Adapter method: see `adapterkit.adapters.METHODS` (lora, dora, rslora, ia3, prompt_tuning, prefix_tuning, bottleneck, full).")
+
+    @model_validator(mode="after")
+    def _check_method_settings(self):
+        from .adapters import METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(f"unknown adapter method {self.method!r}; expected one of {sorted(METHODS)}")
+        METHODS[self.method].settings.model_validate(self.settings())
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def typed(self):
+        """The method's own settings object (validated, with defaults filled in)."""
+        from .adapters import METHODS
+
+        return METHODS[self.method].settings.model_validate(self.settings())
+
+
+class TaskConfig(Section):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    type: str = Field("sequence_classification", description="Task head: see `adapterkit.heads.HEADS`.")
+    labels: list[str] | None = Field(None, description="Label names in index order; inferred from the training data when omitted.")
+    pooling: Literal["auto", "cls", "mean", "last"] = Field("auto", description="How a sequence is pooled for sequence heads. `auto` uses the backbone family's own transformers head (cls for encoders, last token for decoders), which exports to plain transformers.")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Dropout before the head; the backbone's default when omitted.")
+
+    @model_validator(mode="after")
+    def _check_type(self):
+        from .heads import HEADS
+
+        if self.type not in HEADS:
+            raise ValueError(f"unknown task type {self.type!r}; expected one of {sorted(HEADS)}")
+        return self
+
+
+class DataConfig(Section):
+    format: Literal["auto", "csv", "tsv", "jsonl", "conll"] = Field("auto", description="File format; `auto` picks it from the file extension.")
+    train: str | None = Field(None, description="Training file.")
+    validation: str | None = Field(None, description="Validation file (used for evaluation, early stopping and best-checkpoint selection).")
+    test: str | None = Field(None, description="Test file, evaluated once at the end.")
+    text_column: str = Field("text", description="Column with the input text.")
+    text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
+    label_column: str = Field("label", description="Column with the label.")
+    max_length: int = Field(128, gt=0, description="Truncate inputs to this many tokens.")
+    max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training examples after a seeded shuffle.")
+    max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation/test examples.")
+
+
+class EarlyStoppingConfig(Section):
+    metric: str = Field("loss", description="Validation metric that selects the best checkpoint (`loss` or a metric name).")
+    mode: Literal["auto", "max", "min"] = Field("auto", description="Whether larger is better; `auto`: min for loss-like metrics, max otherwise.")
+    patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without improvement; never when omitted.")
+
+
+class TrainingConfig(Section):
+    output_dir: str = Field("runs/run", description="Run directory: adapter, head, tokenizer, recipe, metrics, logs.")
+    epochs: float = Field(1, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides epochs.")
+    batch_size: int = Field(32, gt=0, description="Examples per device per forward pass.")
+    eval_batch_size: int = Field(64, gt=0, description="Examples per device per evaluation pass.")
+    gradient_accumulation: int = Field(1, gt=0, description="Forward passes per optimizer step.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate for the adapter.")
+    head_lr: float | None = Field(None, gt=0, description="Learning rate of the task head; `lr` when omitted.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up from zero.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norms).")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; off when null.")
+    seed: int = Field(0, description="Seed for weights, shuffling and dropout.")
+    eval_every: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps; at each epoch's end when omitted.")
+    log_every: int = Field(10, gt=0, description="Write a metrics line to log.jsonl every N optimizer steps.")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="`auto`: bf16 on GPUs that support it, fp16 on other GPUs, none on CPU.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
+    overwrite: bool = Field(False, description="Allow training into an output_dir that holds a finished run.")
+
+
+class ExportConfig(Section):
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the exported weights.")
+    tolerance: float = Field(1e-4, gt=0, description="Largest allowed |merged - unmerged| logit difference (float32).")
+
+
+class Recipe(Section):
+    backbone: BackboneConfig
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json")
+        d["adapter"] = {"method": self.adapter.method, **self.adapter.settings()}
+        return d
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see docs/recipe-reference.md)"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc or 'recipe'}: {msg}{more}"
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply `a.b.c=value` to a nested dict; the value is parsed as YAML (numbers, bools, lists)."""
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r}: expected KEY=VALUE, e.g. training.lr=3e-4")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise RecipeError(f"--set {assignment!r}: empty key part in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for p in parts[:-1]:
+        if node.get(p) is None:
+            node[p] = {}
+        if not isinstance(node[p], dict):
+            raise RecipeError(f"--set {key}: {p!r} is a value, not a section")
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def recipe_from_dict(data: Any, overrides: list[str] = (), source: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: expected a mapping of sections (backbone, adapter, task, data, training, export)")
+    data = copy.deepcopy(data)
+    for o in overrides:
+        apply_override(data, o)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_format_error(e, source)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return recipe_from_dict(data, overrides, source=str(path))
+
+
+def resolve_paths(recipe: Recipe) -> Recipe:
+    """Absolute data and model paths, so a saved recipe works from any directory."""
+    r = recipe.model_copy(deep=True)
+    for split in ("train", "validation", "test"):
+        if getattr(r.data, split):
+            setattr(r.data, split, str(Path(getattr(r.data, split)).expanduser().resolve()))
+    if not r.backbone.path.startswith("package:"):
+        r.backbone.path = str(Path(r.backbone.path).expanduser().resolve())
+    r.training.output_dir = str(Path(r.training.output_dir).expanduser().resolve())
+    return r
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

