@@ -15,15 +15,29 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Parameter-efficient fine-tuning: recipes, adapters, heads, verified exports.")
 
 
-def _fail(msg: str, code: int = 2):
-    typer.echo(f"adapterkit: error: {msg}", err=True)
-    raise typer.Exit(code)
+def _echo_metrics(result: dict) -> None:
+    """Metrics as JSON; text reports (the seqeval classification report) printed as text after it."""
+    def strip(d):
+        return {k: strip(v) for k, v in d.items() if k != "report"} if isinstance(d, dict) else d
+
+    typer.echo(json.dumps(strip(result), indent=1))
+    reports = {"": result["report"]} if isinstance(result.get("report"), str) else \
+        {k: v["report"] for k, v in result.items() if isinstance(v, dict) and isinstance(v.get("report"), str)}
+    for name, text in reports.items():
+        typer.echo(f"\n{name + ': ' if name else ''}entity-level report\n{text}")
+
+
+def _fail(msg: str):
+    # typer.Exit is swallowed under standalone_mode=False; main() turns this into the one-line error, exit 2.
+    raise AdapterkitError(msg)
 
 
 @app.command()
 def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           set_: List[str] = typer.Option([], "--set", help="Override a recipe value, e.g. --set training.lr=3e-4 (repeatable)."),
-          output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Shortcut for --set training.output_dir=DIR.")):
+          output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Shortcut for --set training.output_dir=DIR."),
+          resume: Optional[str] = typer.Option(None, "--resume", help="Continue from the latest checkpoint in output_dir (`--resume` alone) "
+                                                                     "or from a given checkpoint or run folder (`--resume PATH`).")):
     """Train a recipe and write its run directory."""
     from .config import load_recipe, resolve_paths
     from .preflight import preflight
@@ -31,20 +45,43 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 
     overrides = list(set_) + ([f"training.output_dir={output_dir}"] if output_dir else [])
     r = resolve_paths(load_recipe(recipe, overrides))
-    preflight(r)
-    final = run_train(r)
-    typer.echo(json.dumps({k: v for k, v in final.items()}, indent=1))
+    if r.tasks:  # multi-task recipe: joint training, one run directory per task
+        from .multitask import train_multitask
+
+        if resume:
+            from .errors import RecipeError
+
+            raise RecipeError("--resume: multi-task runs cannot resume yet; start the run again")
+        final = train_multitask(r)
+    else:
+        preflight(r, resume=resume)
+        final = run_train(r, resume=resume)
+    _echo_metrics(final)
     typer.echo(f"run directory: {r.training.output_dir}")
 
 
 @app.command("eval")
 def eval_cmd(run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train`."),
              split: str = typer.Option("validation", help="Split of the run's recipe to evaluate."),
-             data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this file instead (same columns).")):
+             data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this file instead (same columns)."),
+             zero_shot: bool = typer.Option(False, "--zero-shot", help="Score the run's base model without its adapter (label_words, causal_lm).")):
     """Evaluate a trained run on a split or a file."""
     from .inference import eval_run
 
-    typer.echo(json.dumps(eval_run(run_dir, split, data), indent=1))
+    _echo_metrics(eval_run(run_dir, split, data, zero_shot=zero_shot))
+
+
+@app.command()
+def generate(run_dir: Path = typer.Argument(..., help="Run directory of a causal_lm or label_words run."),
+             prompt: List[str] = typer.Option(..., "--prompt", help="Prompt to complete (repeatable)."),
+             max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+             temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0: greedy decoding."),
+             zero_shot: bool = typer.Option(False, "--zero-shot", help="Generate with the base model, without the adapter.")):
+    """Complete prompts with a trained causal LM run (the run's chat or prompt template is applied)."""
+    from .lm import generate as run_generate
+
+    for row in run_generate(run_dir, list(prompt), max_new_tokens, temperature, zero_shot):
+        typer.echo(json.dumps(row))
 
 
 @app.command()
@@ -70,14 +107,79 @@ def export(run_dir: Path = typer.Argument(...),
            out: Path = typer.Option(..., "--out", help="Output folder."),
            dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 (also fp32/bf16/fp16)."),
            fmt: str = typer.Option("merged", "--format", help="merged (plain transformers) or adapter (PEFT adapter + head)."),
-           verify_samples: Optional[int] = typer.Option(None, help="Validation examples used for the agreement check (all by default).")):
-    """Export a run: merged into a plain transformers model, verified."""
+           verify_samples: Optional[int] = typer.Option(None, help="Validation examples used for the agreement check (all by default)."),
+           tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Max |merged - unmerged| float32 logit difference (export.tolerance by default)."),
+           requantize: bool = typer.Option(True, "--requantize/--no-requantize", help="Also score the merged export re-quantized to int8 on load.")):
+    """Export a run, verified: merged into a plain transformers model, or the PEFT adapter + head. Writes export_report.json."""
     from .export import export as run_export
 
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
-    report = run_export(run_dir, out, dtype, fmt, verify_samples)
+    from .progress import stage
+
+    with stage(f"exporting {run_dir} (load, merge, verify, save)"):
+        report = run_export(run_dir, out, dtype, fmt, verify_samples, tolerance, requantize)
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=1))
-    typer.echo(f"exported to {out}")
+    typer.echo(f"exported to {out} (report: {out / 'export_report.json'})")
+
+
+@app.command()
+def merge(runs: List[Path] = typer.Argument(..., help="Two or more run directories trained on the same backbone."),
+          out: Path = typer.Option(..., "--out", help="New run directory for the combined adapter."),
+          weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weight per run (equal by default)."),
+          method: str = typer.Option("linear", "--method", help="linear, cat, svd, ties, dare_linear or dare_ties (PEFT add_weighted_adapter)."),
+          density: Optional[float] = typer.Option(None, "--density", help="Share of values kept by ties/dare (0.5 by default)."),
+          evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate the combined run on the validation split.")):
+    """Combine LoRA adapters (and average their heads) into one run directory."""
+    from .merge import MergeError, merge as run_merge
+
+    try:
+        w = [float(x) for x in weights.split(",")] if weights else None
+    except ValueError:
+        raise MergeError(f"--weights: {weights!r}; expected comma-separated numbers, e.g. 0.5,0.5") from None
+    typer.echo(json.dumps(run_merge(runs, w, out, method, density, evaluate), indent=1))
+
+
+@app.command()
+def sweep(run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-family or IA3 adapter."),
+          scales: str = typer.Option("0,0.25,0.5,0.75,1,1.25", "--scales", help="Comma-separated adapter scales (0 = base model + trained head)."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Folder for sweep.json, sweep.md and sweep.png (RUN_DIR/sweep by default)."),
+          split: str = typer.Option("validation", "--split", help="Split of the run's recipe to evaluate on."),
+          max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Evaluate on the first N examples only."),
+          quantization: Optional[str] = typer.Option(None, "--quantization", help="none, int8 or nf4 (the run's own by default).")):
+    """Evaluate the adapter at several scales between the base model and the trained adapter; table + plot."""
+    from .sweep import parse_scales, sweep as run_sweep
+
+    result = run_sweep(run_dir, parse_scales(scales), out, split, max_examples, quantization)
+    typer.echo((Path(result["out"]) / "sweep.md").read_text())
+    typer.echo(f"table and plot in {result['out']}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train` (finished or not).")):
+    """Rebuild a run's report.html and plots/*.png from its log, metrics and recipe."""
+    from .report import write_report
+
+    rep = write_report(run_dir)
+    for note in rep.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(json.dumps({"report": str(rep.html), "plots": [str(p.path) for p in rep.plots]}, indent=1))
+
+
+@app.command()
+def inspect(model_path: str = typer.Argument(..., help="Model folder or package:NAME."),
+            method: List[str] = typer.Option([], "--method", "-m", help="Method to report (repeatable); all registered methods by default."),
+            set_: List[str] = typer.Option([], "--set", help="Adapter setting for the methods that have it, e.g. --set r=16 (repeatable)."),
+            gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="GGUF file inside MODEL_PATH."),
+            quantization: str = typer.Option("none", "--quantization", help="none, int8 or nf4 (full fine-tuning is always counted unquantized)."),
+            task: str = typer.Option("sequence_classification", "--task", help="Task head to attach."),
+            num_labels: int = typer.Option(2, "--num-labels", help="Classes for classification heads."),
+            tree: bool = typer.Option(True, "--tree/--no-tree", help="Print the module tree."),
+            as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
+    """Module tree, targets per adapter method, and trainable parameters (count, share) per method."""
+    from .inspect import format_report, inspect_model, parse_settings
+
+    report = inspect_model(model_path, list(method) or None, parse_settings(list(set_)), gguf_file, quantization, task, num_labels)
+    typer.echo(json.dumps(report, indent=1) if as_json else format_report(report, tree))
 
 
 def quiet_libraries() -> None:
@@ -99,10 +201,20 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
+def _resume_flag(argv: list[str]) -> list[str]:
+    """`--resume` with no value means the latest checkpoint (click has no optional option values)."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "latest")
+            break
+    return out
+
+
 def main(argv=None):
     quiet_libraries()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=_resume_flag(sys.argv[1:] if argv is None else argv), standalone_mode=False)
     except AdapterkitError as e:
         typer.echo(f"adapterkit: error: {e}", err=True)
         sys.exit(2)

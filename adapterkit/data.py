@@ -22,8 +22,8 @@ def file_format(path: str, fmt: str) -> str:
     return found
 
 
-def read_file(path: str, fmt: str, field: str = "data"):
-    """A `datasets.Dataset` with the file's columns."""
+def read_file(path: str, fmt: str, field: str = "data", cfg=None):
+    """A `datasets.Dataset` with the file's columns (`cfg`: the recipe's DataConfig, for readers with settings)."""
     import datasets
 
     p = Path(path)
@@ -35,7 +35,7 @@ def read_file(path: str, fmt: str, field: str = "data"):
     from . import readers
 
     if fmt in readers.READERS:
-        return readers.READERS[fmt](p, field)
+        return readers.READERS[fmt](p, field, cfg)
     try:
         if fmt == "jsonl":
             rows = []
@@ -83,6 +83,8 @@ def label_names(values, kind: str) -> list[str]:
     for v in values:
         if kind == "multi":
             seen.update(split_multi(v))
+        elif kind == "tokens":
+            seen.update(str(t).strip() for t in v)
         else:
             seen.add(str(v).strip())
 
@@ -136,17 +138,31 @@ def _is_float(v) -> bool:
         return False
 
 
-def tokenize(ds, tokenizer, cfg, labels, kind: str, path: str):
-    """Tokenized dataset with input_ids, attention_mask and labels (when the label column is present)."""
+def tokenize(ds, tokenizer, cfg, labels, kind: str, path: str, target_norm=None, train: bool = False):
+    """Tokenized dataset with input_ids, attention_mask and labels (when the label column is present).
+    `target_norm`: (mean, std) applied to regression targets; `train`: token labels follow data.subword_labels."""
+    if kind == "tokens":
+        from .tokens import tokenize_words
+
+        return tokenize_words(ds, tokenizer, cfg, labels, path, train)
     texts = [("" if t is None else str(t)) for t in ds[cfg.text_column]]
     empty = next((i for i, t in enumerate(texts) if not t.strip()), None)
     if empty is not None:
         raise DataError(f"data.text_column: row {empty + 1} of {path} has an empty {cfg.text_column!r}")
     pairs = [str(t) for t in ds[cfg.text_pair_column]] if cfg.text_pair_column else None
-    enc = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
+    from .progress import chunks
+
+    enc, size = {}, 4096  # in chunks only so a large file shows a tokenizing bar; same result as one call
+    for i in chunks(len(texts), size, f"tokenizing {Path(path).name}", min_items=20000):
+        part = tokenizer(texts[i:i + size], pairs[i:i + size] if pairs else None, truncation=True, max_length=cfg.max_length)
+        for k, v in part.items():
+            enc.setdefault(k, []).extend(v)
     cols = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
     if cfg.label_column in ds.column_names:
         cols["labels"] = encode_labels(ds[cfg.label_column], labels, kind, path, cfg.label_column)
+        if target_norm is not None:
+            mean, std = target_norm
+            cols["labels"] = [(y - mean) / std for y in cols["labels"]]
     import datasets
 
     return datasets.Dataset.from_dict(cols)
@@ -156,12 +172,15 @@ class Collator:
     """Dynamic padding to the longest example in the batch (transformers' DataCollatorWithPadding)."""
 
     def __init__(self, tokenizer):
-        from transformers import DataCollatorWithPadding
+        from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
         self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        self.pad_tokens = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")  # pads labels with -100
 
     def __call__(self, features):
-        batch = self.pad(features)
+        lab = features[0].get("labels")
+        token_labels = isinstance(lab, list) and len(lab) == len(features[0]["input_ids"]) and (not lab or isinstance(lab[0], int))
+        batch = (self.pad_tokens if token_labels else self.pad)(features)
         if "labels" in batch and batch["labels"].dtype == torch.float64:
             batch["labels"] = batch["labels"].float()
         return batch
@@ -174,8 +193,8 @@ def prepare(recipe, tokenizer, head, labels: list[str] | None = None):
     for split in SPLITS:
         path = getattr(cfg, split)
         if path:
-            ds = read_file(path, cfg.format, f"data.{split}")
-            check_columns(ds, cfg, path, f"data.{split}", need_label=True)
+            ds = read_file(path, cfg.format, f"data.{split}", cfg)
+            head.extra.get("check_columns", check_columns)(ds, cfg, path, f"data.{split}", need_label=True)
             raw[split] = (ds, path)
     if "train" not in raw:
         raise DataError("data.train: no training file given")
@@ -183,7 +202,9 @@ def prepare(recipe, tokenizer, head, labels: list[str] | None = None):
     if cfg.max_train_samples and cfg.max_train_samples < len(ds):
         ds = ds.shuffle(seed=recipe.training.seed).select(range(cfg.max_train_samples))
         raw["train"] = (ds, raw["train"][1])
-    if head.label_kind in ("class", "multi"):
+    if "fit" in head.extra:  # e.g. regression target statistics, recorded in recipe.task
+        head.extra["fit"](recipe, ds[cfg.label_column])
+    if head.label_kind in ("class", "multi", "tokens"):
         labels = labels or recipe.task.labels or label_names(ds[cfg.label_column], head.label_kind)
         if len(labels) < 2 and head.label_kind == "class":
             raise DataError(f"data.label_column: {cfg.label_column!r} in {raw['train'][1]} has only {len(labels)} distinct label(s); classification needs at least 2")
@@ -191,22 +212,35 @@ def prepare(recipe, tokenizer, head, labels: list[str] | None = None):
     for split, (ds, path) in raw.items():
         if split != "train" and cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
             ds = ds.select(range(cfg.max_eval_samples))
-        out[split] = tokenize(ds, tokenizer, cfg, labels, head.label_kind, path)
+        if "tokenize" in head.extra:  # heads with their own input format (causal LM prompts/chats, label-word prompts)
+            out[split] = head.extra["tokenize"](ds, tokenizer, recipe, labels, path)
+            continue
+        out[split] = tokenize(ds, tokenizer, cfg, labels, head.label_kind, path, _target_norm(head, recipe), split == "train")
     return out, labels
 
 
 def load_eval_file(recipe, tokenizer, head, labels, path: str, field: str):
     """One evaluation file (a split of the recipe or a file given on the command line), tokenized."""
     cfg = recipe.data
-    ds = read_file(path, cfg.format, field)
+    ds = read_file(path, cfg.format, field, cfg)
     has_labels = cfg.label_column in ds.column_names
-    check_columns(ds, cfg, path, field, need_label=False)
+    head.extra.get("check_columns", check_columns)(ds, cfg, path, field, need_label=False)
     if cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
         ds = ds.select(range(cfg.max_eval_samples))
-    return tokenize(ds, tokenizer, cfg, labels, head.label_kind, path), has_labels
+    if "tokenize" in head.extra:
+        out = head.extra["tokenize"](ds, tokenizer, recipe, labels, path)
+        return out, "labels" in out.column_names
+    return tokenize(ds, tokenizer, cfg, labels, head.label_kind, path, _target_norm(head, recipe)), has_labels
 
 
-def dataloader(ds, tokenizer, batch_size: int, shuffle: bool, seed: int, group_by_length: bool):
+def _target_norm(head, recipe):
+    return head.extra["target_norm"](recipe.task) if "target_norm" in head.extra else None
+
+
+def dataloader(ds, tokenizer, batch_size: int, shuffle: bool, seed: int, group_by_length: bool, num_processes: int = 1,
+               collate_fn=None):
+    """`num_processes`: length groups span the global batch (batch_size x processes), so a run sharded over
+    N processes sees the same global batches as one process with an N times larger batch."""
     from torch.utils.data import DataLoader
 
     g = torch.Generator()
@@ -215,6 +249,6 @@ def dataloader(ds, tokenizer, batch_size: int, shuffle: bool, seed: int, group_b
     if shuffle and group_by_length:
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        sampler = LengthGroupedSampler(batch_size, lengths=[len(x) for x in ds["input_ids"]], generator=g)
+        sampler = LengthGroupedSampler(batch_size * num_processes, lengths=[len(x) for x in ds["input_ids"]], generator=g)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      collate_fn=Collator(tokenizer), generator=g if sampler is None else None)
+                      collate_fn=collate_fn or Collator(tokenizer), generator=g if sampler is None else None)

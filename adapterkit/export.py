@@ -12,35 +12,23 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 
-from . import data as data_mod
+from . import verify
 from .backbone import DTYPES
 from .errors import AdapterkitError
 from .heads import HEADS, HeadModel
-from .inference import predict_logits
 from .model import is_mergeable, load_run
+from .rundir import read_json
 
 
 class ExportError(AdapterkitError):
     pass
 
 
-def _texts(recipe, n: int) -> list[str]:
-    for split in ("validation", "test", "train"):
-        path = getattr(recipe.data, split)
-        if path and Path(path).is_file():
-            ds = data_mod.read_file(path, recipe.data.format, f"data.{split}")
-            return [str(t) for t in ds[recipe.data.text_column][:n]], split, path
-    raise ExportError("export: the run's recipe names no data file to verify the export on")
-
-
-def _agreement(a: torch.Tensor, b: torch.Tensor, head) -> float:
-    pa, pb = head.predict(a), head.predict(b)
-    return float((pa == pb).float().mean())
-
-
-def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_samples: int | None = None) -> dict:
+def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_samples: int | None = None,
+           tolerance: float | None = None, requantize: bool = True) -> dict:
+    """Write a verified export of `run_dir` to `out` and return its report (also saved as export_report.json).
+    Nothing lands in `out` unless verification passes."""
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "export_report.json").is_file():
         raise ExportError(f"--out: {out} exists and is not an adapterkit export; choose an empty or new folder")
@@ -48,6 +36,8 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
         raise ExportError(f"--format: {fmt!r}; expected merged or adapter")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype: {dtype!r}; expected one of {sorted(DTYPES)}")
+    if tolerance is not None and not tolerance > 0:
+        raise ExportError(f"--tolerance: {tolerance} must be > 0")
     from .config import load_recipe
 
     recipe = load_recipe(run_dir / "recipe.yaml") if (run_dir / "recipe.yaml").is_file() else None
@@ -57,11 +47,15 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if fmt == "adapter":
-        report = _export_adapter(run_dir, tmp)
-    else:
-        report = _export_merged(run_dir, tmp, dtype, verify_samples)
-    report["files"] = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+    try:
+        if fmt == "adapter":
+            report = _export_adapter(run_dir, tmp, dtype, verify_samples, tolerance)
+        else:
+            report = _export_merged(run_dir, tmp, dtype, verify_samples, tolerance, requantize)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report["files"] = _file_report(tmp)
     (tmp / "export_report.json").write_text(json.dumps(report, indent=1))
     if out.exists():
         shutil.rmtree(out)
@@ -69,54 +63,188 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
     return report
 
 
-def _export_adapter(run_dir: Path, tmp: Path) -> dict:
-    for name in ("adapter", "tokenizer"):
-        if (run_dir / name).is_dir():
-            shutil.copytree(run_dir / name, tmp / name)
-    for name in ("head.safetensors", "labels.json", "recipe.yaml"):
-        shutil.copy2(run_dir / name, tmp / name)
-    return {"format": "adapter", "run": str(run_dir), "loads_with": "peft.PeftModel.from_pretrained(base, 'adapter') + head.safetensors"}
+def _file_report(folder: Path) -> dict:
+    """Size of every file, and the tensor dtypes (with counts) inside each safetensors file (header only)."""
+    from safetensors import safe_open
+
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        entry = {"bytes": p.stat().st_size}
+        if p.suffix == ".safetensors":
+            counts: dict[str, int] = {}
+            with safe_open(str(p), "pt") as f:
+                for k in f.keys():
+                    dt = str(f.get_slice(k).get_dtype())
+                    counts[dt] = counts.get(dt, 0) + 1
+            entry["dtypes"] = counts
+        files[str(p.relative_to(folder))] = entry
+    return files
 
 
-def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | None) -> dict:
-    trained, tokenizer, recipe, labels, _ = load_run(run_dir)
+def _score(recipe, passes: dict, reference: str) -> dict:
+    """Metric of every pass, and each one's prediction agreement with the reference (trained) pass."""
+    ref = passes[reference]
+    key = verify.primary_metric(recipe, ref.metrics)
+    out = {"metric": key}
+    for name, p in passes.items():
+        out[name] = {"metrics": p.metrics}
+        if name != reference:
+            out[name]["prediction_agreement"] = round(verify.agreement(p, ref), 6)
+            if key in p.metrics and key in ref.metrics:
+                # Points on a 0-100 scale for bounded metrics (accuracy, f1), raw difference otherwise.
+                scale = 100.0 if key != "loss" and 0 <= ref.metrics[key] <= 1 else 1.0
+                out[name]["delta_points"] = round((p.metrics[key] - ref.metrics[key]) * scale, 4)
+    return out
+
+
+def _prepare(run_dir: Path, verify_samples: int | None):
+    """The trained model as trained (quantized), evaluated on the validation split."""
+    trained, tokenizer, recipe, labels, head_modules = load_run(run_dir)
     head = HEADS[recipe.task.type]
-    texts, split, path = _texts(recipe, verify_samples or 10**9)
-    max_len = recipe.data.max_length
-    trained_logits = predict_logits(trained, tokenizer, texts, max_len)
+    loader, split, path, n = verify.eval_loader(recipe, tokenizer, labels, "validation", verify_samples)
+    trained_pass = verify.run_pass(trained, loader, head, labels=labels, task=recipe.task)
     del trained
+    probe, *_ = verify.eval_loader(recipe, tokenizer, labels, "validation", PROBE_EXAMPLES)
+    info = {"split": split, "file": path, "examples": n}
+    return tokenizer, recipe, labels, head, loader, probe, trained_pass, info
+
+
+PROBE_EXAMPLES = 64  # merged-vs-unmerged logits are compared on this many validation examples (full logits kept)
+
+
+def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | None, tolerance: float | None) -> dict:
+    """PEFT adapter folder whose modules_to_save carry the trained head, so
+    PeftModel.from_pretrained(<task model of the base>, DIR) restores adapter and head together."""
+    from peft import PeftModel
+    from safetensors.torch import load_file, save_file
+
+    from .backbone import checkpoint_dir
+
+    tokenizer, recipe, labels, head, loader, probe, trained_pass, info = _prepare(run_dir, verify_samples)
+    if recipe.adapter.method == "full":
+        raise ExportError("export: a full fine-tuning run has no adapter; use --format merged")
+    full, _, _, _, head_modules = load_run(run_dir, quantization="none")
+    reference = verify.run_pass(full, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    native = not isinstance(full.get_base_model(), HeadModel)
+    del full
+    cfg = read_json(run_dir / "adapter" / "adapter_config.json", "adapter config")
+    base_dir = checkpoint_dir(recipe.backbone)
+    cfg["base_model_name_or_path"] = str(base_dir)
+    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    head_state = load_file(run_dir / "head.safetensors")
+    if native:
+        cfg["modules_to_save"] = sorted(set(cfg.get("modules_to_save") or []) | set(head_modules))
+        # PEFT stores modules_to_save weights under base_model.model.<module path>, without the adapter name.
+        weights.update({f"base_model.model.{k}": v for k, v in head_state.items()})
+    weights = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in weights.items()}
+    (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(tmp)
+    (tmp / "labels.json").write_text(json.dumps({"labels": labels}))
+    shutil.copy2(run_dir / "recipe.yaml", tmp / "recipe.yaml")
+    report = {"format": "adapter", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "base": str(base_dir),
+              "verified_on": info}
+    # Verify: reload the way a user would, without adapterkit's loader, and compare with the run.
+    if native:
+        from .heads import build_task_model
+
+        base, _ = build_task_model(recipe, labels, quantization="none")
+        loaded = PeftModel.from_pretrained(base, tmp, is_trainable=False)
+        report["loads_with"] = (f"peft.PeftModel.from_pretrained(transformers.{head.auto_class.__name__}.from_pretrained("
+                                f"'{base_dir}', num_labels=...), '{tmp.name}')")
+    else:
+        loaded, *_ = load_run(run_dir, quantization="none")
+        shutil.copy2(run_dir / "head.safetensors", tmp / "head.safetensors")
+        report["loads_with"] = "peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(base), DIR) + head.safetensors (custom head)"
+    loaded.to(DTYPES[dtype]).eval()
+    got = verify.run_pass(loaded, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    mx, mean = verify.logit_diff(got.probe_logits, reference.probe_logits)
+    tol = _tolerance(recipe, tolerance, dtype)
+    report["reloaded_vs_run"] = {"max_abs_diff": mx, "mean_abs_diff": mean, "tolerance": tol, "examples": PROBE_EXAMPLES}
+    if mx > tol:
+        raise ExportError(f"export: the reloaded adapter differs from the run by {mx:.2e} > tolerance {tol:g}; nothing was written")
+    exported_pass = verify.run_pass(loaded, loader, head, labels=labels, task=recipe.task)
+    report["verification"] = _score(recipe, {"trained": trained_pass, "exported": exported_pass}, "trained")
+    report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
+    return report
+
+
+def _tolerance(recipe, tolerance: float | None, dtype: str) -> float:
+    """The merged-vs-unmerged check runs in float32; a half-precision export adds rounding, so its reload
+    check gets a looser bound (bf16 keeps ~3 significant digits)."""
+    tol = tolerance if tolerance is not None else recipe.export.tolerance
+    return tol if dtype == "float32" else max(tol, 5e-2)
+
+
+def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | None, tolerance: float | None,
+                   requantize: bool) -> dict:
+    tokenizer, recipe, labels, head, loader, probe, trained_pass, info = _prepare(run_dir, verify_samples)
 
     full, _, _, _, _ = load_run(run_dir, quantization="none")
-    probe = texts[:64]
-    unmerged = predict_logits(full, tokenizer, probe, max_len)
+    unmerged = verify.run_pass(full, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
     merged = full.merge_and_unload() if hasattr(full, "merge_and_unload") else full
     merged.eval()
-    merged_logits = predict_logits(merged, tokenizer, probe, max_len)
-    diff = (merged_logits - unmerged).abs()
-    tol = recipe.export.tolerance
-    report = {"format": "merged", "run": str(run_dir), "dtype": dtype, "verified_on": {"split": split, "file": path, "examples": len(texts)},
-              "merged_vs_unmerged": {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "tolerance": tol,
-                                     "examples": len(probe)}}
-    if float(diff.max()) > tol:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(f"export: merged and unmerged logits differ by {float(diff.max()):.2e} > tolerance {tol:g} "
-                          f"(export.tolerance); nothing was written")
+    merged_probe = verify.run_pass(merged, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    mx, mean = verify.logit_diff(merged_probe.probe_logits, unmerged.probe_logits)
+    tol = tolerance if tolerance is not None else recipe.export.tolerance
+    report = {"format": "merged", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "verified_on": info,
+              "merged_vs_unmerged": {"precision": "float32", "max_abs_diff": mx, "mean_abs_diff": mean, "tolerance": tol,
+                                     "examples": PROBE_EXAMPLES}}
+    if mx > tol:
+        raise ExportError(f"export: merged and unmerged logits differ by {mx:.2e} > tolerance {tol:g} "
+                          f"(--tolerance / export.tolerance); nothing was written")
     merged = merged.to(DTYPES[dtype])
-    if isinstance(merged, HeadModel):
+    custom = isinstance(merged, HeadModel)
+    if custom:
         from safetensors.torch import save_file
 
         merged.backbone.save_pretrained(tmp)
         save_file({k: v.contiguous() for k, v in merged.head.state_dict().items()}, str(tmp / "adapterkit_head.safetensors"))
         (tmp / "adapterkit_head.json").write_text(json.dumps({"task": recipe.task.model_dump(), "labels": labels}))
         report["loads_with"] = "adapterkit (custom head): backbone loads with transformers.AutoModel"
-        exported_logits = predict_logits(merged, tokenizer, texts, max_len)
+        reloaded = merged
     else:
-        merged.save_pretrained(tmp)
+        # Wrapped heads (label words) keep the whole task in the transformers model inside the wrapper.
+        inner = merged if hasattr(merged, "save_pretrained") else merged.backbone
+        inner.save_pretrained(tmp)
         report["loads_with"] = f"transformers.{head.auto_class.__name__}.from_pretrained"
-        reloaded = head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype])
+        del merged, inner
+        reloaded = _rewrap(head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype]), head, recipe, labels)
         reloaded.eval()
-        exported_logits = predict_logits(reloaded, tokenizer, texts, max_len)
     tokenizer.save_pretrained(tmp)
+    passes = {"trained": trained_pass, "exported": verify.run_pass(reloaded, loader, head, labels=labels, task=recipe.task)}
+    del reloaded
+    if requantize:
+        passes["exported_int8"] = verify.run_pass(_load_int8(tmp, recipe, labels, head, custom), loader, head,
+                                                  labels=labels, task=recipe.task)
+    report["verification"] = _score(recipe, passes, "trained")
+    report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
+    if requantize:
+        report["verification"]["exported_int8"]["note"] = "exported merged model re-quantized to LLM.int8 on load"
+    # Kept for readers of the first report format.
     report["agreement_with_trained"] = {"quantization": recipe.backbone.quantization,
-                                        "prediction_agreement": round(_agreement(exported_logits, trained_logits, head), 6)}
+                                        "prediction_agreement": report["verification"]["exported"]["prediction_agreement"]}
     return report
+
+
+def _load_int8(folder: Path, recipe, labels, head, custom: bool):
+    """The exported folder loaded the way a deployment would quantize it (LLM.int8, heads kept in float)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from .backbone import load_model
+    from .config import BackboneConfig
+
+    cfg = BackboneConfig(path=str(folder), quantization="int8")
+    if not custom:
+        return _rewrap(load_model(cfg, head.auto_class), head, recipe, labels).eval()
+    backbone = load_model(cfg, AutoModel)
+    module = head.module(backbone.config.hidden_size, recipe.task, labels)
+    module.load_state_dict(load_file(folder / "adapterkit_head.safetensors"))
+    return HeadModel(backbone, module, head.loss).eval()
+
+
+def _rewrap(model, head, recipe, labels):
+    return head.extra["wrap"](model, recipe, labels)[0] if "wrap" in head.extra else model

@@ -26,10 +26,14 @@ class Head:
     # Custom: (hidden_size, task_cfg, labels) -> nn.Module mapping (hidden_states, attention_mask) to logits.
     module: Callable | None = None
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-    # logits -> predictions (same leading shape as the labels).
-    predict: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits.argmax(-1)
+    # logits -> predictions (same leading shape as the labels); None: metrics come from the loss alone
+    # (extra["loss_metrics"](loss) -> dict), e.g. perplexity for causal LM.
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = lambda logits: logits.argmax(-1)
     # PEFT task type for methods that need one (prompt and prefix tuning).
     peft_task_type: str | None = None
+    # Optional hooks: "metrics_fn"(preds, refs, labels=, task=) -> dict replaces the evaluate-module metrics (labels and
+    # task are passed when it accepts them); "loss_metrics"(loss) -> dict; "settings": a pydantic model validating the
+    # head's own `task:` keys; "fit"(recipe, train_label_values) before tokenizing; "decode"(pred, task, labels) -> dict for predict.
     extra: dict = field(default_factory=dict)
 
 
@@ -118,6 +122,8 @@ def build_task_model(recipe, labels, quantization=None, device=None):
 
             kwargs["pad_token_id"] = load_tokenizer(recipe.backbone).pad_token_id
         model = load_model(recipe.backbone, head.auto_class, quantization, device, **kwargs)
+        if "wrap" in head.extra:  # (model, recipe, labels) -> (model, head_modules), e.g. LM heads that reuse the pretrained lm_head
+            return head.extra["wrap"](model, recipe, labels)
         prefix = model.base_model_prefix
         names = [n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())]
         base = getattr(model, prefix, None)
@@ -135,7 +141,10 @@ def head_state_dict(model, head_modules: list[str]) -> dict[str, torch.Tensor]:
     out = {}
     for name in head_modules:
         for k, v in inner.get_submodule(name).state_dict().items():
-            k = k.replace("modules_to_save.default.", "").replace("original_module.", "")
+            # A PEFT ModulesToSaveWrapper (SEQ_CLS prompt methods) holds a frozen original and the trained copy.
+            if k.startswith("original_module.") or ".original_module." in k:
+                continue
+            k = k.replace("modules_to_save.default.", "")
             if "modules_to_save" not in k:
                 out[f"{name}.{k}"] = v.detach().to("cpu").contiguous()
     return out
@@ -144,8 +153,9 @@ def head_state_dict(model, head_modules: list[str]) -> dict[str, torch.Tensor]:
 def set_head_trainable(model, head_modules: list[str]) -> None:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     for name in head_modules:
-        for p in inner.get_submodule(name).parameters():
-            p.requires_grad_(True)
+        for pname, p in inner.get_submodule(name).named_parameters():
+            if "original_module" not in pname.split("."):  # PEFT's frozen original; its trained copy is beside it
+                p.requires_grad_(True)
 
 
 register_head(Head(
@@ -157,3 +167,6 @@ register_head(Head(
     loss=lambda logits, labels: nn.functional.cross_entropy(logits, labels),
     peft_task_type="SEQ_CLS",
 ))
+
+from . import tasks  # noqa: E402,F401  token_classification, regression, multi_label register themselves
+from . import lm  # noqa: E402,F401  causal_lm and label_words register themselves

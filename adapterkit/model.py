@@ -1,12 +1,12 @@
 """Backbone + head + adapter assembled into one trainable model, and the same rebuilt from a run directory."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .adapters import METHODS, apply_adapter
+from .adapters import METHODS, after_peft, apply_adapter
 from .errors import ModelError, RunDirError
 from .heads import HEADS, build_task_model, set_head_trainable
+from .rundir import read_json
 
 
 def build(recipe, labels, quantization=None, device=None):
@@ -24,6 +24,10 @@ def build(recipe, labels, quantization=None, device=None):
             p.requires_grad_(False)
     model = apply_adapter(model, recipe, head_modules, HEADS[recipe.task.type].peft_task_type)
     set_head_trainable(model, head_modules)
+    if recipe.backbone.int8_matmul == "dequantize" and (quantization or recipe.backbone.quantization) == "int8":
+        from .fast_int8 import use_dequantize_path
+
+        use_dequantize_path(model)
     return model, head_modules
 
 
@@ -45,7 +49,7 @@ def load_run(run_dir, quantization=None, device=None, adapter_scale: float | Non
         if not (run / need).is_file():
             raise RunDirError(f"{run}: not a finished adapterkit run ({need} missing)")
     recipe = load_recipe(run / "recipe.yaml")
-    labels = json.loads((run / "labels.json").read_text())["labels"]
+    labels = read_json(run / "labels.json", "label map")["labels"]
     method = recipe.adapter.method
     if method == "full":
         recipe.backbone.path, recipe.backbone.gguf_file = str(run / "model"), None
@@ -60,6 +64,7 @@ def load_run(run_dir, quantization=None, device=None, adapter_scale: float | Non
             model = PeftModel.from_pretrained(model, run / "adapter", is_trainable=False)
         except (ValueError, RuntimeError, KeyError) as e:
             raise RunDirError(f"{run / 'adapter'}: cannot apply this adapter to {recipe.backbone.path}: {str(e).splitlines()[0]}") from None
+        model = after_peft(model, loaded=True)  # unwrap PEFT's copy of the head: head.safetensors loads by plain name
     from .safety import check_safetensors
 
     check_safetensors(run / "head.safetensors", "head")

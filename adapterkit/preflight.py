@@ -8,7 +8,7 @@ from .heads import HEADS
 from .rundir import RunWriter
 
 
-def preflight(recipe) -> None:
+def preflight(recipe, resume: str | None = None) -> None:
     resolve_path(recipe.backbone)
     if recipe.adapter.method == "full" and recipe.backbone.quantization != "none":
         raise RecipeError("adapter.method: full fine-tuning needs backbone.quantization: none (quantized weights cannot train)")
@@ -19,6 +19,84 @@ def preflight(recipe) -> None:
     for split in data_mod.SPLITS:
         path = getattr(cfg, split)
         if path:
-            ds = data_mod.read_file(path, cfg.format, f"data.{split}")
-            data_mod.check_columns(ds, cfg, path, f"data.{split}", need_label=head.label_kind != "text")
+            ds = data_mod.read_file(path, cfg.format, f"data.{split}", cfg)
+            head.extra.get("check_columns", data_mod.check_columns)(ds, cfg, path, f"data.{split}", need_label=head.label_kind != "text")
     RunWriter(recipe.training.output_dir, recipe).check_writable()
+    check_model(recipe, head)
+    check_labels(recipe, head)
+    check_early_stopping(recipe, head)
+    from .checkpoint import check_output_dir
+
+    check_output_dir(recipe, resume)
+
+
+def check_model(recipe, head) -> None:
+    """The model config reads, the architecture has the head's transformers class, and named target modules exist
+    (checked on an empty `meta` model: no weights are loaded). GGUF backbones are converted on first load, so only
+    their file is checked here."""
+    if recipe.backbone.gguf_file:
+        return
+    from transformers import AutoModel
+
+    from .backbone import load_config
+    from .errors import ModelError
+    from .heads import uses_native
+
+    config = load_config(recipe.backbone)
+    auto_class = head.auto_class if uses_native(head, recipe.task, config) else AutoModel
+    if type(config) not in auto_class._model_mapping:
+        hint = "; a custom head (task.pooling: mean) runs on any AutoModel backbone" if head.module is not None and auto_class is not AutoModel else ""
+        raise ModelError(f"backbone.path: {recipe.backbone.path} ({config.model_type}) has no {auto_class.__name__} "
+                         f"implementation in transformers{hint}")
+    targets = recipe.adapter.settings().get("target_modules")
+    if isinstance(targets, list):
+        from accelerate import init_empty_weights
+
+        from .adapters import check_targets
+
+        with init_empty_weights():
+            model = auto_class.from_config(config, trust_remote_code=recipe.backbone.trust_remote_code)
+        check_targets(model, targets)
+    folder = resolve_path(recipe.backbone)
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        raise ModelError(f"backbone.path: {folder} has no .safetensors weights{f' (found {pickles[:3]})' if pickles else ''}; "
+                         f"adapterkit loads weights only through safetensors (pickled checkpoints can run code)")
+
+
+def check_labels(recipe, head) -> None:
+    """Every label in the validation and test files is known (from task.labels or the training file)."""
+    if head.label_kind not in ("class", "multi", "tokens"):
+        return
+    cfg = recipe.data
+    read = lambda split: data_mod.read_file(getattr(cfg, split), cfg.format, f"data.{split}", cfg)  # noqa: E731
+    known = recipe.task.labels
+    source = "task.labels"
+    if known is None:
+        train = read("train")
+        known, source = data_mod.label_names(train[cfg.label_column], head.label_kind), f"the labels of {cfg.train}"
+    splits = ("train", "validation", "test") if recipe.task.labels else ("validation", "test")
+    for split in splits:
+        path = getattr(cfg, split)
+        if not path:
+            continue
+        ds = read(split)
+        if cfg.label_column not in ds.column_names:
+            continue
+        unknown = [l for l in data_mod.label_names(ds[cfg.label_column], head.label_kind) if l not in set(known)]
+        if unknown:
+            raise RecipeError(f"data.{split}: label(s) {unknown[:5]} in {path} are not among {source} {list(known)[:20]}")
+
+
+def check_early_stopping(recipe, head) -> None:
+    """The selection metric is one the head reports (heads with their own metric hooks are checked after the first evaluation)."""
+    metric = recipe.training.early_stopping.metric
+    if metric == "loss" or "metrics_fn" in head.extra or "loss_metrics" in head.extra:
+        return
+    if not set(head.metrics) <= {"accuracy", "f1"}:  # only these local modules report a key equal to their name
+        return
+    if not recipe.data.validation and "metric" in recipe.training.early_stopping.model_fields_set:
+        raise RecipeError(f"training.early_stopping.metric: {metric!r} needs a validation file (data.validation)")
+    known = ["loss", *head.metrics]
+    if metric not in known:
+        raise RecipeError(f"training.early_stopping.metric: {metric!r} is not reported by the {recipe.task.type} head; expected one of {known}")

@@ -28,15 +28,30 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path, what: str):
+    """A run-directory JSON file, or a RunDirError naming it (a hand-edited or truncated file is not a traceback)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: {what} missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: {what} is corrupted ({e}); restore it or train into another output_dir") from None
+
+
+def finished(status: Path) -> bool:
+    return status.is_file() and read_json(status, "run status").get("status") == "finished"
+
+
 class RunWriter:
     def __init__(self, run_dir: Path, recipe):
         self.dir = Path(run_dir)
         self.recipe = recipe
+        self.on_log = None  # optional callback for each record, e.g. forwarding to experiment trackers
 
     def check_writable(self) -> None:
         """Before any expensive work: refuse to clobber a finished run; make sure we can write."""
         status = self.dir / "run.json"
-        if status.is_file() and json.loads(status.read_text()).get("status") == "finished" and not self.recipe.training.overwrite:
+        if finished(status) and not self.recipe.training.overwrite:
             raise RunDirError(f"training.output_dir: {self.dir} holds a finished run; choose another output_dir or set training.overwrite=true")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -46,8 +61,8 @@ class RunWriter:
         except OSError as e:
             raise RunDirError(f"training.output_dir: cannot write to {self.dir}: {e.strerror}") from None
 
-    def start(self, tokenizer, labels, info: dict) -> None:
-        for stale in ("metrics.json", "log.jsonl"):
+    def start(self, tokenizer, labels, info: dict, resume: bool = False) -> None:
+        for stale in ("metrics.json",) if resume else ("metrics.json", "log.jsonl"):  # a resumed run appends to its log
             (self.dir / stale).unlink(missing_ok=True)
         save_recipe(self.recipe, self.dir / "recipe.yaml")
         atomic_write_text(self.dir / "labels.json", json.dumps({"labels": labels}, indent=1))
@@ -58,6 +73,8 @@ class RunWriter:
     def log(self, record: dict) -> None:
         with open(self.dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.on_log is not None:
+            self.on_log(record)
 
     def finish(self, model, head_modules, final: dict) -> None:
         from safetensors.torch import save_file

@@ -47,9 +47,11 @@ def linear_leaf_names(model, exclude: list[str]) -> list[str]:
     All linear layers (attention and MLP) rather than PEFT's per-family default of q/v: it trains better
     at the same rank (QLoRA's finding) and is what users mean by "adapt the model"."""
     names = set()
+    # The LM head (output embeddings, usually tied to the input embeddings) is not adapted, as in PEFT's all-linear.
+    lm_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     for full, module in model.named_modules():
         parts = full.split(".")
-        if _is_linear(module) and not any(x in parts for x in exclude):
+        if _is_linear(module) and module is not lm_head and not any(x in parts for x in exclude):
             names.add(parts[-1])
     if not names:
         raise ModelError("adapter.target_modules: no linear layers found in the backbone to adapt")
@@ -83,7 +85,47 @@ def apply_adapter(model, recipe, head_modules: list[str], peft_task_type: str | 
     peft_config = method.build(settings, model, context)
     if peft_config is None:
         return model
-    return get_peft_model(model, peft_config)
+    return after_peft(get_peft_model(model, peft_config))
 
 
-from . import lora as _lora  # noqa: E402,F401  (registers the built-in methods)
+def after_peft(model, loaded: bool = False):
+    """Fix-ups after get_peft_model (and, with loaded=True, after PeftModel.from_pretrained).
+
+    Prefix tuning gets the cache keyword transformers 5 expects. For SEQ_CLS prompt methods PEFT wraps
+    classifier/score in a ModulesToSaveWrapper and saves it in the adapter (so a plain PeftModel.from_pretrained
+    works); during training we keep that wrapper (heads.set_head_trainable/head_state_dict use its trained copy).
+    After loading we unwrap it so head.safetensors, adapterkit's own copy of the head, loads by plain name."""
+    from peft.utils import PeftType
+
+    if loaded:
+        release_head(model)
+    cfg = getattr(model, "active_peft_config", None)
+    if cfg is not None and getattr(cfg, "use_dora", False):
+        from .lora import keep_int8_scales
+
+        keep_int8_scales(model)
+    if cfg is not None and cfg.peft_type == PeftType.PREFIX_TUNING:
+        from .prompt import accept_prefix_cache
+
+        accept_prefix_cache(model.base_model)
+    return model
+
+
+def release_head(model):
+    """Replace each ModulesToSaveWrapper by its active trained copy (a plain module again)."""
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            adapter = module.active_adapters[0] if module.active_adapters else None
+            inner = module.modules_to_save[adapter] if adapter in module.modules_to_save else module.original_module
+            setattr(parent, child, inner)
+    return model
+
+
+from . import bottleneck as _bottleneck  # noqa: E402,F401  (registers the built-in methods)
+from . import ia3 as _ia3  # noqa: E402,F401
+from . import lora as _lora  # noqa: E402,F401
+from . import prompt as _prompt  # noqa: E402,F401

@@ -29,7 +29,30 @@ def _lora_config(settings: LoraSettings, model, ctx, **variant):
 
 
 register_method(Method("lora", LoraSettings, _lora_config, mergeable=True, description="Low-rank update W + BA (PEFT LoRA)."))
-register_method(Method("dora", LoraSettings, lambda s, m, c: _lora_config(s, m, c, use_dora=True), mergeable=True,
+def _keep_int8_scale(module, args):
+    # PEFT's DoRA (bnb path) leaves weight.CB set after each step, so bitsandbytes re-runs init_8bit_state and copies
+    # weight.SCB (already moved to state) as None: the next forward fails. Hand the scale back before that happens.
+    w = module.weight
+    if getattr(w, "CB", None) is not None and getattr(w, "SCB", None) is None and module.state.SCB is not None:
+        w.SCB = module.state.SCB
+
+
+def keep_int8_scales(model) -> None:
+    """Install _keep_int8_scale on every int8 linear layer (once); needed for DoRA on int8 backbones."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear8bitLt) and not getattr(module, "_adapterkit_scale_hook", False):
+            module.register_forward_pre_hook(_keep_int8_scale)
+            module._adapterkit_scale_hook = True
+
+
+def _dora_config(settings, model, ctx):
+    keep_int8_scales(model)
+    return _lora_config(settings, model, ctx, use_dora=True)
+
+
+register_method(Method("dora", LoraSettings, _dora_config, mergeable=True,
                        description="Weight-decomposed LoRA (magnitude + direction)."))
 register_method(Method("rslora", LoraSettings, lambda s, m, c: _lora_config(s, m, c, use_rslora=True), mergeable=True,
                        description="LoRA scaled by alpha/sqrt(r), stable at high rank."))

@@ -1,0 +1,107 @@
+"""The bottleneck adapter layer: wraps one module of the backbone and adds h + s * up(act(down(h)))."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+
+class BottleneckLayer(nn.Module, BaseTunerLayer):
+    """Sequential (houlsby, pfeiffer): y = base(x); y + s * adapter(y).
+    Parallel: the adapter reads the block's input x and its output joins the block's output, before the residual.
+    For blocks that add the residual themselves (BERT's BertOutput(h, residual)), adding it to the residual argument
+    is the same sum, so the wrapped block stays untouched.
+
+    Adapter weights are float32 whatever the base dtype (int8, bf16): they compute in float and cast back."""
+
+    adapter_layer_names = ("bottleneck_down", "bottleneck_up", "bottleneck_ln")
+    other_param_names = ("bottleneck_scaling",)
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config, dim: int, parallel: bool = False,
+                 residual_inside: bool = False, **kwargs) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.dim, self.parallel, self.residual_inside = dim, parallel, residual_inside
+        self.bottleneck_down = nn.ModuleDict()
+        self.bottleneck_up = nn.ModuleDict()
+        self.bottleneck_ln = nn.ModuleDict()
+        self.bottleneck_act: dict[str, nn.Module] = {}
+        self.bottleneck_dropout = nn.ModuleDict()
+        self.bottleneck_scaling: dict[str, float] = {}
+        self._disable_adapters = False
+        self.merged_adapters = []
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def update_layer(self, adapter_name: str, config) -> None:
+        from transformers.activations import ACT2FN
+
+        if config.activation not in ACT2FN:
+            raise ValueError(f"activation: {config.activation!r} is not a transformers activation; try relu, gelu, silu or tanh")
+        m = config.size_for(self.dim)
+        self.bottleneck_down[adapter_name] = nn.Linear(self.dim, m)
+        self.bottleneck_up[adapter_name] = nn.Linear(m, self.dim)
+        if config.layer_norm:
+            self.bottleneck_ln[adapter_name] = nn.LayerNorm(self.dim)
+        self.bottleneck_act[adapter_name] = ACT2FN[config.activation]
+        self.bottleneck_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.bottleneck_scaling[adapter_name] = config.scaling
+        if config.init_weights:
+            # Down keeps nn.Linear's default init; a zero up-projection makes the adapter the identity at start.
+            nn.init.zeros_(self.bottleneck_up[adapter_name].weight)
+            nn.init.zeros_(self.bottleneck_up[adapter_name].bias)
+        else:
+            nn.init.normal_(self.bottleneck_up[adapter_name].weight, std=0.02)
+        device = self._base_device()
+        for d in (self.bottleneck_down, self.bottleneck_up, self.bottleneck_ln):
+            if adapter_name in d:
+                d[adapter_name] = d[adapter_name].to(device=device, dtype=torch.float32)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def _base_device(self) -> Optional[torch.device]:
+        for p in self.get_base_layer().parameters():
+            return p.device
+        return None
+
+    def _delta(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        x = h.to(torch.float32)
+        if name in self.bottleneck_ln:
+            x = self.bottleneck_ln[name](x)
+        z = self.bottleneck_up[name](self.bottleneck_dropout[name](self.bottleneck_act[name](self.bottleneck_down[name](x))))
+        return (z * self.bottleneck_scaling[name]).to(h.dtype)
+
+    def _active(self) -> list[str]:
+        if self.disable_adapters:
+            return []
+        return [a for a in self.active_adapters if a in self.bottleneck_down]
+
+    def forward(self, *args, **kwargs):
+        active = self._active()
+        if not active:
+            return self.base_layer(*args, **kwargs)
+        if not self.parallel:
+            y = self.base_layer(*args, **kwargs)
+            out = y
+            for name in active:
+                out = out + self._delta(name, y)
+            return out
+        if self.residual_inside:
+            hidden, residual, *rest = args
+            extra = sum(self._delta(name, residual) for name in active)
+            return self.base_layer(hidden, residual + extra, *rest, **kwargs)
+        x = args[0]
+        y = self.base_layer(*args, **kwargs)
+        for name in active:
+            y = y + self._delta(name, x)
+        return y
+
+    def merge(self, safe_merge: bool = False, adapter_names=None) -> None:
+        raise ValueError("bottleneck adapters are not mergeable: they add a non-linear module to the network")
+
+    def unmerge(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "bottleneck." + super().__repr__()

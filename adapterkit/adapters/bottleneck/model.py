@@ -1,0 +1,98 @@
+"""`BottleneckModel`: the PEFT tuner that places bottleneck adapters by model family."""
+from __future__ import annotations
+
+from peft.tuners.tuners_utils import BaseTuner
+
+from .layer import BottleneckLayer
+
+# Where each placement goes, per model family: (attention output, FFN output, FFN block, block adds residual itself).
+# Patterns are full-name regexes with one `{idx}` group for the layer index.
+_ENCODER = dict(attn=r"(.*\.)?layer\.{idx}\.attention\.output\.dense", ffn=r"(.*\.)?layer\.{idx}\.output\.dense",
+                block=r"(.*\.)?layer\.{idx}\.output", residual_inside=True)
+_DECODER = dict(attn=r"(.*\.)?layers\.{idx}\.self_attn\.o_proj", ffn=r"(.*\.)?layers\.{idx}\.mlp\.down_proj",
+                block=r"(.*\.)?layers\.{idx}\.mlp", residual_inside=False)
+FAMILIES: dict[str, dict] = {
+    **{t: _ENCODER for t in ("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "ernie", "xlm-roberta-xl")},
+    **{t: _DECODER for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "granite")},
+}
+
+
+def placement_targets(placement: str, model_type: str, layers: list[int] | None = None) -> tuple[str, bool]:
+    """(target_modules regex, residual_inside) for a placement on a model type."""
+    family = FAMILIES.get(model_type)
+    if family is None:
+        raise ValueError(f"bottleneck adapters have no default placement for model type {model_type!r} "
+                         f"(known: {sorted(FAMILIES)}); give target_modules explicitly")
+    idx = r"(\d+)" if not layers else "(" + "|".join(str(int(i)) for i in layers) + ")"
+    keys = {"houlsby": ("attn", "ffn"), "pfeiffer": ("ffn",), "parallel": ("block",)}[placement]
+    pattern = "|".join(f"(?:{family[k].format(idx=idx)})" for k in keys)
+    return pattern, family["residual_inside"]
+
+
+class BottleneckModel(BaseTuner):
+    prefix: str = "bottleneck_"
+    tuner_layer_cls = BottleneckLayer
+    target_module_mapping: dict = {}
+
+    def _prepare_adapter_config(self, peft_config, model_config: dict):
+        if peft_config.target_modules is None:
+            peft_config.target_modules, residual = placement_targets(peft_config.placement, model_config.get("model_type"),
+                                                                      peft_config.layers_to_transform)
+            if peft_config.residual_inside is None:
+                peft_config.residual_inside = residual
+        if peft_config.residual_inside is None:
+            peft_config.residual_inside = False
+        return peft_config
+
+    def _hidden_size(self) -> int:
+        cfg = getattr(self.model, "config", None)
+        size = getattr(cfg, "hidden_size", None) or getattr(getattr(cfg, "text_config", None), "hidden_size", None)
+        if size is None:
+            raise ValueError("bottleneck parallel placement needs model.config.hidden_size")
+        return size
+
+    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key=None, **kw):
+        parallel = peft_config.placement == "parallel"
+        if parallel:
+            dim = self._hidden_size()
+        else:
+            base = target.get_base_layer() if isinstance(target, BottleneckLayer) else target
+            dim = getattr(base, "out_features", None)
+            if dim is None:
+                raise ValueError(f"bottleneck ({peft_config.placement}): {current_key} is not a linear layer; "
+                                 "sequential placements wrap an output projection")
+        if isinstance(target, BottleneckLayer):
+            target.update_layer(adapter_name, peft_config)
+            return
+        new = BottleneckLayer(target, adapter_name, peft_config, dim, parallel=parallel,
+                              residual_inside=bool(peft_config.residual_inside))
+        if adapter_name not in self.active_adapters:
+            new.requires_grad_(False)
+        self._replace_module(parent, target_name, new, target)
+
+    def _check_merge_allowed(self):
+        raise ValueError("bottleneck adapters are not mergeable: they add a non-linear module to the network")
+
+    def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
+        if merge:
+            self._check_merge_allowed()
+        for name, module in list(self.model.named_modules()):
+            if isinstance(module, BottleneckLayer):
+                parent_name, _, child = name.rpartition(".")
+                parent = self.model.get_submodule(parent_name) if parent_name else self.model
+                setattr(parent, child, module.get_base_layer())
+        return self.model
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        pass  # adapter weights are float32 by construction (they compute in float over any base dtype)
+
+
+def count_parameters(config, hidden: int, n_layers: int) -> int:
+    """Closed-form trainable parameter count of a bottleneck config on a model with `n_layers` layers."""
+    m = config.size_for(hidden)
+    per = hidden * m + m + m * hidden + hidden + (2 * hidden if config.layer_norm else 0)
+    layers = len(config.layers_to_transform) if config.layers_to_transform else n_layers
+    return per * layers * (2 if config.placement == "houlsby" else 1)
+
+
+__all__ = ["BottleneckModel", "FAMILIES", "placement_targets", "count_parameters"]

@@ -1,0 +1,42 @@
+"""IA3 (learned rescaling of keys, values and feed-forward activations) through PEFT."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from ..errors import ModelError
+from . import Method, MethodSettings, check_targets, exclude_pattern, register_method
+
+
+class IA3Settings(MethodSettings):
+    target_modules: list[str] | None = Field(None, description="Modules to rescale; PEFT's per-family default (keys, values, FFN output) when omitted.")
+    feedforward_modules: list[str] | None = Field(None, description="Which of target_modules scale their input (FFN); PEFT's default when omitted.")
+
+
+def ia3_defaults(model_type: str) -> tuple[list[str], list[str]]:
+    from peft.utils.constants import (TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
+                                      TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING)
+
+    targets = TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(model_type)
+    if targets is None:
+        raise ModelError(f"adapter.target_modules: IA3 has no default targets for model type {model_type!r}; list them")
+    return list(targets), list(TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(model_type, []))
+
+
+def _ia3_config(s: IA3Settings, model, ctx):
+    from peft import IA3Config
+
+    check_targets(model, s.target_modules)
+    if s.target_modules is None:
+        targets, ff = ia3_defaults(model.config.model_type)
+    else:
+        targets, ff = s.target_modules, []
+    if s.feedforward_modules is not None:
+        ff = s.feedforward_modules
+    missing = [f for f in ff if f not in targets]
+    if missing:
+        raise ModelError(f"adapter.feedforward_modules: {missing} must also be in target_modules {targets}")
+    return IA3Config(target_modules=targets, feedforward_modules=ff, exclude_modules=exclude_pattern(ctx["head_modules"]))
+
+
+register_method(Method("ia3", IA3Settings, _ia3_config, mergeable=True,
+                       description="IA3: learned vectors rescaling keys, values and FFN activations."))

@@ -1,0 +1,46 @@
+"""Progress bars for the long steps (loading, tokenizing, training, evaluation, export), quiet in logs.
+
+Bars show only when stderr is a terminal, so CI logs and files stay clean (log.jsonl has the numbers).
+ADAPTERKIT_PROGRESS=1 forces them on, ADAPTERKIT_PROGRESS=0 off.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+
+
+def enabled(file=None) -> bool:
+    force = os.environ.get("ADAPTERKIT_PROGRESS", "").strip().lower()
+    if force in ("1", "true", "yes", "on"):
+        return True
+    if force in ("0", "false", "no", "off"):
+        return False
+    stream = file or sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def progress(iterable=None, **kw):
+    """tqdm over `iterable` (or a manual bar with total=...), off when not interactive."""
+    from tqdm.auto import tqdm
+
+    off = kw.pop("disable", False) or not enabled(kw.get("file"))
+    return tqdm(iterable, disable=off, dynamic_ncols=True, **kw)
+
+
+@contextmanager
+def stage(desc: str, file=None):
+    """A one-line bar for a step with no natural iteration (loading a model, merging): shows the step while it
+    runs and its duration when it ends."""
+    bar = progress(total=1, desc=desc, bar_format="{desc}: {elapsed}", leave=True, file=file)
+    try:
+        yield bar
+        bar.update(1)
+    finally:
+        bar.close()
+
+
+def chunks(n: int, size: int, desc: str, min_items: int = 0):
+    """Start offsets of `size`-sized chunks of n items, with a bar when there are at least min_items."""
+    starts = range(0, n, size)
+    return progress(starts, desc=desc, total=len(starts), unit="chunk", leave=False, disable=n < min_items)

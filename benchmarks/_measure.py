@@ -1,0 +1,37 @@
+"""Run one benchmark arm in a fresh subprocess and collect its JSON result plus peak RSS.
+
+Each arm prints one JSON object on its last stdout line; peak RSS comes from the child's own rusage,
+so arms do not share memory high-water marks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+WRAP = (
+    "import json, resource, runpy, sys\n"
+    "sys.argv = {argv!r}\n"
+    "try:\n"
+    "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    "finally:\n"
+    "    print(json.dumps({{'peak_rss_mib': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}), flush=True)\n"
+)
+
+
+def run_script(argv: list[str], env: dict | None = None, cwd: str | None = None, timeout: int = 3600) -> dict:
+    """Run `python argv...` in a child; merge every JSON object line it printed, plus peak_rss_mib."""
+    full_env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **(env or {}))
+    proc = subprocess.run([sys.executable, "-c", WRAP.format(argv=argv)], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=timeout)
+    result = {}
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                result.update(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    if proc.returncode != 0:
+        result["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+    return result

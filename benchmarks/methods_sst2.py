@@ -1,0 +1,119 @@
+"""Every adapter method on the same SST-2 subset (8,000 examples, one epoch) on the int8 all-MiniLM-L6-v2, through
+adapterkit's own train(), each method in a fresh process; full fine-tuning of the fp32 model is the reference.
+
+    nice -n 5 python benchmarks/methods_sst2.py [--ntrain 8000] [--methods lora,houlsby,...]
+
+Writes benchmarks/results/methods_sst2.{json,md}: validation accuracy, trainable parameters and share, examples/s and
+peak RSS per method, and ratios against full fine-tuning measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import run_script  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
+RECIPE = ROOT / "recipes" / "sst2-lora-int8.yaml"
+
+# Per-method adapter section and learning rate (everything else: the recipe above, batch 32, max length 66).
+METHODS: dict[str, tuple[dict, float]] = {
+    "full": ({"method": "full"}, 5e-5),
+    "lora": ({"method": "lora", "r": 8, "alpha": 16, "dropout": 0.05}, 1e-3),
+    "dora": ({"method": "dora", "r": 8, "alpha": 16, "dropout": 0.05}, 1e-3),
+    "rslora": ({"method": "rslora", "r": 8, "alpha": 16, "dropout": 0.05}, 1e-3),
+    "ia3": ({"method": "ia3"}, 1e-2),
+    "prompt_tuning": ({"method": "prompt_tuning", "num_virtual_tokens": 20}, 3e-2),
+    "prefix_tuning": ({"method": "prefix_tuning", "num_virtual_tokens": 20}, 1e-2),
+    "bottleneck_houlsby": ({"method": "bottleneck", "placement": "houlsby", "bottleneck_size": 64}, 2e-3),
+    "bottleneck_pfeiffer": ({"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 64}, 2e-3),
+    "bottleneck_parallel": ({"method": "bottleneck", "placement": "parallel", "bottleneck_size": 64, "scaling": 4}, 2e-3),
+}
+
+
+def overrides_for(name: str) -> list[str]:
+    adapter, lr = METHODS[name]
+    out = [f"adapter={json.dumps(adapter)}", f"training.lr={lr}"]
+    return out + (["backbone.quantization=none"] if adapter["method"] == "full" else [])
+
+
+ARM = '''
+import json, sys
+from pathlib import Path
+from adapterkit.cli import quiet_libraries
+quiet_libraries()
+from adapterkit.config import load_recipe, resolve_paths
+from adapterkit.trainer import train
+overrides = json.loads(sys.argv[1])
+recipe = resolve_paths(load_recipe(sys.argv[2], overrides))
+final = train(recipe)
+run = json.loads((Path(recipe.training.output_dir) / "run.json").read_text())
+print(json.dumps(dict(val_acc=final["validation"]["accuracy"], ex_per_s=final["train"]["examples_per_s"],
+                      train_s=final["train"]["seconds"], steps=final["train"]["steps"],
+                      trainable_params=run["trainable_params"], total_params=run["total_params"])))
+'''
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ntrain", type=int, default=8000)
+    ap.add_argument("--nval", type=int, default=None, help="Validation examples (all 872 by default; fewer only for a smoke run).")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--out", default="methods_sst2", help="Result file stem under benchmarks/results/.")
+    args = ap.parse_args()
+    if not SST2.is_dir():
+        sys.exit(f"SST-2 not found at {SST2}: this benchmark needs the shared data folder beside the repository")
+    tmp = Path(tempfile.mkdtemp(prefix="adapterkit-methods-"))
+    arm = tmp / "arm.py"
+    arm.write_text(ARM)
+    common = [f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'validation.tsv'}", f"data.max_train_samples={args.ntrain}",
+              "training.eval_every=100000", "training.overwrite=true", "training.epochs=1"]
+    if args.nval:
+        common.append(f"data.max_eval_samples={args.nval}")
+    results = {}
+    for name in args.methods.split(","):
+        t = time.time()
+        overrides = common + overrides_for(name) + [f"training.output_dir={tmp / name}"]
+        results[name] = run_script([str(arm), json.dumps(overrides), str(RECIPE)], timeout=3600)
+        results[name].update(wall_s=round(time.time() - t, 1), adapter=METHODS[name][0], lr=METHODS[name][1])
+        print(name, json.dumps(results[name]), flush=True)
+    ref = results.get("full", {})
+    for r in results.values():
+        if r.get("trainable_params") and r.get("total_params"):
+            r["trainable_share"] = round(r["trainable_params"] / r["total_params"], 6)
+        if ref.get("ex_per_s") and r.get("ex_per_s"):
+            r["speed_vs_full"] = round(r["ex_per_s"] / ref["ex_per_s"], 2)
+        if ref.get("peak_rss_mib") and r.get("peak_rss_mib"):
+            r["rss_vs_full"] = round(r["peak_rss_mib"] / ref["peak_rss_mib"], 2)
+        if ref.get("val_acc") is not None and r.get("val_acc") is not None:
+            r["acc_minus_full"] = round(r["val_acc"] - ref["val_acc"], 4)
+    out = {"benchmark": "methods_sst2", "ntrain": args.ntrain, "nval": args.nval or "all", "machine": platform.processor() or platform.machine(),
+           "when": time.strftime("%Y-%m-%d %H:%M"), "methods": results}
+    res = ROOT / "benchmarks" / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    (res / f"{args.out}.json").write_text(json.dumps(out, indent=1))
+    rows = ["| method | val acc | acc - full | trainable params | share | examples/s | x full | peak RSS MiB | x full |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if "error" in r:
+            rows.append(f"| {name} | error: {r['error']} |||||||| ")
+            continue
+        rows.append(f"| {name} | {r.get('val_acc'):.4f} | {r.get('acc_minus_full', '')} | {r.get('trainable_params'):,} | "
+                    f"{100 * r.get('trainable_share', 0):.3f}% | {r.get('ex_per_s')} | {r.get('speed_vs_full', '')} | "
+                    f"{r.get('peak_rss_mib')} | {r.get('rss_vs_full', '')} |")
+    md = (f"# Adapter methods on SST-2 (CPU)\n\n{args.ntrain} training examples, 1 epoch, all-MiniLM-L6-v2 in int8 "
+          f"(full fine-tuning: fp32), batch 32, max length 66, validation: {args.nval or 'all 872'} SST-2 dev examples. One fresh process "
+          f"per method, one run ({out['when']}); settings per method in methods_sst2.json.\n\n" + "\n".join(rows) + "\n")
+    (res / f"{args.out}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
