@@ -60,11 +60,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 
 
 class PooledClassifier(nn.Module):
-    def __init__(self, hidden: int, task, labels):
+    """Pool, dropout, linear: one output per label (or `n_out`, e.g. 1 for regression)."""
+
+    def __init__(self, hidden: int, task, labels, n_out: int | None = None):
         super().__init__()
         self.pooling = task.pooling
         self.dropout = nn.Dropout(task.dropout if task.dropout is not None else 0.1)
-        self.out = nn.Linear(hidden, len(labels))
+        self.out = nn.Linear(hidden, n_out or len(labels))
 
     def forward(self, hidden, mask):
         return self.out(self.dropout(pool(hidden, mask, self.pooling)))

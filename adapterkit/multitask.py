@@ -190,6 +190,23 @@ def export_task(joint, name: str, adapter: str, sub: Recipe, labels, device=None
     return fresh, head_modules
 
 
+def _write_task_log(joint_log: Path, task_log: Path, name: str) -> None:
+    """One task's share of the joint log, in the single-task shape, so its run folder gets its own report."""
+    lines = []
+    for line in joint_log.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("event") == "eval":
+            if r.get("task") != name:
+                continue
+            r = {k: v for k, v in r.items() if k != "task"}
+        elif "event" not in r:
+            if f"loss/{name}" not in r:
+                continue
+            r = {k: v for k, v in r.items() if not k.startswith("loss/")} | {"loss": r[f"loss/{name}"]}
+        lines.append(json.dumps(r) + "\n")
+    task_log.write_text("".join(lines))
+
+
 @dataclass
 class _Task:
     name: str
@@ -353,9 +370,15 @@ def train_multitask(recipe: Recipe) -> dict:
             task_final["train"] = dict(final["train"], batches=final["tasks"][n]["train"]["batches"])
             writer.finish(fresh, hm, task_final)
             del fresh
+            _write_task_log(log_path, Path(k.sub.training.output_dir) / "log.jsonl", n)
         atomic_write_text(out / "metrics.json", json.dumps(final, indent=1))
         info.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write_text(status, json.dumps(info, indent=1))
+        from . import report
+
+        for k in tasks.values():
+            report.write_report_safely(k.sub.training.output_dir)
+        report.write_report_safely(out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final

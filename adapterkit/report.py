@@ -74,9 +74,12 @@ def collect_series(records: list[dict]) -> list[Plot]:
     evals = [r for r in records if r.get("event") == "eval" and _number(r.get("step"))]
     plots = []
     loss = Plot("loss", "Loss", "loss")
-    pts = [(r["step"], r["loss"]) for r in train if _number(r.get("loss"))]
-    if pts:
-        loss.series["train loss"] = ([p[0] for p in pts], [p[1] for p in pts])
+    # "loss", or "loss/<task>" per task in a joint multi-task log.
+    for key in sorted({k for r in train for k in r if k == "loss" or k.startswith("loss/")}):
+        pts = [(r["step"], r[key]) for r in train if _number(r.get(key))]
+        if pts:
+            loss.series["train " + (f"loss ({key[5:]})" if "/" in key else "loss")] = ([p[0] for p in pts], [p[1] for p in pts])
+    evals = [dict(r, split=f"{r['task']} {r.get('split', 'validation')}") if r.get("task") else r for r in evals]
     for split in sorted({r.get("split", "validation") for r in evals}):
         pts = [(r["step"], r["loss"]) for r in evals if r.get("split", "validation") == split and _number(r.get("loss"))]
         if pts:

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from .errors import DataError
-from .heads import Head, _label_maps, pool, register_head
+from .heads import Head, PooledClassifier, _label_maps, register_head
 from .tokens import IGNORE
 
 
@@ -118,24 +118,13 @@ def regression_metrics(preds, refs, labels=None, task=None) -> dict:
             "r2": round(1 - mse / var, 6) if var > 0 else 0.0, "pearson": round(float((pc * rc).sum()) / denom, 6) if denom else 0.0}
 
 
-class PooledRegressor(nn.Module):
-    def __init__(self, hidden: int, task, labels):
-        super().__init__()
-        self.pooling = task.pooling
-        self.dropout = nn.Dropout(task.dropout if task.dropout is not None else 0.1)
-        self.out = nn.Linear(hidden, 1)
-
-    def forward(self, hidden, mask):
-        return self.out(self.dropout(pool(hidden, mask, self.pooling)))
-
-
 register_head(Head(
     name="regression",
     metrics=("mse",),
     label_kind="float",
     auto_class=AutoModelForSequenceClassification,
     config_kwargs=lambda task, labels: dict(num_labels=1, problem_type="regression"),
-    module=PooledRegressor,
+    module=lambda hidden, task, labels: PooledClassifier(hidden, task, labels, n_out=1),
     loss=lambda logits, labels: nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype)),
     predict=lambda logits: logits.squeeze(-1).float(),
     peft_task_type="SEQ_CLS",
@@ -164,24 +153,13 @@ def multi_label_metrics(preds, refs, labels=None, task=None) -> dict:
             "per_label_f1": {n: round(float(f), 6) for n, f in zip(names, per)}}
 
 
-class PooledMultiLabel(nn.Module):
-    def __init__(self, hidden: int, task, labels):
-        super().__init__()
-        self.pooling = task.pooling
-        self.dropout = nn.Dropout(task.dropout if task.dropout is not None else 0.1)
-        self.out = nn.Linear(hidden, len(labels))
-
-    def forward(self, hidden, mask):
-        return self.out(self.dropout(pool(hidden, mask, self.pooling)))
-
-
 register_head(Head(
     name="multi_label",
     metrics=("micro_f1",),
     label_kind="multi",
     auto_class=AutoModelForSequenceClassification,
     config_kwargs=lambda task, labels: dict(_label_maps(labels), problem_type="multi_label_classification"),
-    module=PooledMultiLabel,
+    module=PooledClassifier,
     loss=lambda logits, labels: nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)),
     predict=lambda logits: torch.sigmoid(logits.float()),
     peft_task_type="SEQ_CLS",

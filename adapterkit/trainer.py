@@ -185,7 +185,7 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf)
                 if not accelerator.sync_gradients or guard.step_ok(grad_norm, step + 1):
                     optimizer.step()
-                scheduler.step()
+                scheduler.step()  # also on a skipped step, as with AMP's skipped steps: the schedule follows the step count
                 optimizer.zero_grad(set_to_none=True)
             if finite:
                 window_loss += loss.detach().float().item()

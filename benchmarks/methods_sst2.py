@@ -26,9 +26,9 @@ RECIPE = ROOT / "recipes" / "sst2-lora-int8.yaml"
 # Per-method adapter section and learning rate (everything else: the recipe above, batch 32, max length 66).
 METHODS: dict[str, tuple[dict, float]] = {
     "full": ({"method": "full"}, 5e-5),
-    "lora": ({"method": "lora", "r": 8, "alpha": 16, "dropout": 0.05}, 1e-3),
-    "dora": ({"method": "dora", "r": 8, "alpha": 16, "dropout": 0.05}, 1e-3),
-    "rslora": ({"method": "rslora", "r": 8, "alpha": 16, "dropout": 0.05}, 1e-3),
+    "lora": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05}, 1.5e-3),
+    "dora": ({"method": "dora", "r": 16, "alpha": 32, "dropout": 0.05}, 1.5e-3),
+    "rslora": ({"method": "rslora", "r": 16, "alpha": 32, "dropout": 0.05}, 1.5e-3),
     "ia3": ({"method": "ia3"}, 1e-2),
     "prompt_tuning": ({"method": "prompt_tuning", "num_virtual_tokens": 20}, 3e-2),
     "prefix_tuning": ({"method": "prefix_tuning", "num_virtual_tokens": 20}, 1e-2),

@@ -150,6 +150,19 @@ def test_joint_training_shares_the_backbone_and_exports_each_task(tiny_bert, tmp
         saved = json.loads((run / "metrics.json").read_text())
         assert saved["validation"] == metrics["tasks"][name]["validation"]
 
+    # Reports: the joint folder plots every task's loss; each task folder gets its own single-task log and report.
+    from adapterkit.report import collect_series, read_log
+
+    joint_plots = {p.name: p for p in collect_series(read_log(out))}
+    assert {"train loss (sentiment)", "train loss (ner)"} <= set(joint_plots["loss"].series)
+    assert (out / "report.html").is_file()
+    for name in ("sentiment", "ner"):
+        task_log = read_log(out / name)
+        assert [r["loss"] for r in task_log if "loss" in r and "event" not in r] == [r[f"loss/{name}"] for r in log if f"loss/{name}" in r and "event" not in r]
+        plots = {p.name for p in collect_series(task_log)}
+        assert {"loss", "learning_rate"} <= plots
+        assert (out / name / "plots" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_per_task_adapters_are_separate(tiny_bert, tmp_path):
     from safetensors.torch import load_file
