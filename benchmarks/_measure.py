@@ -35,3 +35,14 @@ def run_script(argv: list[str], env: dict | None = None, cwd: str | None = None,
     if proc.returncode != 0:
         result["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
     return result
+
+
+def add_ratios(results: dict[str, dict], ref: dict, name: str, acc_key: str = "val_acc") -> None:
+    """Speed and peak-RSS ratios and the accuracy difference of every arm against the reference arm `ref`."""
+    for r in results.values():
+        if ref.get("ex_per_s") and r.get("ex_per_s"):
+            r[f"speed_vs_{name}"] = round(r["ex_per_s"] / ref["ex_per_s"], 2)
+        if ref.get("peak_rss_mib") and r.get("peak_rss_mib"):
+            r[f"rss_vs_{name}"] = round(r["peak_rss_mib"] / ref["peak_rss_mib"], 2)
+        if ref.get(acc_key) is not None and r.get(acc_key) is not None:
+            r[f"acc_minus_{name}"] = round(r[acc_key] - ref[acc_key], 4)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import run_script  # noqa: E402
+from _measure import add_ratios, run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
@@ -87,16 +87,10 @@ def main():
         results[name] = run_script([str(arm), json.dumps(overrides), str(RECIPE)], timeout=3600)
         results[name].update(wall_s=round(time.time() - t, 1), adapter=METHODS[name][0], lr=METHODS[name][1], batch=METHODS[name][2])
         print(name, json.dumps(results[name]), flush=True)
-    ref = results.get("full", {})
+    add_ratios(results, results.get("full", {}), "full")
     for r in results.values():
         if r.get("trainable_params") and r.get("total_params"):
             r["trainable_share"] = round(r["trainable_params"] / r["total_params"], 6)
-        if ref.get("ex_per_s") and r.get("ex_per_s"):
-            r["speed_vs_full"] = round(r["ex_per_s"] / ref["ex_per_s"], 2)
-        if ref.get("peak_rss_mib") and r.get("peak_rss_mib"):
-            r["rss_vs_full"] = round(r["peak_rss_mib"] / ref["peak_rss_mib"], 2)
-        if ref.get("val_acc") is not None and r.get("val_acc") is not None:
-            r["acc_minus_full"] = round(r["val_acc"] - ref["val_acc"], 4)
     out = {"benchmark": "methods_sst2", "ntrain": args.ntrain, "nval": args.nval or "all", "machine": platform.processor() or platform.machine(),
            "when": time.strftime("%Y-%m-%d %H:%M"), "methods": results}
     res = ROOT / "benchmarks" / "results"

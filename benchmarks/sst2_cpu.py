@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import run_script  # noqa: E402
+from _measure import add_ratios, run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -77,13 +77,7 @@ def main():
         results[name]["wall_s"] = round(time.time() - t, 1)
         print(name, json.dumps(results[name]), flush=True)
     base = results.get("anchor", {})
-    for name, r in results.items():
-        if base.get("ex_per_s") and r.get("ex_per_s"):
-            r["speed_vs_anchor"] = round(r["ex_per_s"] / base["ex_per_s"], 2)
-        if base.get("peak_rss_mib") and r.get("peak_rss_mib"):
-            r["rss_vs_anchor"] = round(r["peak_rss_mib"] / base["peak_rss_mib"], 2)
-        if base.get("val_acc") is not None and r.get("val_acc") is not None:
-            r["acc_minus_anchor"] = round(r["val_acc"] - base["val_acc"], 4)
+    add_ratios(results, base, "anchor")
     out = {"benchmark": "sst2_cpu", "ntrain": args.ntrain, "machine": platform.processor() or platform.machine(),
            "when": time.strftime("%Y-%m-%d %H:%M"), "arms": results}
     res = ROOT / "benchmarks" / "results"
