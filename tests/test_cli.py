@@ -41,3 +41,29 @@ def test_train_eval_predict_export(tiny_bert, sentiment_files, tmp_path):
     assert (tmp_path / "exp" / "export_report.json").is_file()
     res = run_cli("eval", str(tmp_path / "nope"))
     assert res.returncode == 2 and "not a finished adapterkit run" in res.stderr
+
+
+def test_predict_usage_errors_exit_2_with_one_line(tmp_path, capsys):
+    from adapterkit.cli import main
+
+    for args in (["predict", str(tmp_path), "--file", str(tmp_path / "missing.txt")], ["predict", str(tmp_path)]):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("adapterkit: error: ")
+        assert ("missing.txt not found" in err[0]) if "--file" in args else ("give --text" in err[0])
+
+
+def test_corrupted_run_status_is_a_one_line_error(tmp_path):
+    from adapterkit.errors import RunDirError
+    from adapterkit.rundir import finished, read_json
+
+    status = tmp_path / "run.json"
+    status.write_text('{"status": "fini')  # a torn write
+    with pytest.raises(RunDirError, match=r"run.json: run status is corrupted"):
+        finished(status)
+    with pytest.raises(RunDirError, match=r"labels.json: label map missing"):
+        read_json(tmp_path / "labels.json", "label map")
+    status.write_text('{"status": "finished"}')
+    assert finished(status)
