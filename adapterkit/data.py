@@ -108,7 +108,7 @@ def encode_labels(values, labels: list[str] | None, kind: str, path: str, column
         try:
             return [float(v) for v in values]
         except (TypeError, ValueError):
-            bad = next(v for v in values if not _is_float(v))
+            bad = next(v for v in values if not is_float(v))
             raise DataError(f"data.label_column: {column!r} in {path} has non-numeric value {bad!r}; regression needs numbers") from None
     index = {l: i for i, l in enumerate(labels)}
     if kind == "multi":
@@ -130,7 +130,7 @@ def encode_labels(values, labels: list[str] | None, kind: str, path: str, column
     return out
 
 
-def _is_float(v) -> bool:
+def is_float(v) -> bool:
     try:
         float(v)
         return True

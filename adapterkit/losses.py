@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-IGNORE = -100
+from .tokens import IGNORE
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:

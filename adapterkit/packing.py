@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-IGNORE = -100
+from .tokens import IGNORE
+
 PACKING_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+from .data import is_float
 from .errors import DataError
 from .heads import Head, PooledClassifier, _label_maps, register_head
 from .tokens import IGNORE
@@ -76,20 +77,12 @@ def fit_targets(recipe, values) -> None:
     s = task_settings(recipe.task)
     if not s.normalize_targets or s.target_mean is not None:
         return
-    ys = [float(v) for v in values if _number(v)]
+    ys = [float(v) for v in values if is_float(v)]
     if len(ys) < 2:
         raise DataError("task.normalize_targets: need at least two numeric training targets to normalize")
     mean = sum(ys) / len(ys)
     std = math.sqrt(sum((y - mean) ** 2 for y in ys) / len(ys)) or 1.0
     recipe.task.target_mean, recipe.task.target_std = round(mean, 8), round(std, 8)
-
-
-def _number(v) -> bool:
-    try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 def target_norm(task):
