@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .errors import RunDirError
+from .rundir import read_json
 
 DIRNAME = "checkpoints"
 STEP_RE = re.compile(r"^step-(\d+)$")
@@ -110,15 +111,6 @@ def _write_json(path: Path, data) -> None:
     _fsync(path)
 
 
-def _read_json(path: Path, what: str):
-    if not path.is_file():
-        raise RunDirError(f"{path}: {what} missing from the checkpoint")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{path}: {what} is corrupted ({e})") from None
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -161,7 +153,7 @@ def list_checkpoints(run_dir) -> list[Path]:
 
 def verify(ckpt: Path) -> dict:
     """Read a checkpoint's state and check that every file in it loads. Returns the state."""
-    state = _read_json(ckpt / "state.json", "state.json")
+    state = read_json(ckpt / "state.json", "checkpoint state")
     for name in ["trainable.safetensors", "optimizer.safetensors"] + (["best.safetensors"] if state.get("has_best") else []):
         _load_tensors(ckpt / name, name)
     return state
@@ -327,7 +319,7 @@ class Checkpointer:
         if self.gen is not None and "sampler_generator" in state:
             self.epoch_gen_state = _decode(state["sampler_generator"], tensors)
         rank = acc.process_index
-        self.pending_rng = _decode(_read_json(ckpt / f"rng-{rank}.json", f"rng-{rank}.json"),
+        self.pending_rng = _decode(read_json(ckpt / f"rng-{rank}.json", "checkpoint RNG state"),
                                    _load_tensors(ckpt / f"rng-{rank}.safetensors", f"rng-{rank}.safetensors"))
         best_state = _load_tensors(ckpt / "best.safetensors", "best.safetensors") if state.get("has_best") else None
         return Position(**state["position"]), best_state
