@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .errors import RunDirError
-from .rundir import read_json
+from .rundir import finished as run_finished, read_json
 
 DIRNAME = "checkpoints"
 STEP_RE = re.compile(r"^step-(\d+)$")
@@ -182,7 +182,7 @@ def check_output_dir(recipe, resume: str | None, run_dir=None) -> Path | None:
     t = recipe.training
     run_dir = Path(run_dir or t.output_dir)
     status = run_dir / "run.json"
-    finished = status.is_file() and json.loads(status.read_text() or "{}").get("status") == "finished"
+    finished = run_finished(status)
     if resume is not None:
         if finished and resume == "latest":
             raise RunDirError(f"--resume: {run_dir} holds a finished run; there is nothing to resume")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RunDirError
+from .rundir import read_json
 
 # Keys of an eval record that are bookkeeping, not metrics.
 _EVAL_META = {"event", "split", "step", "best"}
@@ -214,10 +215,10 @@ def write_report(run_dir) -> Report:
     notes = []
     final = {}
     if (run_dir / "metrics.json").is_file():
-        final = json.loads((run_dir / "metrics.json").read_text())
+        final = read_json(run_dir / "metrics.json", "final metrics")
     else:
         notes.append("metrics.json is missing: the run has not finished (or stopped early); plots show the log so far.")
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    info = read_json(run_dir / "run.json", "run status") if (run_dir / "run.json").is_file() else {}
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else None
     stopped = [r for r in records if r.get("event") in ("stopped", "early_stop")]
     notes += [f"{r['event'].replace('_', ' ')} at step {r.get('step')}" + (f": {r['reason']}" if r.get("reason") else "") for r in stopped]

@@ -39,7 +39,8 @@ def read_json(path: Path, what: str):
 
 
 def finished(status: Path) -> bool:
-    return status.is_file() and read_json(status, "run status").get("status") == "finished"
+    # An empty status file (a run that died before its first write) counts as unfinished.
+    return status.is_file() and bool(status.read_text().strip()) and read_json(status, "run status").get("status") == "finished"
 
 
 class RunWriter:
