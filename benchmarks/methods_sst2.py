@@ -30,13 +30,13 @@ METHODS: dict[str, tuple[dict, float, int]] = {
     "full": ({"method": "full"}, 5e-5, 32),
     "lora": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05}, 1.5e-3, 32),
     "dora": ({"method": "dora", "r": 16, "alpha": 32, "dropout": 0.05}, 1.5e-3, 32),
-    # rsLoRA scales by alpha/sqrt(r) (8 here, 4x LoRA's alpha/r = 2) and diverges at this lr: alpha 8 would match LoRA.
-    "rslora": ({"method": "rslora", "r": 16, "alpha": 32, "dropout": 0.05}, 1.5e-3, 32),
+    # rsLoRA scales by alpha/sqrt(r): alpha 8 gives 2 at r=16, the scale of the LoRA row (alpha 32 gave 8 and diverged).
+    "rslora": ({"method": "rslora", "r": 16, "alpha": 8, "dropout": 0.05}, 1.5e-3, 32),
     "ia3": ({"method": "ia3"}, 1e-2, 32),
     "prompt_tuning": ({"method": "prompt_tuning", "num_virtual_tokens": 20}, 3e-2, 32),
     "prefix_tuning": ({"method": "prefix_tuning", "num_virtual_tokens": 20}, 1e-2, 32),
-    "bottleneck_houlsby": ({"method": "bottleneck", "placement": "houlsby", "bottleneck_size": 64}, 2e-3, 32),
-    "bottleneck_pfeiffer": ({"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 64}, 2e-3, 32),
+    "bottleneck_houlsby": ({"method": "bottleneck", "placement": "houlsby", "bottleneck_size": 64}, 1.5e-3, 16),
+    "bottleneck_pfeiffer": ({"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 64}, 1.5e-3, 16),
     "bottleneck_parallel": ({"method": "bottleneck", "placement": "parallel", "bottleneck_size": 64, "scaling": 4}, 2e-3, 32),
 }
 

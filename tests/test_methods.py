@@ -30,8 +30,9 @@ METHODS = {
     "pfeiffer": {"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 8, "layer_norm": True},
     "parallel": {"method": "bottleneck", "placement": "parallel", "bottleneck_size": 8, "scaling": 4.0},
     "houlsby_layer1": {"method": "bottleneck", "placement": "houlsby", "reduction_factor": 4, "bottleneck_size": None, "layers": [1]},
+    "pfeiffer_norms": {"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 8, "train_layer_norms": True},
 }
-IDENTITY_AT_INIT = {"lora", "dora", "rslora", "ia3", "houlsby", "pfeiffer", "parallel", "houlsby_layer1"}
+IDENTITY_AT_INIT = {"lora", "dora", "rslora", "ia3", "houlsby", "pfeiffer", "parallel", "houlsby_layer1", "pfeiffer_norms"}
 
 
 def linear_shapes(fam):
@@ -61,7 +62,9 @@ def expected_adapter_params(fam, name):
     m = s["bottleneck_size"] or d // s["reduction_factor"]
     per = d * m + m + m * d + d + (2 * d if s.get("layer_norm") else 0)
     n_layers = len(s["layers"]) if s.get("layers") else L
-    return per * n_layers * (2 if s["placement"] == "houlsby" else 1)
+    # train_layer_norms: BERT has two LayerNorms per layer plus the embeddings' one; Llama two RMSNorms (no bias) per layer.
+    norms = ((2 * L + 1) * 2 * d if fam == "bert" else 2 * L * d) if s.get("train_layer_norms") else 0
+    return per * n_layers * (2 if s["placement"] == "houlsby" else 1) + norms
 
 
 def _recipe(model_dir, tmp_path, adapter, quant="none", **extra):

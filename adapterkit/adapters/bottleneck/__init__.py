@@ -26,6 +26,7 @@ class BottleneckSettings(MethodSettings):
     layer_norm: bool = Field(False, description="LayerNorm on the adapter input.")
     init_weights: bool = Field(True, description="Zero up-projection so training starts from the base model.")
     layers: list[int] | None = Field(None, description="Layer indices to adapt; all layers when omitted.")
+    train_layer_norms: bool = Field(False, description="Also train the backbone's layer norms (as Houlsby et al. do); saved with the adapter.")
 
 
 def _bottleneck_config(s: BottleneckSettings, model, ctx):
@@ -45,7 +46,8 @@ def _bottleneck_config(s: BottleneckSettings, model, ctx):
     return BottleneckConfig(placement=s.placement, bottleneck_size=s.bottleneck_size, reduction_factor=s.reduction_factor,
                             activation=s.activation, dropout=s.dropout, scaling=s.scaling, layer_norm=s.layer_norm,
                             init_weights=s.init_weights, layers_to_transform=s.layers,
-                            exclude_modules=exclude_pattern(ctx["head_modules"]))
+                            exclude_modules=exclude_pattern(ctx["head_modules"]),
+                            modules_to_save=list(FAMILIES[model_type]["norms"]) if s.train_layer_norms else None)
 
 
 register_method(Method("bottleneck", BottleneckSettings, _bottleneck_config, mergeable=False,

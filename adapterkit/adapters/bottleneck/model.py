@@ -5,12 +5,13 @@ from peft.tuners.tuners_utils import BaseTuner
 
 from .layer import BottleneckLayer
 
-# Where each placement goes, per model family: (attention output, FFN output, FFN block, block adds residual itself).
-# Patterns are full-name regexes with one `{idx}` group for the layer index.
+# Where each placement goes, per model family: (attention output, FFN output, FFN block, block adds residual itself,
+# name suffixes of the layer norms that `train_layer_norms` trains). Patterns are full-name regexes with one `{idx}`
+# group for the layer index.
 _ENCODER = dict(attn=r"(.*\.)?layer\.{idx}\.attention\.output\.dense", ffn=r"(.*\.)?layer\.{idx}\.output\.dense",
-                block=r"(.*\.)?layer\.{idx}\.output", residual_inside=True)
+                block=r"(.*\.)?layer\.{idx}\.output", residual_inside=True, norms=["LayerNorm"])
 _DECODER = dict(attn=r"(.*\.)?layers\.{idx}\.self_attn\.o_proj", ffn=r"(.*\.)?layers\.{idx}\.mlp\.down_proj",
-                block=r"(.*\.)?layers\.{idx}\.mlp", residual_inside=False)
+                block=r"(.*\.)?layers\.{idx}\.mlp", residual_inside=False, norms=["input_layernorm", "post_attention_layernorm"])
 FAMILIES: dict[str, dict] = {
     **{t: _ENCODER for t in ("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "ernie", "xlm-roberta-xl")},
     **{t: _DECODER for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "granite")},
@@ -88,7 +89,8 @@ class BottleneckModel(BaseTuner):
 
 
 def count_parameters(config, hidden: int, n_layers: int) -> int:
-    """Closed-form trainable parameter count of a bottleneck config on a model with `n_layers` layers."""
+    """Closed-form parameter count of a bottleneck config's adapter weights on a model with `n_layers` layers
+    (layer norms trained through `modules_to_save` come on top)."""
     m = config.size_for(hidden)
     per = hidden * m + m + m * hidden + hidden + (2 * hidden if config.layer_norm else 0)
     layers = len(config.layers_to_transform) if config.layers_to_transform else n_layers
