@@ -70,6 +70,9 @@ def main():
         "full_fp32": common + [f"training.output_dir={tmp / 'full'}", f"training.epochs={args.epochs_full}", f"training.lr={args.lr_full}",
                                "backbone.quantization=none"],
     }
+    unknown = set(args.arms.split(",")) - set(arms)
+    if unknown:
+        sys.exit(f"--arms: unknown {sorted(unknown)}; expected a comma list of {list(arms)}")
     arms = {n: arms[n] for n in args.arms.split(",")}
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if args.parallel else {}
 
