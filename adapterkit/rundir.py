@@ -28,10 +28,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path, what: str):
-    """A run-directory JSON file, or a RunDirError naming it (a hand-edited or truncated file is not a traceback)."""
+def read_json(path: Path, what: str, text: str | None = None):
+    """A run-directory JSON file (or its already-read `text`), or a RunDirError naming it (a hand-edited or
+    truncated file is not a traceback)."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text() if text is None else text)
     except FileNotFoundError:
         raise RunDirError(f"{path}: {what} missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -39,8 +40,11 @@ def read_json(path: Path, what: str):
 
 
 def finished(status: Path) -> bool:
+    if not status.is_file():
+        return False
+    text = status.read_text()
     # An empty status file (a run that died before its first write) counts as unfinished.
-    return status.is_file() and bool(status.read_text().strip()) and read_json(status, "run status").get("status") == "finished"
+    return bool(text.strip()) and read_json(status, "run status", text).get("status") == "finished"
 
 
 class RunWriter:

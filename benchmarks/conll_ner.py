@@ -96,7 +96,7 @@ def main():
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / "conll_ner.json").write_text(json.dumps(out, indent=1))
-    rows = [f"# CoNLL-2003 NER: int8 MiniLM + LoRA vs full fine-tuning (fp32)\n",
+    rows = ["# CoNLL-2003 NER: int8 MiniLM + LoRA vs full fine-tuning (fp32)\n",
             f"Training sentences: {out['ntrain']} (seeded subset of 14,041), LoRA {args.epochs_lora} epochs at lr {args.lr_lora}, "
             f"full {args.epochs_full} epochs at lr {args.lr_full}, batch {args.batch_size}; scored on all 3,453 test sentences "
             f"(entity-level, seqeval). Arms run {'in parallel, one thread each' if args.parallel else 'one after the other'} "

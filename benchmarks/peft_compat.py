@@ -6,7 +6,7 @@
 Builds houlsby/pfeiffer/parallel adapters on tiny random BERT and Llama classifiers with plain peft.get_peft_model,
 saves them and reloads them with PeftModel.from_pretrained; prints whether every reload gives identical logits.
 """
-import tempfile, torch, peft, json
+import tempfile, torch, peft
 from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 from adapterkit.adapters.bottleneck import BottleneckConfig
 from peft import get_peft_model, PeftModel

@@ -1,10 +1,8 @@
 """The pipeline examples in examples/pipelines/ run here on tiny models (each also runs standalone on the packaged MiniLM)."""
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import ROOT, tiny_recipe, write_sentiment
 

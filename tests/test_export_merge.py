@@ -11,7 +11,6 @@ from safetensors.torch import load_file
 
 from adapterkit.adapters import METHODS
 from adapterkit.config import recipe_from_dict, resolve_paths
-from adapterkit.errors import AdapterkitError
 from adapterkit.export import export
 from adapterkit.model import load_run
 from adapterkit.trainer import train

@@ -98,8 +98,6 @@ def test_sampling_weights_and_order():
 # ---- training (tiny BERT) -------------------------------------------------------------------------------------
 
 def test_joint_training_shares_the_backbone_and_exports_each_task(tiny_bert, tmp_path):
-    import torch
-
     from adapterkit.model import load_run
     from adapterkit.multitask import build_joint, task_recipe, train_multitask
 

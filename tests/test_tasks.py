@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from adapterkit.config import recipe_from_dict, resolve_paths
-from adapterkit.errors import AdapterkitError, DataError, RecipeError
+from adapterkit.errors import DataError, RecipeError
 from adapterkit.inference import eval_run, predict
 from adapterkit.model import load_run
 from adapterkit.readers import read_conll, write_conll

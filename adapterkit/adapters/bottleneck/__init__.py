@@ -3,7 +3,7 @@ and `PeftModel.from_pretrained` work once this package is imported (adapterkit i
 from .._peft_registry import register_peft_method
 from .config import PLACEMENTS, BottleneckConfig
 from .layer import BottleneckLayer
-from .model import FAMILIES, BottleneckModel, count_parameters, placement_targets
+from .model import FAMILIES, BottleneckModel, placement_targets
 
 PEFT_TYPE = register_peft_method("bottleneck", BottleneckConfig, BottleneckModel, prefix="bottleneck_")
 
@@ -26,7 +26,7 @@ class BottleneckSettings(MethodSettings):
     layer_norm: bool = Field(False, description="LayerNorm on the adapter input.")
     init_weights: bool = Field(True, description="Zero up-projection so training starts from the base model.")
     layers: list[int] | None = Field(None, description="Layer indices to adapt; all layers when omitted.")
-    train_layer_norms: bool = Field(False, description="Also train the backbone's layer norms (as Houlsby et al. do); saved with the adapter.")
+    train_layer_norms: bool = Field(False, description="Also train the layer norms of every block (BERT: and the embeddings'), as Houlsby et al. do; saved with the adapter.")
 
 
 def _bottleneck_config(s: BottleneckSettings, model, ctx):
@@ -53,5 +53,5 @@ def _bottleneck_config(s: BottleneckSettings, model, ctx):
 register_method(Method("bottleneck", BottleneckSettings, _bottleneck_config, mergeable=False,
                        description="Bottleneck adapters h + up(act(down(h))) (Houlsby, Pfeiffer, parallel)."))
 
-__all__ = ["BottleneckConfig", "BottleneckLayer", "BottleneckModel", "FAMILIES", "PLACEMENTS", "count_parameters",
+__all__ = ["BottleneckConfig", "BottleneckLayer", "BottleneckModel", "FAMILIES", "PLACEMENTS",
            "placement_targets", "PEFT_TYPE", "BottleneckSettings"]

@@ -88,13 +88,4 @@ class BottleneckModel(BaseTuner):
         pass  # adapter weights are float32 by construction (they compute in float over any base dtype)
 
 
-def count_parameters(config, hidden: int, n_layers: int) -> int:
-    """Closed-form parameter count of a bottleneck config's adapter weights on a model with `n_layers` layers
-    (layer norms trained through `modules_to_save` come on top)."""
-    m = config.size_for(hidden)
-    per = hidden * m + m + m * hidden + hidden + (2 * hidden if config.layer_norm else 0)
-    layers = len(config.layers_to_transform) if config.layers_to_transform else n_layers
-    return per * layers * (2 if config.placement == "houlsby" else 1)
-
-
-__all__ = ["BottleneckModel", "FAMILIES", "placement_targets", "count_parameters"]
+__all__ = ["BottleneckModel", "FAMILIES", "placement_targets"]
