@@ -19,6 +19,15 @@ WRAP = (
 )
 
 
+def pick(csv: str, known, flag: str) -> list[str]:
+    """Names from a comma list, each one of `known`; otherwise exit with one line naming the flag."""
+    names = csv.split(",")
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        sys.exit(f"{flag}: unknown {unknown}; expected a comma list of {list(known)}")
+    return names
+
+
 def run_script(argv: list[str], env: dict | None = None, cwd: str | None = None, timeout: int = 3600) -> dict:
     """Run `python argv...` in a child; merge every JSON object line it printed, plus peak_rss_mib."""
     full_env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **(env or {}))

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import run_script  # noqa: E402
+from _measure import pick, run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
@@ -70,10 +70,7 @@ def main():
         "full_fp32": common + [f"training.output_dir={tmp / 'full'}", f"training.epochs={args.epochs_full}", f"training.lr={args.lr_full}",
                                "backbone.quantization=none"],
     }
-    unknown = set(args.arms.split(",")) - set(arms)
-    if unknown:
-        sys.exit(f"--arms: unknown {sorted(unknown)}; expected a comma list of {list(arms)}")
-    arms = {n: arms[n] for n in args.arms.split(",")}
+    arms = {n: arms[n] for n in pick(args.arms, arms, "--arms")}
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if args.parallel else {}
 
     def run(name):

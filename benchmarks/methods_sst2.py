@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import add_ratios, run_script  # noqa: E402
+from _measure import add_ratios, pick, run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
@@ -92,9 +92,7 @@ def main():
         seeds = [int(x) for x in args.seeds.split(",")]
     except ValueError:
         sys.exit(f"--seeds: expected a comma list of integers, got {args.seeds!r}")
-    unknown = sorted(set(args.methods.split(",")) - set(METHODS))
-    if unknown:
-        sys.exit(f"--methods: unknown {unknown}; expected a comma list of {list(METHODS)}")
+    names = pick(args.methods, METHODS, "--methods")
     if not SST2.is_dir():
         sys.exit(f"SST-2 not found at {SST2}: this benchmark needs the shared data folder beside the repository")
     tmp = Path(tempfile.mkdtemp(prefix="adapterkit-methods-"))
@@ -104,7 +102,7 @@ def main():
               "training.eval_every=100000", "training.overwrite=true", "training.epochs=1"]
     if args.nval:
         common.append(f"data.max_eval_samples={args.nval}")
-    runs: dict[str, list[dict]] = {name: [] for name in args.methods.split(",")}
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     for seed in seeds:
         for name in runs:
             t = time.time()
