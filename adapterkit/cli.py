@@ -11,6 +11,7 @@ import typer
 
 from .errors import AdapterkitError
 
+# Each command imports what it needs when it runs, so `adapterkit --help` and one-line errors stay quick.
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Parameter-efficient fine-tuning: recipes, adapters, heads, verified exports.")
 
@@ -38,24 +39,16 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Shortcut for --set training.output_dir=DIR."),
           resume: Optional[str] = typer.Option(None, "--resume", help="Continue from the latest checkpoint in output_dir (`--resume` alone) "
                                                                      "or from a given checkpoint or run folder (`--resume PATH`).")):
-    """Train a recipe and write its run directory."""
-    from .config import load_recipe, resolve_paths
-    from .preflight import preflight
-    from .trainer import train as run_train
+    """Train a recipe (single- or multi-task) and write its run directory."""
+    from .config import resolve_paths
+    from .model import load_recipe
+    from .training import preflight
+    from .training import train as run_train
 
     overrides = list(set_) + ([f"training.output_dir={output_dir}"] if output_dir else [])
     r = resolve_paths(load_recipe(recipe, overrides))
-    if r.tasks:  # multi-task recipe: joint training, one run directory per task
-        from .multitask import train_multitask
-
-        if resume:
-            from .errors import RecipeError
-
-            raise RecipeError("--resume: multi-task runs cannot resume yet; start the run again")
-        final = train_multitask(r)
-    else:
-        preflight(r, resume=resume)
-        final = run_train(r, resume=resume)
+    preflight(r, resume=resume)
+    final = run_train(r, resume=resume)
     _echo_metrics(final)
     typer.echo(f"run directory: {r.training.output_dir}")
 
@@ -78,7 +71,7 @@ def generate(run_dir: Path = typer.Argument(..., help="Run directory of a causal
              temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0: greedy decoding."),
              zero_shot: bool = typer.Option(False, "--zero-shot", help="Generate with the base model, without the adapter.")):
     """Complete prompts with a trained causal LM run (the run's chat or prompt template is applied)."""
-    from .lm import generate as run_generate
+    from .inference import generate as run_generate
 
     for row in run_generate(run_dir, list(prompt), max_new_tokens, temperature, zero_shot):
         typer.echo(json.dumps(row))
@@ -111,7 +104,7 @@ def export(run_dir: Path = typer.Argument(...),
            tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Max |merged - unmerged| float32 logit difference (export.tolerance by default)."),
            requantize: bool = typer.Option(True, "--requantize/--no-requantize", help="Also score the merged export re-quantized to int8 on load.")):
     """Export a run, verified: merged into a plain transformers model, or the PEFT adapter + head. Writes export_report.json."""
-    from .export import export as run_export
+    from .deploy import export as run_export
 
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
     from .progress import stage
@@ -130,7 +123,7 @@ def merge(runs: List[Path] = typer.Argument(..., help="Two or more run directori
           density: Optional[float] = typer.Option(None, "--density", help="Share of values kept by ties/dare (0.5 by default)."),
           evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate the combined run on the validation split.")):
     """Combine LoRA adapters (and average their heads) into one run directory."""
-    from .merge import MergeError, merge as run_merge
+    from .interpolation import MergeError, merge as run_merge
 
     try:
         w = [float(x) for x in weights.split(",")] if weights else None
@@ -147,7 +140,7 @@ def sweep(run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-fa
           max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Evaluate on the first N examples only."),
           quantization: Optional[str] = typer.Option(None, "--quantization", help="none, int8 or nf4 (the run's own by default).")):
     """Evaluate the adapter at several scales between the base model and the trained adapter; table + plot."""
-    from .sweep import parse_scales, sweep as run_sweep
+    from .interpolation import parse_scales, sweep as run_sweep
 
     result = run_sweep(run_dir, parse_scales(scales), out, split, max_examples, quantization)
     typer.echo((Path(result["out"]) / "sweep.md").read_text())
@@ -157,7 +150,7 @@ def sweep(run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-fa
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train` (finished or not).")):
     """Rebuild a run's report.html and plots/*.png from its log, metrics and recipe."""
-    from .report import write_report
+    from .runs import write_report
 
     rep = write_report(run_dir)
     for note in rep.notes:
@@ -176,7 +169,7 @@ def inspect(model_path: str = typer.Argument(..., help="Model folder or package:
             tree: bool = typer.Option(True, "--tree/--no-tree", help="Print the module tree."),
             as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Module tree, targets per adapter method, and trainable parameters (count, share) per method."""
-    from .inspect import format_report, inspect_model, parse_settings
+    from .model.inspect import format_report, inspect_model, parse_settings
 
     report = inspect_model(model_path, list(method) or None, parse_settings(list(set_)), gguf_file, quantization, task, num_labels)
     typer.echo(json.dumps(report, indent=1) if as_json else format_report(report, tree))

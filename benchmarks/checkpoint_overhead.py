@@ -37,10 +37,11 @@ def main():
     import torch
     from safetensors.torch import load_file
 
-    from adapterkit.backbone import resolve_path
+    from adapterkit.model.backbone import resolve_path
     from adapterkit.cli import quiet_libraries
-    from adapterkit.config import recipe_from_dict, resolve_paths
-    from adapterkit.trainer import train
+    from adapterkit.config import resolve_paths
+    from adapterkit.model import recipe_from_dict
+    from adapterkit.training import train
 
     quiet_libraries()
     sst2 = ROOT.parent / "shared" / "data" / "sst2"

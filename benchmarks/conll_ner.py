@@ -29,8 +29,9 @@ import json, sys
 from adapterkit.cli import quiet_libraries
 quiet_libraries()
 import yaml
-from adapterkit.config import recipe_from_dict, resolve_paths
-from adapterkit.trainer import train
+from adapterkit.config import resolve_paths
+from adapterkit.model import recipe_from_dict
+from adapterkit.training import train
 data = yaml.safe_load(open("{recipe}"))
 if sys.argv[2] == "full":
     data["adapter"] = {{"method": "full"}}

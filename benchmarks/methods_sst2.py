@@ -55,8 +55,9 @@ import json, sys
 from pathlib import Path
 from adapterkit.cli import quiet_libraries
 quiet_libraries()
-from adapterkit.config import load_recipe, resolve_paths
-from adapterkit.trainer import train
+from adapterkit.config import resolve_paths
+from adapterkit.model import load_recipe
+from adapterkit.training import train
 overrides = json.loads(sys.argv[1])
 recipe = resolve_paths(load_recipe(sys.argv[2], overrides))
 final = train(recipe)

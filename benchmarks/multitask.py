@@ -4,7 +4,7 @@ LoRA r=8 (recipes/multitask-sst2-conll-int8.yaml), each arm in its own fresh pro
     nice -n 5 python benchmarks/multitask.py [--steps-per-task 60] [--batch 16] [--ntrain 2000] [--neval 300]
 
 Budget: every task gets the same number of training batches (`--steps-per-task` x `--batch` examples) in every arm.
-  single_sst2   : single-task run on SST-2 (adapterkit.trainer.train), steps-per-task steps
+  single_sst2   : single-task run on SST-2 (adapterkit.training.loop.train), steps-per-task steps
   single_conll  : single-task run on CoNLL-2003, steps-per-task steps
   joint_shared  : one run, both tasks, one shared LoRA adapter, round robin, 2 x steps-per-task steps
   joint_per_task: same, one adapter per task (PEFT named adapters) over the shared backbone
@@ -34,9 +34,10 @@ ARM = '''
 import json, sys, time
 from adapterkit.cli import quiet_libraries
 quiet_libraries()
-from adapterkit.config import load_recipe, resolve_paths
-from adapterkit.multitask import task_recipe, train_multitask
-from adapterkit.trainer import train
+from adapterkit.config import resolve_paths
+from adapterkit.model import load_recipe
+from adapterkit.training.multitask import task_recipe
+from adapterkit.training import train
 arm, out, steps, batch, ntrain, neval, lr, head_lr, log_every = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7]), *map(float, sys.argv[7:9]), sys.argv[9]
 r = resolve_paths(load_recipe("{recipe}", [f"training.output_dir={{out}}", f"training.batch_size={{batch}}", f"training.log_every={{log_every}}",
                                          f"training.lr={{lr}}", f"training.head_lr={{head_lr}}", "training.overwrite=true"]))
@@ -46,7 +47,7 @@ t0 = time.perf_counter()
 if arm.startswith("joint"):
     r.multitask.adapter = "per_task" if arm == "joint_per_task" else "shared"
     r.training.max_steps = 2 * steps
-    final = train_multitask(r)
+    final = train(r)
     tasks = {{n: v["validation"] for n, v in final["tasks"].items()}}
     batches = final["train"]["batches_per_task"]
 else:

@@ -29,8 +29,9 @@ ADAPTERKIT_ARM = '''
 import json, sys
 from adapterkit.cli import quiet_libraries
 quiet_libraries()
-from adapterkit.config import load_recipe, resolve_paths
-from adapterkit.trainer import train
+from adapterkit.config import resolve_paths
+from adapterkit.model import load_recipe
+from adapterkit.training import train
 overrides = json.loads(sys.argv[1])
 final = train(resolve_paths(load_recipe("{recipe}", overrides)))
 print(json.dumps(dict(ex_per_s=final["train"]["examples_per_s"], train_s=final["train"]["seconds"],

@@ -41,7 +41,7 @@ def main():
     from adapterkit.cli import quiet_libraries
 
     quiet_libraries()
-    from adapterkit.config import recipe_from_dict
+    from adapterkit.model import recipe_from_dict
     from adapterkit.model import build
     from tests.conftest import minilm_dir, write_sentiment
     from tests.test_perf_switches import saved_bytes

@@ -40,5 +40,5 @@ register_head(Head(
     metrics=("accuracy", "f1"),                      # local evaluate modules (adapterkit/metrics) or Hub names
     module=MlpClassifier,                            # (hidden_size, task_cfg, labels) -> nn.Module
     loss=lambda logits, labels: nn.functional.cross_entropy(logits, labels),
-    extra={"settings": MlpSettings},                 # validates the head's own `task:` keys
+    settings=MlpSettings,                            # validates the head's own `task:` keys
 ))

@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny random models (fast) and paths to the real packaged models and shared data."""
+"""Shared fixtures: tiny random models (fast), one tiny recipe and tiny training runs, and paths to the real
+packaged models and shared data. Tests are organised by package (tests/<package>/); every test that trains a
+model is marked `slow` (`make test-fast` skips them), and the guard below fails a test that trains without it."""
 from __future__ import annotations
 
 import csv
@@ -17,6 +19,30 @@ from adapterkit.cli import quiet_libraries  # noqa: E402
 quiet_libraries()
 
 ROOT = Path(__file__).resolve().parents[1]
+_CURRENT = {"slow": True, "id": ""}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before the test's fixtures are set up, so a fixture that trains counts for the first test that needs it.
+    _CURRENT.update(slow=item.get_closest_marker("slow") is not None, id=item.nodeid)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _training_needs_the_slow_mark():
+    """Every training run goes through training.loop.param_groups: a test without the `slow` mark that gets there fails."""
+    import adapterkit.training.loop as loop
+
+    real = loop.param_groups
+
+    def guarded(*args, **kwargs):
+        if not _CURRENT["slow"]:
+            raise AssertionError(f"{_CURRENT['id']} trains a model: mark it @pytest.mark.slow")
+        return real(*args, **kwargs)
+
+    loop.param_groups = guarded
+    yield
+    loop.param_groups = real
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 

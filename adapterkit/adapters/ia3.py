@@ -4,7 +4,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..errors import ModelError
-from . import Method, MethodSettings, check_targets, exclude_pattern, register_method
+from .registry import Method, MethodSettings, register_method
+from .targets import check_targets, exclude_pattern
 
 
 class IA3Settings(MethodSettings):
@@ -35,7 +36,7 @@ def _ia3_config(s: IA3Settings, model, ctx):
     missing = [f for f in ff if f not in targets]
     if missing:
         raise ModelError(f"adapter.feedforward_modules: {missing} must also be in target_modules {targets}")
-    return IA3Config(target_modules=targets, feedforward_modules=ff, exclude_modules=exclude_pattern(ctx["head_modules"]))
+    return IA3Config(target_modules=targets, feedforward_modules=ff, exclude_modules=exclude_pattern(ctx.head_modules))
 
 
 register_method(Method("ia3", IA3Settings, _ia3_config, mergeable=True,

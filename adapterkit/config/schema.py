@@ -1,0 +1,217 @@
+"""The recipe schema: typed sections validated by pydantic; nothing in a recipe is executed.
+
+The schema imports no registry. Method settings, head types and their own keys are checked against the
+registries handed in through pydantic's validation context (`Registries`, see config/load.py); without them
+only the structure is checked."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+
+@dataclass(frozen=True)
+class Registries:
+    """What recipe validation looks names up in: adapter methods (`adapter.method`) and task heads (`task.type`).
+    Each entry needs `.settings` (a pydantic model of its own keys, or None for heads without any); heads also
+    `.label_kind`."""
+    methods: Mapping[str, Any]
+    heads: Mapping[str, Any]
+
+
+def registries(info: ValidationInfo) -> Registries | None:
+    ctx = info.context
+    return ctx if isinstance(ctx, Registries) else None
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BackboneConfig(Section):
+    path: str = Field(description="Model folder, or `package:NAME` for a model shipped in an installed Python package.")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `path` (loaded with transformers' GGUF support).")
+    quantization: Literal["none", "int8", "nf4"] = Field("none", description="Load the frozen backbone in full precision, LLM.int8 or 4-bit NF4.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the non-quantized weights.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint folder to run. Off unless you trust it.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    int8_matmul: Literal["bitsandbytes", "dequantize"] = Field("bitsandbytes", description="How frozen int8 weights are multiplied in training: bitsandbytes' int8 matmul, or `dequantize` each layer to the compute dtype + dense GEMM (same int8 storage; faster on GPU, no activation quantization). See adapterkit/fast_int8.py.")
+
+
+class AdapterConfig(Section):
+    """Adapter method and its settings. Settings not used by the chosen method are rejected."""
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    method: str = Field("lora", description="Adapter method: see `adapterkit.adapters.METHODS` (lora, dora, rslora, ia3, prompt_tuning, prefix_tuning, bottleneck, full).")
+
+    @model_validator(mode="after")
+    def _check_method_settings(self, info: ValidationInfo):
+        reg = registries(info)
+        if reg is None:
+            return self
+        if self.method not in reg.methods:
+            raise ValueError(f"unknown adapter method {self.method!r}; expected one of {sorted(reg.methods)}")
+        reg.methods[self.method].settings.model_validate(self.settings())
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TaskConfig(Section):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    type: str = Field("sequence_classification", description="Task head: see `adapterkit.heads.HEADS`.")
+    labels: list[str] | None = Field(None, description="Label names in index order; inferred from the training data when omitted.")
+    pooling: Literal["auto", "cls", "mean", "last"] = Field("auto", description="How a sequence is pooled for sequence heads. `auto` uses the backbone family's own transformers head (cls for encoders, last token for decoders), which exports to plain transformers.")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Dropout before the head; the backbone's default when omitted.")
+    plugin: str | None = Field(None, description="Python module to import before the head is looked up (e.g. `examples.custom_head`), so it can "
+                                                 "register its own head. This runs that module's code like a Python import; recipe strings are never evaluated.")
+
+    @model_validator(mode="after")
+    def _check_type(self, info: ValidationInfo):
+        reg = registries(info)  # plugins named here were imported before validation (config/load.py)
+        if reg is None:
+            return self
+        if self.type not in reg.heads:
+            raise ValueError(f"unknown task type {self.type!r}; expected one of {sorted(reg.heads)}")
+        own = reg.heads[self.type].settings
+        try:
+            if own is not None:
+                own.model_validate(dict(self.model_extra or {}))  # the head's own keys (e.g. threshold for multi_label)
+        except ValidationError as e:
+            first = e.errors()[0]
+            msg = "unknown key for this task type" if first["type"] == "extra_forbidden" else first["msg"]
+            raise ValueError(f"{'.'.join(map(str, first['loc']))}: {msg}") from None
+        return self
+
+
+class DataConfig(Section):
+    format: Literal["auto", "csv", "tsv", "jsonl", "conll"] = Field("auto", description="File format; `auto` picks it from the file extension.")
+    train: str | None = Field(None, description="Training file.")
+    validation: str | None = Field(None, description="Validation file (used for evaluation, early stopping and best-checkpoint selection).")
+    test: str | None = Field(None, description="Test file, evaluated once at the end.")
+    text_column: str = Field("text", description="Column with the input text.")
+    text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
+    label_column: str = Field("label", description="Column with the label.")
+    max_length: int = Field(128, gt=0, description="Truncate inputs to this many tokens.")
+    max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training examples after a seeded shuffle.")
+    max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation/test examples.")
+    prompt_column: str = Field("prompt", description="causal_lm: column with the prompt (not trained on).")
+    completion_column: str = Field("completion", description="causal_lm: column with the completion (the only trained tokens).")
+    messages_column: str = Field("messages", description="causal_lm: column with a chat as a list of {role, content}; when present it is used instead of prompt/completion, and only assistant turns are trained.")
+    chat_template: bool | None = Field(None, description="causal_lm and label_words: wrap prompts/chats in the tokenizer's chat template; when omitted, it is applied if the tokenizer has one.")
+    conll_separator: str = Field("auto", description="CoNLL column separator: `auto` (tab when the first line has one, else any whitespace), `tab`, `space` or a literal string.")
+    conll_columns: int | None = Field(None, ge=2, description="Columns per CoNLL token line; taken from the first token line when omitted. Lines with another count are an error.")
+    conll_tag_column: int = Field(-1, description="Which CoNLL column holds the tag (0-based; negative counts from the end). The token is column 0.")
+    subword_labels: Literal["first", "all"] = Field("first", description="Token classification: label only a word's first sub-token (`first`) or every sub-token "
+                                                                  "(`all`, later ones get the I- tag) in training; evaluation always scores first sub-tokens.")
+
+
+class EarlyStoppingConfig(Section):
+    metric: str = Field("loss", description="Validation metric that selects the best checkpoint (`loss` or a metric name).")
+    mode: Literal["auto", "max", "min"] = Field("auto", description="Whether larger is better; `auto`: min for loss-like metrics, max otherwise.")
+    patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without improvement; never when omitted.")
+
+
+class TrainingConfig(Section):
+    output_dir: str = Field("runs/run", description="Run directory: adapter, head, tokenizer, recipe, metrics, logs.")
+    epochs: float = Field(1, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides epochs.")
+    batch_size: int = Field(32, gt=0, description="Examples per device per forward pass.")
+    eval_batch_size: int = Field(64, gt=0, description="Examples per device per evaluation pass.")
+    gradient_accumulation: int = Field(1, gt=0, description="Forward passes per optimizer step.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate for the adapter.")
+    head_lr: float | None = Field(None, gt=0, description="Learning rate of the task head; `lr` when omitted.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up from zero.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norms).")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; off when null.")
+    seed: int = Field(0, description="Seed for weights, shuffling and dropout.")
+    eval_every: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps; at each epoch's end when omitted.")
+    log_every: int = Field(10, gt=0, description="Write a metrics line to log.jsonl every N optimizer steps.")
+    trackers: list[str] = Field(default_factory=list, description="Experiment trackers through Accelerate, by name: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio (or all). Local ones write under RUN_DIR/trackers/.")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="`auto`: bf16 on GPUs that support it, fp16 on other GPUs, none on CPU.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
+    packing: bool = Field(False, description="Causal LM only: pack each batch's samples into rows of data.max_length tokens with no padding between them; position ids restart per sample and attention never crosses samples.")
+    loss_chunk_tokens: int | None = Field(None, gt=0, description="Causal LM only: compute the LM head and cross-entropy this many tokens at a time, never holding the full logits; off when null.")
+    compile: bool = Field(False, description="Run the model through torch.compile (Accelerate's dynamo_backend=inductor). Off by default: compiling costs minutes up front and recompiles for new batch shapes; measure it with benchmarks/sst2_cpu.py (arm adapterkit_compile).")
+    overwrite: bool = Field(False, description="Allow training into an output_dir that holds a finished run (or an unfinished run's checkpoints, which are then deleted).")
+    checkpoint_every: int | None = Field(500, gt=0, description="Write a resumable checkpoint (adapter, head, optimizer, scheduler, RNG states, data position) to OUTPUT_DIR/checkpoints every N optimizer steps; off when null. Continue with `adapterkit train RECIPE --resume`.")
+    keep_checkpoints: int = Field(2, ge=1, description="How many of the latest checkpoints to keep (the one at the best evaluation is kept as well).")
+    on_nonfinite: Literal["stop", "skip"] = Field("stop", description="On a NaN/inf loss or gradient: `stop` with the step number (the last checkpoint stays intact), or `skip` that optimizer step and go on.")
+
+
+class ExportConfig(Section):
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the exported weights.")
+    tolerance: float = Field(1e-4, gt=0, description="Largest allowed |merged - unmerged| logit difference (float32).")
+
+
+def _default_token_columns(task: "TaskConfig", data: "DataConfig", reg: Registries | None) -> None:
+    # Word-level tasks read `tokens`/`tags` (the CoNLL reader's columns) unless the recipe names others.
+    head = reg.heads.get(task.type) if reg is not None else None
+    if head is not None and head.label_kind == "tokens":
+        if "text_column" not in data.model_fields_set:
+            data.text_column = "tokens"
+        if "label_column" not in data.model_fields_set:
+            data.label_column = "tags"
+
+
+class TaskSpec(Section):
+    """One task of a multi-task recipe: its own head and data; backbone, adapter and training are shared."""
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="Task name: key in metrics.json and the per-task run folder `<output_dir>/<name>`.")
+    task: TaskConfig = Field(default_factory=TaskConfig, description="Head of this task (same keys as the single-task `task:` section).")
+    data: DataConfig = Field(description="Data of this task (same keys as the single-task `data:` section).")
+    metric: str | None = Field(None, description="Headline validation metric of this task, reported per task under `summary` in the joint metrics.json; `loss` when omitted.")
+    weight: float = Field(1.0, gt=0, description="Multiplier on this task's loss.")
+
+    @model_validator(mode="after")
+    def _token_columns(self, info: ValidationInfo):
+        _default_token_columns(self.task, self.data, registries(info))
+        return self
+
+
+class MultitaskConfig(Section):
+    adapter: Literal["shared", "per_task"] = Field("shared", description="One adapter trained by all tasks, or one PEFT named adapter per task (the backbone stays shared).")
+    sampling: Literal["proportional", "temperature", "round_robin"] = Field("proportional", description="Which task each step trains on: chance proportional to its number of training batches, proportional to batches^(1/temperature), or tasks in turn.")
+    temperature: float = Field(2.0, gt=0, description="For sampling: temperature. 1 = proportional; larger flattens towards uniform.")
+
+
+class Recipe(Section):
+    backbone: BackboneConfig
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    tasks: list[TaskSpec] | None = Field(None, min_length=2, description="Multi-task joint training: several tasks over one backbone (replaces `task` and `data`). See adapterkit/training/multitask.py.")
+    multitask: MultitaskConfig = Field(default_factory=MultitaskConfig, description="How the tasks of `tasks` share the adapter and are sampled.")
+
+    @model_validator(mode="after")
+    def _check_tasks(self):
+        if self.tasks is None:
+            if "multitask" in self.model_fields_set and self.multitask != MultitaskConfig():
+                raise ValueError("multitask: only used together with a `tasks:` list")
+            return self
+        for key in ("task", "data"):
+            if key in self.model_fields_set:
+                raise ValueError(f"{key}: a multi-task recipe sets {key} inside each entry of `tasks`, not at the top level")
+        names = [t.name for t in self.tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"tasks: task names must be unique; repeated: {dup}")
+        return self
+
+    @model_validator(mode="after")
+    def _token_columns(self, info: ValidationInfo):
+        _default_token_columns(self.task, self.data, registries(info))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json")
+        d["adapter"] = {"method": self.adapter.method, **self.adapter.settings()}
+        if self.tasks is None:  # single-task recipes stay as they were
+            d.pop("tasks", None), d.pop("multitask", None)
+        else:  # multi-task: task and data live in each entry of `tasks`
+            d.pop("task", None), d.pop("data", None)
+        return d

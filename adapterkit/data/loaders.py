@@ -1,0 +1,39 @@
+"""Batches: dynamic padding, and length-grouped, seeded shuffling that spans the global batch."""
+from __future__ import annotations
+
+import torch
+
+
+class Collator:
+    """Dynamic padding to the longest example in the batch (transformers' DataCollatorWithPadding)."""
+
+    def __init__(self, tokenizer):
+        from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+        self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        self.pad_tokens = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")  # pads labels with -100
+
+    def __call__(self, features):
+        lab = features[0].get("labels")
+        token_labels = isinstance(lab, list) and len(lab) == len(features[0]["input_ids"]) and (not lab or isinstance(lab[0], int))
+        batch = (self.pad_tokens if token_labels else self.pad)(features)
+        if "labels" in batch and batch["labels"].dtype == torch.float64:
+            batch["labels"] = batch["labels"].float()
+        return batch
+
+
+def dataloader(ds, tokenizer, batch_size: int, shuffle: bool, seed: int, group_by_length: bool, num_processes: int = 1,
+               collate_fn=None):
+    """`num_processes`: length groups span the global batch (batch_size x processes), so a run sharded over
+    N processes sees the same global batches as one process with an N times larger batch."""
+    from torch.utils.data import DataLoader
+
+    g = torch.Generator()
+    g.manual_seed(seed)
+    sampler = None
+    if shuffle and group_by_length:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(batch_size * num_processes, lengths=[len(x) for x in ds["input_ids"]], generator=g)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      collate_fn=collate_fn or Collator(tokenizer), generator=g if sampler is None else None)

@@ -1,0 +1,55 @@
+"""Text inputs (one text, or a text pair, per row) -> token ids and encoded labels."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DataError
+from ..progress import chunks
+from .encoders import Encoder, register_encoder
+from .labels import encode_labels
+
+
+def check_columns(ds, cfg, path: str, field: str, need_label: bool = True) -> None:
+    cols = list(ds.column_names)
+    need = [("data.text_column", cfg.text_column)]
+    if cfg.text_pair_column:
+        need.append(("data.text_pair_column", cfg.text_pair_column))
+    if need_label:
+        need.append(("data.label_column", cfg.label_column))
+    for key, col in need:
+        if col not in cols:
+            raise DataError(f"{key}: column {col!r} not in {path} (columns there: {cols})")
+    if len(ds) == 0:
+        raise DataError(f"{field}: {path} has a header but no rows")
+
+
+def tokenize(ds, tokenizer, cfg, labels, kind: str, path: str, target_norm=None, train: bool = False):
+    """Tokenized dataset with input_ids, attention_mask and labels (when the label column is present).
+    `target_norm`: (mean, std) applied to regression targets; `train`: token labels follow data.subword_labels."""
+    texts = [("" if t is None else str(t)) for t in ds[cfg.text_column]]
+    empty = next((i for i, t in enumerate(texts) if not t.strip()), None)
+    if empty is not None:
+        raise DataError(f"data.text_column: row {empty + 1} of {path} has an empty {cfg.text_column!r}")
+    pairs = [str(t) for t in ds[cfg.text_pair_column]] if cfg.text_pair_column else None
+    enc, size = {}, 4096  # in chunks only so a large file shows a tokenizing bar; same result as one call
+    for i in chunks(len(texts), size, f"tokenizing {Path(path).name}", min_items=20000):
+        part = tokenizer(texts[i:i + size], pairs[i:i + size] if pairs else None, truncation=True, max_length=cfg.max_length)
+        for k, v in part.items():
+            enc.setdefault(k, []).extend(v)
+    cols = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    if cfg.label_column in ds.column_names:
+        cols["labels"] = encode_labels(ds[cfg.label_column], labels, kind, path, cfg.label_column)
+        if target_norm is not None:
+            mean, std = target_norm
+            cols["labels"] = [(y - mean) / std for y in cols["labels"]]
+    import datasets
+
+    return datasets.Dataset.from_dict(cols)
+
+
+def encode_text(ds, tokenizer, recipe, head, labels, path: str, train: bool = False):
+    norm = head.target_norm(recipe.task) if head.target_norm is not None else None
+    return tokenize(ds, tokenizer, recipe.data, labels, head.label_kind, path, norm, train)
+
+
+register_encoder(Encoder("text", check_columns, encode_text))

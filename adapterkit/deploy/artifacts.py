@@ -1,0 +1,261 @@
+"""Export a trained run as a verified deployment artifact.
+
+`merged`: the base is reloaded in full precision from its original checkpoint (merging into int8 weights
+re-quantizes and drops small updates), the adapter is merged, the head attached, and the result saved as a
+plain transformers folder. Before anything is written we check that merged and unmerged full-precision
+logits agree, and we report how often the export agrees with the quantized model that was trained.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..adapters import METHODS
+from ..config import BackboneConfig
+from ..errors import AdapterkitError
+from ..files import read_json
+from ..heads import HEADS, Head, HeadContext, HeadModel
+from ..inference import verify
+from ..model import build_task_model, is_mergeable, load_recipe, load_run
+from ..model.backbone import DTYPES, checkpoint_dir, load_model
+
+
+class ExportError(AdapterkitError):
+    pass
+
+
+def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_samples: int | None = None,
+           tolerance: float | None = None, requantize: bool = True) -> dict:
+    """Write a verified export of `run_dir` to `out` and return its report (also saved as export_report.json).
+    Nothing lands in `out` unless verification passes."""
+    run_dir, out = Path(run_dir), Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "export_report.json").is_file():
+        raise ExportError(f"--out: {out} exists and is not an adapterkit export; choose an empty or new folder")
+    if fmt not in ("merged", "adapter"):
+        raise ExportError(f"--format: {fmt!r}; expected merged or adapter")
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype: {dtype!r}; expected one of {sorted(DTYPES)}")
+    if tolerance is not None and not tolerance > 0:
+        raise ExportError(f"--tolerance: {tolerance} must be > 0")
+    recipe = load_recipe(run_dir / "recipe.yaml") if (run_dir / "recipe.yaml").is_file() else None
+    if recipe is not None and fmt == "merged" and not is_mergeable(recipe):
+        raise ExportError(f"export: adapter method {recipe.adapter.method!r} adds modules that cannot be merged into the weights; "
+                          f"use --format adapter (loads with peft.PeftModel.from_pretrained)")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if fmt == "adapter":
+            report = _export_adapter(run_dir, tmp, dtype, verify_samples, tolerance)
+        else:
+            report = _export_merged(run_dir, tmp, dtype, verify_samples, tolerance, requantize)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report["files"] = _file_report(tmp)
+    (tmp / "export_report.json").write_text(json.dumps(report, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return report
+
+
+def _file_report(folder: Path) -> dict:
+    """Size of every file, and the tensor dtypes (with counts) inside each safetensors file (header only)."""
+    from safetensors import safe_open
+
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        entry = {"bytes": p.stat().st_size}
+        if p.suffix == ".safetensors":
+            counts: dict[str, int] = {}
+            with safe_open(str(p), "pt") as f:
+                for k in f.keys():
+                    dt = str(f.get_slice(k).get_dtype())
+                    counts[dt] = counts.get(dt, 0) + 1
+            entry["dtypes"] = counts
+        files[str(p.relative_to(folder))] = entry
+    return files
+
+
+def _score(recipe, passes: dict, reference: str) -> dict:
+    """Metric of every pass, and each one's prediction agreement with the reference (trained) pass."""
+    ref = passes[reference]
+    key = verify.primary_metric(recipe, ref.metrics)
+    out = {"metric": key}
+    for name, p in passes.items():
+        out[name] = {"metrics": p.metrics}
+        if name != reference:
+            out[name]["prediction_agreement"] = round(verify.agreement(p, ref), 6)
+            if key in p.metrics and key in ref.metrics:
+                # Points on a 0-100 scale for bounded metrics (accuracy, f1), raw difference otherwise.
+                scale = 100.0 if key != "loss" and 0 <= ref.metrics[key] <= 1 else 1.0
+                out[name]["delta_points"] = round((p.metrics[key] - ref.metrics[key]) * scale, 4)
+    return out
+
+
+@dataclass
+class Reference:
+    """The trained run as trained (quantized), scored on the validation split: what every export is checked against."""
+    tokenizer: Any
+    recipe: Any
+    labels: list | None
+    head: Head
+    loader: Any          # the validation examples verification scores
+    probe: Any           # the first PROBE_EXAMPLES of them, whose full logits are compared
+    trained_pass: verify.Pass
+    info: dict           # split, file and number of examples verified on
+
+
+def _prepare(run_dir: Path, verify_samples: int | None) -> Reference:
+    run = load_run(run_dir)
+    recipe, labels = run.recipe, run.labels
+    head = HEADS[recipe.task.type]
+    ev = verify.eval_loader(recipe, run.tokenizer, labels, "validation", verify_samples)
+    trained_pass = verify.run_pass(run.model, ev.loader, head, labels=labels, task=recipe.task)
+    del run.model
+    probe = verify.eval_loader(recipe, run.tokenizer, labels, "validation", PROBE_EXAMPLES).loader
+    info = {"split": ev.split, "file": ev.path, "examples": ev.examples}
+    return Reference(run.tokenizer, recipe, labels, head, ev.loader, probe, trained_pass, info)
+
+
+PROBE_EXAMPLES = 64  # merged-vs-unmerged logits are compared on this many validation examples (full logits kept)
+
+
+def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | None, tolerance: float | None) -> dict:
+    """PEFT adapter folder whose modules_to_save carry the trained head, so
+    PeftModel.from_pretrained(<task model of the base>, DIR) restores adapter and head together."""
+    from peft import PeftModel
+    from safetensors.torch import load_file, save_file
+
+    ref = _prepare(run_dir, verify_samples)
+    tokenizer, recipe, labels, head, loader, probe, trained_pass, info = (ref.tokenizer, ref.recipe, ref.labels, ref.head, ref.loader,
+                                                                          ref.probe, ref.trained_pass, ref.info)
+    if METHODS[recipe.adapter.method].trains_base:
+        raise ExportError(f"export: a {recipe.adapter.method} fine-tuning run has no adapter; use --format merged")
+    loaded_full = load_run(run_dir, quantization="none")
+    full, head_modules = loaded_full.model, loaded_full.head_modules
+    reference = verify.run_pass(full, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    native = not isinstance(full.get_base_model(), HeadModel)
+    del full, loaded_full
+    cfg = read_json(run_dir / "adapter" / "adapter_config.json", "adapter config")
+    base_dir = checkpoint_dir(recipe.backbone)
+    cfg["base_model_name_or_path"] = str(base_dir)
+    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    head_state = load_file(run_dir / "head.safetensors")
+    if native:
+        cfg["modules_to_save"] = sorted(set(cfg.get("modules_to_save") or []) | set(head_modules))
+        # PEFT stores modules_to_save weights under base_model.model.<module path>, without the adapter name.
+        weights.update({f"base_model.model.{k}": v for k, v in head_state.items()})
+    weights = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in weights.items()}
+    (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(tmp)
+    (tmp / "labels.json").write_text(json.dumps({"labels": labels}))
+    shutil.copy2(run_dir / "recipe.yaml", tmp / "recipe.yaml")
+    report = {"format": "adapter", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "base": str(base_dir),
+              "verified_on": info}
+    # Verify: reload the way a user would, without adapterkit's loader, and compare with the run.
+    if native:
+        base, _ = build_task_model(recipe, labels, quantization="none")
+        loaded = PeftModel.from_pretrained(base, tmp, is_trainable=False)
+        report["loads_with"] = (f"peft.PeftModel.from_pretrained(transformers.{head.auto_class.__name__}.from_pretrained("
+                                f"'{base_dir}', num_labels=...), '{tmp.name}')")
+    else:
+        loaded = load_run(run_dir, quantization="none").model
+        shutil.copy2(run_dir / "head.safetensors", tmp / "head.safetensors")
+        report["loads_with"] = "peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(base), DIR) + head.safetensors (custom head)"
+    loaded.to(DTYPES[dtype]).eval()
+    got = verify.run_pass(loaded, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    mx, mean = verify.logit_diff(got.probe_logits, reference.probe_logits)
+    tol = _tolerance(recipe, tolerance, dtype)
+    report["reloaded_vs_run"] = {"max_abs_diff": mx, "mean_abs_diff": mean, "tolerance": tol, "examples": PROBE_EXAMPLES}
+    if mx > tol:
+        raise ExportError(f"export: the reloaded adapter differs from the run by {mx:.2e} > tolerance {tol:g}; nothing was written")
+    exported_pass = verify.run_pass(loaded, loader, head, labels=labels, task=recipe.task)
+    report["verification"] = _score(recipe, {"trained": trained_pass, "exported": exported_pass}, "trained")
+    report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
+    return report
+
+
+def _tolerance(recipe, tolerance: float | None, dtype: str) -> float:
+    """The merged-vs-unmerged check runs in float32; a half-precision export adds rounding, so its reload
+    check gets a looser bound (bf16 keeps ~3 significant digits)."""
+    tol = tolerance if tolerance is not None else recipe.export.tolerance
+    return tol if dtype == "float32" else max(tol, 5e-2)
+
+
+def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | None, tolerance: float | None,
+                   requantize: bool) -> dict:
+    ref = _prepare(run_dir, verify_samples)
+    tokenizer, recipe, labels, head, loader, probe, trained_pass, info = (ref.tokenizer, ref.recipe, ref.labels, ref.head, ref.loader,
+                                                                          ref.probe, ref.trained_pass, ref.info)
+    full = load_run(run_dir, quantization="none").model
+    unmerged = verify.run_pass(full, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    merged = full.merge_and_unload() if hasattr(full, "merge_and_unload") else full
+    merged.eval()
+    merged_probe = verify.run_pass(merged, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    mx, mean = verify.logit_diff(merged_probe.probe_logits, unmerged.probe_logits)
+    tol = tolerance if tolerance is not None else recipe.export.tolerance
+    report = {"format": "merged", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "verified_on": info,
+              "merged_vs_unmerged": {"precision": "float32", "max_abs_diff": mx, "mean_abs_diff": mean, "tolerance": tol,
+                                     "examples": PROBE_EXAMPLES}}
+    if mx > tol:
+        raise ExportError(f"export: merged and unmerged logits differ by {mx:.2e} > tolerance {tol:g} "
+                          f"(--tolerance / export.tolerance); nothing was written")
+    merged = merged.to(DTYPES[dtype])
+    custom = isinstance(merged, HeadModel)
+    if custom:
+        from safetensors.torch import save_file
+
+        merged.backbone.save_pretrained(tmp)
+        save_file({k: v.contiguous() for k, v in merged.head.state_dict().items()}, str(tmp / "adapterkit_head.safetensors"))
+        (tmp / "adapterkit_head.json").write_text(json.dumps({"task": recipe.task.model_dump(), "labels": labels}))
+        report["loads_with"] = "adapterkit (custom head): backbone loads with transformers.AutoModel"
+        reloaded = merged
+    else:
+        # Wrapped heads (label words) keep the whole task in the transformers model inside the wrapper.
+        inner = merged if hasattr(merged, "save_pretrained") else merged.backbone
+        inner.save_pretrained(tmp)
+        report["loads_with"] = f"transformers.{head.auto_class.__name__}.from_pretrained"
+        del merged, inner
+        reloaded = _rewrap(head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype]), head, recipe, labels, tokenizer)
+        reloaded.eval()
+    tokenizer.save_pretrained(tmp)
+    passes = {"trained": trained_pass, "exported": verify.run_pass(reloaded, loader, head, labels=labels, task=recipe.task)}
+    del reloaded
+    if requantize:
+        passes["exported_int8"] = verify.run_pass(_load_int8(tmp, recipe, labels, head, custom, tokenizer), loader, head,
+                                                  labels=labels, task=recipe.task)
+    report["verification"] = _score(recipe, passes, "trained")
+    report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
+    if requantize:
+        report["verification"]["exported_int8"]["note"] = "exported merged model re-quantized to LLM.int8 on load"
+    # Kept for readers of the first report format.
+    report["agreement_with_trained"] = {"quantization": recipe.backbone.quantization,
+                                        "prediction_agreement": report["verification"]["exported"]["prediction_agreement"]}
+    return report
+
+
+def _load_int8(folder: Path, recipe, labels, head, custom: bool, tokenizer):
+    """The exported folder loaded the way a deployment would quantize it (LLM.int8, heads kept in float)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    cfg = BackboneConfig(path=str(folder), quantization="int8")
+    if not custom:
+        return _rewrap(load_model(cfg, head.auto_class), head, recipe, labels, tokenizer).eval()
+    backbone = load_model(cfg, AutoModel)
+    module = head.module(backbone.config.hidden_size, recipe.task, labels)
+    module.load_state_dict(load_file(folder / "adapterkit_head.safetensors"))
+    return HeadModel(backbone, module, head.loss).eval()
+
+
+def _rewrap(model, head, recipe, labels, tokenizer):
+    return head.wrap(model, HeadContext(recipe, labels, tokenizer))[0] if head.wrap is not None else model

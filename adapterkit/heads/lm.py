@@ -1,0 +1,166 @@
+"""Causal LM on decoder backbones: prompt/completion and chat data with the loss on completion tokens only,
+perplexity, and classification by label words (the decoder scores one word per class after a prompt). Prompt and
+chat rendering live here too: data preparation (data/lm.py) and generation (runs/generate.py) render the same way.
+
+Two heads, registered on import (the package `__init__` imports this module):
+  causal_lm    native AutoModelForCausalLM; metric: perplexity = exp(validation loss).
+  label_words  a causal LM read as a classifier; metrics: accuracy and F1 from the scored label words.
+Both reuse the pretrained LM head (tied to the input embeddings in small decoders such as SmolLM2): it is
+never trained and never adapted, so these heads save no weights of their own; only the adapter trains.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from transformers import AutoModelForCausalLM
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from ..errors import RecipeError
+from .registry import Head, register_head, task_settings
+
+SLOT = "\x00TEXT\x00"  # marks where the example text goes when a prompt is rendered once to find its fixed parts
+
+
+class CausalLMSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LabelWordsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label_words: dict[str, str] = Field(description="One word per label (label name -> word), e.g. {'0': negative, '1': positive}. "
+                                                    "Each class is scored by the LM's probability of its word's first token after the prompt.")
+    prompt_template: str = Field("{text}", description="Prompt around each example: `{text}` (and `{text_pair}`) are replaced; "
+                                                      "the label word is scored right after it (inside the chat template when that is on).")
+
+
+def _settings(recipe) -> LabelWordsSettings:
+    return task_settings(recipe.task)
+
+
+# ---------------------------------------------------------------- prompts and chat rendering
+
+def use_chat_template(recipe, tokenizer) -> bool:
+    want = recipe.data.chat_template
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if want and not has:
+        raise RecipeError("data.chat_template: true, but the backbone's tokenizer has no chat template")
+    return has if want is None else bool(want)
+
+
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, chat: bool) -> str:
+    if chat:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    # Without a chat template (base models), a plain "role: content" transcript.
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + ("assistant: " if add_generation_prompt else "")
+
+
+def render_prompt(recipe, tokenizer, text: str, text_pair: str | None = None) -> str:
+    """The full model input for one example of a label-words task (template filled, chat-wrapped if on)."""
+    template = _settings(recipe).prompt_template
+    prompt = template.replace("{text}", text).replace("{text_pair}", text_pair or "")
+    if use_chat_template(recipe, tokenizer):
+        return render_chat(tokenizer, [{"role": "user", "content": prompt}], True, True)
+    return prompt
+
+
+def bos_ids(tokenizer) -> list[int]:
+    return [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
+
+
+def text_ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# ---------------------------------------------------------------- label words
+
+def label_word_config(recipe, labels: list[str]) -> dict[str, str]:
+    task = _settings(recipe)
+    if "{text}" not in task.prompt_template:
+        raise RecipeError("task.prompt_template: must contain {text} where the example text goes")
+    missing = [l for l in labels if l not in task.label_words]
+    extra = [k for k in task.label_words if k not in labels]
+    if missing or extra:
+        raise RecipeError(f"task.label_words: keys must be the labels {labels}" + (f"; missing {missing}" if missing else "")
+                          + (f"; not a label: {extra}" if extra else ""))
+    return task.label_words
+
+
+def label_word_ids(recipe, tokenizer, labels: list[str]) -> list[int]:
+    """The token each class's word starts with, as it follows the rendered prompt (so BPE sees the same context).
+    A space is put before the word when the prompt ends in a non-space character, as a writer (or the model) would."""
+    words = label_word_config(recipe, labels)
+    prompt = render_prompt(recipe, tokenizer, "x")
+    base = text_ids(tokenizer, prompt)
+    ids = []
+    for label in labels:
+        word = words[label]
+        if prompt and not prompt[-1].isspace() and not word[:1].isspace():
+            word = " " + word
+        full = text_ids(tokenizer, prompt + word)
+        if full[:len(base)] != base or len(full) == len(base):
+            raise RecipeError(f"task.label_words: {words[label]!r} merges with the end of the prompt into one token; "
+                              f"end task.prompt_template with a space, colon or newline")
+        ids.append(full[len(base)])
+    if len(set(ids)) < len(ids):
+        clash = [labels[i] for i, t in enumerate(ids) if ids.count(t) > 1]
+        raise RecipeError(f"task.label_words: the words of labels {clash} start with the same token; choose words that differ in their first token")
+    return ids
+
+
+class LabelWordsModel(nn.Module):
+    """A causal LM read as a classifier. Class logits: the LM's log-probabilities of each class's label word at the
+    last prompt token. Loss: the LM loss of the right label word (cross-entropy over the whole vocabulary), so the
+    tuned model also *generates* the label word."""
+
+    def __init__(self, lm, word_ids: list[int]):
+        super().__init__()
+        self.backbone = lm
+        self.config = lm.config
+        self.register_buffer("word_ids", torch.tensor(word_ids, dtype=torch.long), persistent=False)
+
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.backbone.get_output_embeddings()
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Position of the last real token per row (works for left or right padding).
+        last = (attention_mask * torch.arange(attention_mask.shape[1], device=attention_mask.device)).argmax(-1)
+        hidden = self.backbone.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # LM head on the last token only: full-vocabulary logits at every position would dominate memory.
+        lm_head = self.backbone.get_output_embeddings()
+        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        logprobs = lm_head(h.to(lm_head.weight.dtype)).float().log_softmax(-1)
+        logits = logprobs[:, self.word_ids]
+        loss = nn.functional.nll_loss(logprobs, self.word_ids[labels]) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+# ---------------------------------------------------------------- heads
+
+def _wrap_causal_lm(model, ctx):
+    return model, []  # the LM head is pretrained and tied to the embeddings: no head modules to train
+
+
+def _wrap_label_words(model, ctx):
+    return LabelWordsModel(model, label_word_ids(ctx.recipe, ctx.tokenizer, ctx.labels)), []
+
+
+def perplexity(loss: float) -> dict[str, float]:
+    return {"perplexity": round(math.exp(min(loss, 700.0)), 6)}
+
+
+register_head(Head(
+    name="causal_lm", metrics=(), label_kind="text", auto_class=AutoModelForCausalLM, predict=None, peft_task_type="CAUSAL_LM",
+    loss_metrics=perplexity, wrap=_wrap_causal_lm, inputs="completion", settings=CausalLMSettings, zero_shot=True,
+))
+register_head(Head(
+    name="label_words", metrics=("accuracy", "f1"), label_kind="class", auto_class=AutoModelForCausalLM,
+    wrap=_wrap_label_words, inputs="label_words", zero_shot=True, settings=LabelWordsSettings,
+))

@@ -1,0 +1,103 @@
+"""Evaluate and predict with a trained run (or, for zero-shot scoring, its base model)."""
+from __future__ import annotations
+
+import torch
+
+from .. import data as data_mod
+from ..errors import DataError
+from ..heads import HEADS
+from ..model import LoadedRun, load_base, load_run
+from ..progress import chunks
+from ..training import evaluate
+
+
+def load_for_eval(run_dir, quantization=None, zero_shot: bool = False) -> LoadedRun:
+    """A trained run; with `zero_shot`, the run's backbone without the trained adapter, so a base model is scored by
+    exactly the same data, prompts and metrics as the tuned one."""
+    return load_base(run_dir, quantization) if zero_shot else load_run(run_dir, quantization)
+
+
+def eval_run(run_dir, split: str = "validation", data_file: str | None = None, quantization=None, zero_shot: bool = False) -> dict:
+    run = load_for_eval(run_dir, quantization, zero_shot)
+    model, tokenizer, recipe, labels = run.model, run.tokenizer, run.recipe, run.labels
+    head = HEADS[recipe.task.type]
+    path = data_file or getattr(recipe.data, split, None)
+    if not path:
+        raise DataError(f"data.{split}: the run's recipe has no {split} file; pass --data FILE")
+    ds, has_labels = data_mod.load_eval_file(recipe, tokenizer, head, labels, path, "--data" if data_file else f"data.{split}")
+    if not has_labels:
+        raise DataError(f"{path}: no {recipe.data.label_column!r} column to score against")
+    dl = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False)
+    return evaluate(model, dl, head, labels=labels, task=recipe.task)
+
+
+@torch.no_grad()
+def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> torch.Tensor:
+    device = next(model.parameters()).device
+    out = []
+    for i in chunks(len(texts), batch_size, "predicting", min_items=4 * batch_size):
+        enc = tokenizer(texts[i:i + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        enc.pop("token_type_ids", None) if "token_type_ids" not in tokenizer.model_input_names else None
+        out.append(model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _head_logits(model, tokenizer, recipe, head, labels, texts: list[str]) -> torch.Tensor:
+    import datasets
+
+    ds = data_mod.encoder_for(head).encode(datasets.Dataset.from_dict({recipe.data.text_column: texts}), tokenizer, recipe, head,
+                                           labels, "--text", False)
+    device = next(model.parameters()).device
+    dl = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False)
+    return torch.cat([model(**{k: v.to(device) for k, v in b.items()}).logits.float().cpu() for b in dl])
+
+
+def predict(run_dir, texts: list[str]) -> list[dict]:
+    run = load_run(run_dir)
+    model, tokenizer, recipe, labels = run.model, run.tokenizer, run.recipe, run.labels
+    head = HEADS[recipe.task.type]
+    if head.predict is None:
+        raise DataError(f"predict: task.type {recipe.task.type!r} has no class predictions; use `adapterkit generate`")
+    if head.label_kind == "tokens":  # word-level tags for whitespace-split words
+        return predict_words(model, tokenizer, texts, labels, recipe.data.max_length)
+    if head.inputs != "text":  # heads with their own prompt format (label words) encode through their encoder
+        logits = _head_logits(model, tokenizer, recipe, head, labels, texts)
+    else:
+        logits = predict_logits(model, tokenizer, texts, recipe.data.max_length)
+    preds = head.predict(logits)
+    rows = []
+    for text, p, lg in zip(texts, preds, logits):
+        row = {"text": text}
+        if head.decode is not None:
+            row.update(head.decode(p, recipe.task, labels))
+        elif head.label_kind == "class":
+            row.update(label=labels[int(p)], score=round(float(lg.softmax(-1).max()), 4))
+        elif head.label_kind == "multi":
+            row["labels"] = [labels[i] for i, on in enumerate(p.tolist()) if on]
+        else:
+            row["prediction"] = p.tolist()
+        rows.append(row)
+    return rows
+
+
+def predict_words(model, tokenizer, texts: list[str], labels: list[str], max_length: int, batch_size: int = 32) -> list[dict]:
+    """Tag each whitespace-separated word by its first sub-token's prediction, grouped into entities (seqeval's reading)."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    device = next(model.parameters()).device
+    rows = []
+    for i in range(0, len(texts), batch_size):
+        words = [t.split() for t in texts[i:i + batch_size]]
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            pred = model(**{k: v.to(device) for k, v in enc.items()}).logits.argmax(-1).cpu()
+        for j, ws in enumerate(words):
+            first = {}
+            for pos, w in enumerate(enc.word_ids(j)):
+                if w is not None and w not in first:
+                    first[w] = labels[int(pred[j, pos])]
+            tags = [first.get(w, "O") for w in range(len(ws))]  # words cut by max_length get O
+            ents = [{"type": t, "text": " ".join(ws[s:e + 1]), "start": s, "end": e + 1} for t, s, e in get_entities(tags)]
+            rows.append({"text": texts[i + j], "tags": list(zip(ws, tags)), "entities": ents})
+    return rows

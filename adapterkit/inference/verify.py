@@ -1,0 +1,113 @@
+"""Evaluation passes that keep what verification needs: the head's metrics (the trainer's own code), and per
+position predictions and the first logits, so two models can be compared on exactly the same inputs.
+Used by export (exported vs trained vs re-quantized) and sweep (metric per adapter scale)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import data as data_mod
+from ..errors import DataError
+from ..heads import HEADS
+from ..training import evaluate
+
+
+@dataclass
+class EvalLoader:
+    loader: object
+    split: str
+    path: str
+    examples: int
+
+
+@dataclass
+class Pass:
+    metrics: dict
+    preds: torch.Tensor  # 1-D: predictions at every scored position (class per example, label per token, next token)
+    probe_logits: list = field(default_factory=list)  # logits of the first `probe` examples, per batch
+
+
+def split_path(recipe, split: str = "validation") -> tuple[str, str]:
+    """The data file a run is verified on: the asked split, else the first of validation/test the recipe has."""
+    for name in (split, "validation", "test"):
+        path = getattr(recipe.data, name, None)
+        if path and Path(path).is_file():
+            return name, path
+    raise DataError(f"data.{split}: the run's recipe names no {split} (or validation/test) file to evaluate on")
+
+
+def eval_loader(recipe, tokenizer, labels, split: str = "validation", max_examples: int | None = None) -> EvalLoader:
+    """Deterministic (unshuffled) loader over a split of the run's recipe."""
+    head = HEADS[recipe.task.type]
+    name, path = split_path(recipe, split)
+    ds, has_labels = data_mod.load_eval_file(recipe, tokenizer, head, labels, path, f"data.{name}")
+    if not has_labels:
+        raise DataError(f"{path}: no {recipe.data.label_column!r} column to score against")
+    if max_examples and max_examples < len(ds):
+        ds = ds.select(range(max_examples))
+    loader = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False)
+    return EvalLoader(loader, name, path, len(ds))
+
+
+class _Recorder:
+    """Stands in for the model inside training.evaluate, so metrics and recorded predictions come from one pass."""
+
+    def __init__(self, model, head, probe: int):
+        self.model, self.head, self.probe = model, head, probe
+        self.preds, self.probe_logits, self.seen = [], [], 0
+
+    def __call__(self, **batch):
+        device = next(self.model.parameters()).device
+        out = self.model(**{k: v.to(device) for k, v in batch.items()})
+        logits = out.logits.detach().float()
+        # Heads without a decoder (causal LM) are compared on their argmax token.
+        p = self.head.predict(logits) if self.head.predict is not None else logits.argmax(-1)
+        labels = batch.get("labels")
+        labels = labels.to(p.device) if labels is not None else None
+        if labels is not None and labels.shape == p.shape and labels.dtype == torch.long:
+            p = p[labels != -100]
+        self.preds.append(p.reshape(-1).cpu())
+        if self.seen < self.probe:
+            self.probe_logits.append(logits[: self.probe - self.seen].cpu())
+        self.seen += logits.shape[0]
+        return out
+
+    def eval(self):
+        self.model.eval()
+
+    def train(self):  # evaluate() puts the model back in train mode; verification keeps it in eval mode
+        pass
+
+
+@torch.no_grad()
+def run_pass(model, loader, head, probe: int = 0, labels=None, task=None) -> Pass:
+    """`labels`/`task`: the run's label names and task section, which some heads' metrics need (entity spans)."""
+    rec = _Recorder(model, head, probe)
+    model.eval()
+    metrics = evaluate(rec, loader, head, desc="verify", labels=labels, task=task)
+    return Pass(metrics=metrics, preds=torch.cat(rec.preds) if rec.preds else torch.empty(0), probe_logits=rec.probe_logits)
+
+
+def agreement(a: Pass, b: Pass) -> float:
+    if a.preds.shape != b.preds.shape:
+        return 0.0
+    return float((a.preds == b.preds).float().mean()) if a.preds.numel() else 1.0
+
+
+def logit_diff(a: list, b: list) -> tuple[float, float]:
+    """Max and mean |a - b| over probe logits (same inputs, same batching)."""
+    d = torch.cat([(x.float() - y.float()).abs().reshape(-1) for x, y in zip(a, b)])
+    return float(d.max()), float(d.mean())
+
+
+def primary_metric(recipe, metrics: dict) -> str | None:
+    """The metric that selects checkpoints in training, else the head's first metric present."""
+    m = recipe.training.early_stopping.metric
+    if m != "loss" and m in metrics:
+        return m
+    for name in (*HEADS[recipe.task.type].metrics, "f1", "accuracy"):
+        if name in metrics:
+            return name
+    return next((k for k, v in metrics.items() if k != "loss" and isinstance(v, (int, float))), "loss")

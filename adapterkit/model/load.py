@@ -1,0 +1,77 @@
+"""A trained model rebuilt from its run directory (or, for zero-shot scoring, its base model alone)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..adapters import METHODS
+from ..errors import DataError, RunDirError
+from ..files import check_safetensors, read_json
+from ..heads import HEADS
+from .assemble import after_peft, build_task_model
+from .recipe import load_recipe
+
+
+@dataclass
+class LoadedRun:
+    model: Any
+    tokenizer: Any
+    recipe: Any
+    labels: list | None
+    head_modules: list[str]
+
+
+def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
+    """Rebuild a trained model from its run directory, in eval mode."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    run = Path(run_dir)
+    for need in ("recipe.yaml", "labels.json", "head.safetensors"):
+        if not (run / need).is_file():
+            raise RunDirError(f"{run}: not a finished adapterkit run ({need} missing)")
+    recipe = load_recipe(run / "recipe.yaml")
+    labels = read_json(run / "labels.json", "label map")["labels"]
+    method = METHODS[recipe.adapter.method]
+    if method.trains_base:
+        recipe.backbone.path, recipe.backbone.gguf_file = str(run / "model"), None
+    tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
+    model, head_modules = build_task_model(recipe, labels, quantization, device, tokenizer)
+    if not method.trains_base:
+        from peft import PeftModel
+
+        check_safetensors(run / "adapter" / "adapter_model.safetensors", "adapter")
+        try:
+            model = PeftModel.from_pretrained(model, run / "adapter", is_trainable=False)
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise RunDirError(f"{run / 'adapter'}: cannot apply this adapter to {recipe.backbone.path}: {str(e).splitlines()[0]}") from None
+        model = after_peft(model, method, loaded=True)  # unwrap PEFT's copy of the head: head.safetensors loads by plain name
+    check_safetensors(run / "head.safetensors", "head")
+    state = load_file(run / "head.safetensors")
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    device_of = next(inner.parameters()).device
+    result = inner.load_state_dict({k: v.to(device_of) for k, v in state.items()}, strict=False)
+    if result.unexpected_keys:
+        raise RunDirError(f"{run / 'head.safetensors'}: weights {result.unexpected_keys[:3]} do not fit the {recipe.task.type} head")
+    model.eval()
+    return LoadedRun(model, tokenizer, recipe, labels, head_modules)
+
+
+def load_base(run_dir, quantization=None) -> LoadedRun:
+    """The run's backbone and head without the trained adapter, so a base model is scored by exactly the same
+    data, prompts and metrics as the tuned one (heads that reuse the LM head only: `Head.zero_shot`)."""
+    from transformers import AutoTokenizer
+
+    run = Path(run_dir)
+    if not (run / "recipe.yaml").is_file() or not (run / "labels.json").is_file():
+        raise RunDirError(f"{run}: not an adapterkit run (recipe.yaml or labels.json missing)")
+    recipe = load_recipe(run / "recipe.yaml")
+    if not HEADS[recipe.task.type].zero_shot:
+        raise DataError(f"--zero-shot: task.type {recipe.task.type!r} has a trained head, so its base model cannot score; "
+                        f"zero-shot works for heads that reuse the LM head (label_words, causal_lm)")
+    labels = read_json(run / "labels.json", "label map")["labels"]
+    tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
+    model, head_modules = build_task_model(recipe, labels, quantization, tokenizer=tokenizer)
+    model.eval()
+    return LoadedRun(model, tokenizer, recipe, labels, head_modules)

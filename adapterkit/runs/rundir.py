@@ -1,0 +1,85 @@
+"""The run directory: everything a trained run leaves behind, written so a finished run is never clobbered.
+
+    recipe.yaml        resolved recipe (all defaults filled in, absolute paths)
+    labels.json        label map
+    tokenizer/         tokenizer files
+    adapter/           PEFT adapter: adapter_config.json + adapter_model.safetensors
+    model/             full fine-tuning only: the whole model
+    head.safetensors   task-head weights
+    metrics.json       final metrics per split
+    log.jsonl          one JSON object per log step / evaluation
+    run.json           status and bookkeeping
+    report.html        training report (plots/ beside it), see report.py
+
+Training writes it (training/loop.py through RunWriter); eval, predict, export, merge and sweep read it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from ..adapters import METHODS
+from ..config import save_recipe
+from ..errors import RunDirError
+from ..files import atomic_write_text, read_json, replace_dir
+from ..model import head_state_dict
+
+
+def finished(status: Path) -> bool:
+    if not status.is_file():
+        return False
+    text = status.read_text()
+    # An empty status file (a run that died before its first write) counts as unfinished.
+    return bool(text.strip()) and read_json(status, "run status", text).get("status") == "finished"
+
+
+class RunWriter:
+    def __init__(self, run_dir: Path, recipe):
+        self.dir = Path(run_dir)
+        self.recipe = recipe
+        self.on_log = None  # optional callback for each record, e.g. forwarding to experiment trackers
+
+    def check_writable(self) -> None:
+        """Before any expensive work: refuse to clobber a finished run; make sure we can write."""
+        status = self.dir / "run.json"
+        if finished(status) and not self.recipe.training.overwrite:
+            raise RunDirError(f"training.output_dir: {self.dir} holds a finished run; choose another output_dir or set training.overwrite=true")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / f".write-test-{os.getpid()}"  # one per process: ranks probe the same folder at once
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise RunDirError(f"training.output_dir: cannot write to {self.dir}: {e.strerror}") from None
+
+    def start(self, tokenizer, labels, info: dict, resume: bool = False) -> None:
+        for stale in ("metrics.json",) if resume else ("metrics.json", "log.jsonl"):  # a resumed run appends to its log
+            (self.dir / stale).unlink(missing_ok=True)
+        save_recipe(self.recipe, self.dir / "recipe.yaml")
+        atomic_write_text(self.dir / "labels.json", json.dumps({"labels": labels}, indent=1))
+        tokenizer.save_pretrained(self.dir / "tokenizer")
+        self.info = dict(info, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        atomic_write_text(self.dir / "run.json", json.dumps(self.info, indent=1))
+
+    def log(self, record: dict) -> None:
+        with open(self.dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.on_log is not None:
+            self.on_log(record)
+
+    def save_weights(self, model, head_modules) -> None:
+        """The trained weights: the PEFT adapter (or the whole model, for methods that train the base) and the head."""
+        from safetensors.torch import save_file
+
+        folder = "model" if METHODS[self.recipe.adapter.method].trains_base else "adapter"
+        replace_dir(self.dir / folder, lambda d: model.save_pretrained(d))
+        save_file(head_state_dict(model, head_modules), str(self.dir / "head.safetensors.tmp"))
+        os.replace(self.dir / "head.safetensors.tmp", self.dir / "head.safetensors")
+
+    def finish(self, final: dict) -> None:
+        """Final metrics, then the status that makes the run usable."""
+        atomic_write_text(self.dir / "metrics.json", json.dumps(final, indent=1))
+        self.info.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        atomic_write_text(self.dir / "run.json", json.dumps(self.info, indent=1))

@@ -1,0 +1,62 @@
+"""Evaluation inside and after training: loss and the head's metrics over a data loader, gathered across
+processes. Also used by verification and export (runs/verify.py), so every number comes from one code path."""
+from __future__ import annotations
+
+import torch
+
+from .. import metrics as metrics_mod
+from ..progress import progress
+
+
+def lower_is_better(metric: str, mode: str = "auto") -> bool:
+    if mode != "auto":
+        return mode == "min"
+    name = metric.rpartition("/")[2]  # multi-task selection names a metric as TASK/METRIC
+    return name in ("loss", "perplexity", "mse", "mae", "rmse") or name.endswith("loss")
+
+
+@torch.no_grad()
+def evaluate(model, loader, head, accelerator=None, desc="eval", labels=None, task=None) -> dict[str, float]:
+    """Loss and the head's metrics over a dataloader (gathered across processes, padding duplicates dropped).
+    Token-level predictions of different widths are padded with -100, which metrics ignore."""
+    model.eval()
+    preds, refs, losses, n = [], [], 0.0, 0
+    for batch in progress(loader, desc=desc, leave=False):
+        out = model(**batch)
+        bs = batch["input_ids"].shape[0]
+        loss = out.loss.detach().float() * bs
+        p = head.predict(out.logits) if head.predict is not None else None
+        r = batch["labels"]
+        if accelerator is not None:
+            loss = accelerator.reduce(loss, "sum")
+            bs = accelerator.reduce(torch.tensor(bs, device=loss.device), "sum").item()
+            if p is not None:
+                if p.ndim > 1 and r.ndim > 1 and head.label_kind == "tokens":
+                    p = accelerator.pad_across_processes(p, dim=1, pad_index=-100)
+                    r = accelerator.pad_across_processes(r, dim=1, pad_index=-100)
+                p, r = accelerator.gather_for_metrics((p, r))
+        losses += loss.item()
+        n += bs
+        if p is not None:
+            preds.append(p.cpu())
+            refs.append(r.cpu())
+    model.train()
+    result = {"loss": round(losses / max(n, 1), 6)}
+    if preds:
+        result.update(head_metrics(head, _cat_padded(preds), _cat_padded(refs), labels, task))
+    elif head.loss_metrics is not None:
+        result.update(head.loss_metrics(result["loss"]))
+    return result
+
+
+def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    if parts[0].ndim < 2 or all(p.shape[1:] == parts[0].shape[1:] for p in parts):
+        return torch.cat(parts)
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=-100) for p in parts])
+
+
+def head_metrics(head, preds: torch.Tensor, refs: torch.Tensor, labels=None, task=None) -> dict[str, float]:
+    if head.metrics_fn is not None:
+        return head.metrics_fn(preds, refs, labels, task)
+    return metrics_mod.compute(head.metrics, preds.tolist(), refs.tolist())

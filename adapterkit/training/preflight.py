@@ -1,0 +1,113 @@
+"""Checks that run before any model is loaded, so a typo fails in a second, not after a long load. A multi-task
+recipe is checked task by task, as each task's own single-task recipe."""
+from __future__ import annotations
+
+from .. import data as data_mod
+from ..adapters import METHODS, check_targets
+from ..errors import ModelError, RecipeError
+from ..heads import HEADS
+from ..model.backbone import load_config, resolve_path
+from ..model.assemble import uses_native
+from ..runs import RunWriter
+from . import multitask
+from .checkpoint import check_output_dir
+
+
+def preflight(recipe, resume: str | None = None) -> None:
+    resolve_path(recipe.backbone)
+    method = METHODS[recipe.adapter.method]
+    if method.trains_base and recipe.backbone.quantization != "none":
+        raise RecipeError(f"adapter.method: {method.name} fine-tuning needs backbone.quantization: none (quantized weights cannot train)")
+    if recipe.tasks:
+        multitask.check_method(recipe)
+        subs = [multitask.task_recipe(recipe, spec) for spec in recipe.tasks]
+    else:
+        subs = [recipe]
+    for sub in subs:
+        check_data_files(sub, HEADS[sub.task.type])
+    RunWriter(recipe.training.output_dir, recipe).check_writable()
+    for sub in subs:
+        head = HEADS[sub.task.type]
+        check_model(sub, head)
+        check_labels(sub, head)
+        if not recipe.tasks:  # a multi-task run selects on TASK/METRIC or a mean: checked at the first evaluation
+            check_early_stopping(sub, head)
+    check_output_dir(recipe, resume)
+
+
+def check_data_files(recipe, head) -> None:
+    cfg = recipe.data
+    if not cfg.train:
+        raise RecipeError("data.train: no training file given")
+    encoder = data_mod.encoder_for(head)
+    for split in data_mod.SPLITS:
+        path = getattr(cfg, split)
+        if path:
+            ds = data_mod.read_file(path, cfg.format, f"data.{split}", cfg)
+            encoder.check_columns(ds, cfg, path, f"data.{split}", head.label_kind != "text")
+
+
+def check_model(recipe, head) -> None:
+    """The model config reads, the architecture has the head's transformers class, and named target modules exist
+    (checked on an empty `meta` model: no weights are loaded). GGUF backbones are converted on first load, so only
+    their file is checked here."""
+    if recipe.backbone.gguf_file:
+        return
+    from transformers import AutoModel
+
+    config = load_config(recipe.backbone)
+    auto_class = head.auto_class if uses_native(head, recipe.task, config) else AutoModel
+    if type(config) not in auto_class._model_mapping:
+        hint = "; a custom head (task.pooling: mean) runs on any AutoModel backbone" if head.module is not None and auto_class is not AutoModel else ""
+        raise ModelError(f"backbone.path: {recipe.backbone.path} ({config.model_type}) has no {auto_class.__name__} "
+                         f"implementation in transformers{hint}")
+    targets = recipe.adapter.settings().get("target_modules")
+    if isinstance(targets, list):
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():
+            model = auto_class.from_config(config, trust_remote_code=recipe.backbone.trust_remote_code)
+        check_targets(model, targets)
+    folder = resolve_path(recipe.backbone)
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        raise ModelError(f"backbone.path: {folder} has no .safetensors weights{f' (found {pickles[:3]})' if pickles else ''}; "
+                         f"adapterkit loads weights only through safetensors (pickled checkpoints can run code)")
+
+
+def check_labels(recipe, head) -> None:
+    """Every label in the validation and test files is known (from task.labels or the training file)."""
+    if head.label_kind not in ("class", "multi", "tokens"):
+        return
+    cfg = recipe.data
+    read = lambda split: data_mod.read_file(getattr(cfg, split), cfg.format, f"data.{split}", cfg)  # noqa: E731
+    known = recipe.task.labels
+    source = "task.labels"
+    if known is None:
+        train = read("train")
+        known, source = data_mod.label_names(train[cfg.label_column], head.label_kind), f"the labels of {cfg.train}"
+    splits = ("train", "validation", "test") if recipe.task.labels else ("validation", "test")
+    for split in splits:
+        path = getattr(cfg, split)
+        if not path:
+            continue
+        ds = read(split)
+        if cfg.label_column not in ds.column_names:
+            continue
+        unknown = [l for l in data_mod.label_names(ds[cfg.label_column], head.label_kind) if l not in set(known)]
+        if unknown:
+            raise RecipeError(f"data.{split}: label(s) {unknown[:5]} in {path} are not among {source} {list(known)[:20]}")
+
+
+def check_early_stopping(recipe, head) -> None:
+    """The selection metric is one the head reports (heads with their own metric hooks are checked after the first evaluation)."""
+    metric = recipe.training.early_stopping.metric
+    if metric == "loss" or head.metrics_fn is not None or head.loss_metrics is not None:
+        return
+    if not set(head.metrics) <= {"accuracy", "f1"}:  # only these local modules report a key equal to their name
+        return
+    if not recipe.data.validation and "metric" in recipe.training.early_stopping.model_fields_set:
+        raise RecipeError(f"training.early_stopping.metric: {metric!r} needs a validation file (data.validation)")
+    known = ["loss", *head.metrics]
+    if metric not in known:
+        raise RecipeError(f"training.early_stopping.metric: {metric!r} is not reported by the {recipe.task.type} head; expected one of {known}")

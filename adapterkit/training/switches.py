@@ -1,0 +1,57 @@
+"""The speed/memory switches of a recipe, wired into training in one place, for single- and multi-task runs.
+
+  backbone.int8_matmul: dequantize    model/fast_int8.py (applied when the model is built)
+  backbone.gradient_checkpointing     model/assemble.py (non-reentrant, so it works with a frozen PEFT-wrapped base)
+  training.packing                    data/packing.py: the training collator
+  training.loss_chunk_tokens          losses.py: the training loss
+  training.compile                    Accelerate's dynamo backend (torch.compile)
+"""
+from __future__ import annotations
+
+from ..data.packing import PackingCollator, check_packing_support, examples
+from ..errors import RecipeError
+from .losses import causal_lm_loss
+
+LM_HEADS = ("causal_lm",)
+
+
+def check(recipe, task_types: list[str] | None = None) -> None:
+    """Switches that only make sense for a causal LM are refused, with the field named, for other heads
+    (in a multi-task recipe: when any task is not a causal LM)."""
+    t = recipe.training
+    task_types = task_types or [recipe.task.type]
+    for key, on in (("training.packing", t.packing), ("training.loss_chunk_tokens", t.loss_chunk_tokens)):
+        other = next((tt for tt in task_types if tt not in LM_HEADS), None)
+        if on and other is not None:
+            raise RecipeError(f"{key}: only for task.type {' or '.join(LM_HEADS)} (this recipe trains {other!r}); remove it")
+
+
+def accelerator_kwargs(recipe) -> dict:
+    return {"dynamo_backend": "inductor"} if recipe.training.compile else {}
+
+
+def train_collator(recipe, tokenizer):
+    """The training batch collator when packing is on; None means the data module's padding collator."""
+    if not recipe.training.packing:
+        return None
+    return PackingCollator(tokenizer.pad_token_id, recipe.data.max_length)
+
+
+def prepare_model(recipe, model) -> None:
+    if recipe.training.packing:
+        check_packing_support(model)
+
+
+def training_loss(recipe, model, batch, task: str | None = None):
+    """(loss, outputs or None): the chunked causal-LM loss when loss_chunk_tokens is set, else the model's own.
+    `task`: the task of a multi-task model (its forward takes the task name)."""
+    chunk = recipe.training.loss_chunk_tokens
+    kw = {"task": task} if task is not None else {}
+    if chunk:
+        return causal_lm_loss(model, batch, chunk, task), None
+    out = model(**kw, **batch)
+    return out.loss, out
+
+
+def batch_examples(batch) -> int:
+    return examples(batch)

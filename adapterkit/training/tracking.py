@@ -1,0 +1,98 @@
+"""Experiment trackers through Accelerate (`training.trackers: [tensorboard, wandb, ...]`).
+
+Accelerate does the tracking; we only check the names up front (Accelerate silently drops a tracker whose
+package is missing, which would lose a run's curves without a word), flatten the recipe into hyperparameters,
+and forward every log.jsonl record to `accelerator.log`. Local trackers write under RUN_DIR/trackers/.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import RecipeError
+
+
+def check_trackers(names: list[str]) -> None:
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+    from accelerate.tracking import get_available_trackers
+
+    known = sorted(LOGGER_TYPE_TO_CLASS)  # includes trackers registered with accelerate.tracking.register_tracker_class
+    available = {str(t) for t in get_available_trackers()}
+    for name in names:
+        if name != "all" and name not in known:
+            raise RecipeError(f"training.trackers: unknown tracker {name!r}; Accelerate knows {known} (or 'all')")
+        if name != "all" and name in {str(t) for t in _builtin()} and name not in available:
+            pip = {"comet_ml": "comet-ml"}.get(name, name)
+            raise RecipeError(f"training.trackers: {name!r} needs its package installed (pip install {pip})")
+
+
+def _builtin():
+    from accelerate.utils import LoggerType
+
+    return [t for t in LoggerType if t != LoggerType.ALL]
+
+
+def accelerator_kwargs(names: list[str], run_dir: Path) -> dict:
+    """Extra `Accelerator(...)` arguments: none when no tracker is asked for."""
+    if not names:
+        return {}
+    from accelerate.utils import ProjectConfiguration
+
+    check_trackers(names)
+    run_dir = Path(run_dir)
+    return dict(log_with=list(names), project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "trackers")))
+
+
+def hparams(recipe) -> dict:
+    """The recipe as flat `section.key` -> scalar (what TensorBoard's hparams and most trackers accept)."""
+    flat = {}
+
+    def walk(d, prefix):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif v is None or isinstance(v, (bool, int, float, str)):
+                flat[f"{prefix}{k}"] = "none" if v is None else v
+            else:
+                flat[f"{prefix}{k}"] = str(v)
+
+    walk(recipe.to_dict(), "")
+    return flat
+
+
+def scalars(record: dict) -> tuple[dict, int | None]:
+    """A log.jsonl record as tracker scalars: training steps under train/, evaluations under their split."""
+    step = record.get("step")
+    event = record.get("event")
+    if event is None and step is not None:
+        prefix = "train/"
+    elif event == "eval":  # a multi-task run's evaluations are per task
+        prefix = (f"{record['task']}/" if record.get("task") else "") + f"{record.get('split', 'validation')}/"
+    else:
+        return {}, step
+    skip = {"step", "event", "split", "best", "task"}
+    return {prefix + k: v for k, v in record.items() if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}, step
+
+
+def start(accelerator, recipe, writer, run_dir: Path) -> None:
+    """Open the trackers and forward each record the run writer logs to them."""
+    if not accelerator.log_with:
+        return
+    accelerator.init_trackers(Path(run_dir).name, config=hparams(recipe))
+
+    def forward(record):
+        values, step = scalars(record)
+        if values:
+            accelerator.log(values, step=step)
+
+    writer.on_log = forward
+
+
+def log_final(accelerator, final: dict, step: int) -> None:
+    if not accelerator.log_with:
+        return
+    per_task = final.get("tasks")  # multi-task: {"tasks": {name: {split: metrics}}}
+    splits = {f"{n}/{s}": m for n, res in per_task.items() for s, m in res.items()} if per_task else final
+    values = {f"final/{split}/{k}": v for split, m in splits.items() if not split.endswith("train") and isinstance(m, dict)
+              for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if values:
+        accelerator.log(values, step=step)

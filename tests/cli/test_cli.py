@@ -1,0 +1,70 @@
+"""The command line: bad input is one clear line and exit code 2, before any model is loaded."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import tiny_recipe
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "adapterkit.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("training.lrr=1", "training.lrr: unknown key"),
+    ("data.train=/nonexistent/train.csv", "data.train: file not found: /nonexistent/train.csv"),
+    ("data.label_column=sentiment", "data.label_column: column 'sentiment' not in"),
+    ("backbone.path=/nonexistent/model", "backbone.path: /nonexistent/model is not a folder"),
+])
+def test_bad_recipe_fails_fast_with_one_line(tiny_bert, sentiment_files, tmp_path, override, expected):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run")))
+    res = run_cli("train", str(recipe), "--set", override)
+    assert res.returncode == 2
+    err = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(err) == 1 and expected in err[0], res.stderr
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_train_eval_predict_export(tiny_bert, sentiment_files, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run")))
+    assert run_cli("train", str(recipe), "--set", "training.epochs=1").returncode == 0
+    res = run_cli("eval", str(tmp_path / "run"))
+    assert res.returncode == 0 and '"accuracy"' in res.stdout
+    res = run_cli("predict", str(tmp_path / "run"), "--text", "the film was great")
+    assert res.returncode == 0 and '"label"' in res.stdout
+    res = run_cli("export", str(tmp_path / "run"), "--out", str(tmp_path / "exp"))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "exp" / "export_report.json").is_file()
+    res = run_cli("eval", str(tmp_path / "nope"))
+    assert res.returncode == 2 and "not a finished adapterkit run" in res.stderr
+
+
+def test_predict_usage_errors_exit_2_with_one_line(tmp_path, capsys):
+    from adapterkit.cli import main
+
+    for args in (["predict", str(tmp_path), "--file", str(tmp_path / "missing.txt")], ["predict", str(tmp_path)]):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("adapterkit: error: ")
+        assert ("missing.txt not found" in err[0]) if "--file" in args else ("give --text" in err[0])
+
+
+def test_corrupted_run_status_is_a_one_line_error(tmp_path):
+    from adapterkit.errors import RunDirError
+    from adapterkit.files import read_json
+    from adapterkit.runs import finished
+
+    status = tmp_path / "run.json"
+    status.write_text('{"status": "fini')  # a torn write
+    with pytest.raises(RunDirError, match=r"run.json: run status is corrupted"):
+        finished(status)
+    with pytest.raises(RunDirError, match=r"labels.json: label map missing"):
+        read_json(tmp_path / "labels.json", "label map")
+    status.write_text('{"status": "finished"}')
+    assert finished(status)

@@ -1,0 +1,136 @@
+"""Training report (plots + report.html) and experiment trackers through Accelerate, on a tiny BERT."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from adapterkit.config import resolve_paths
+from adapterkit.model import recipe_from_dict
+from adapterkit.errors import RecipeError, RunDirError
+from adapterkit.runs.report import collect_series, read_log, write_report
+from adapterkit.training import train
+from conftest import tiny_recipe, write_sentiment
+
+
+@pytest.fixture(scope="module")
+def run(tiny_bert, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    files = write_sentiment(tmp, n_train=32, n_val=16)
+    r = tiny_recipe(tiny_bert, files, tmp / "run", task={"pooling": "mean"},
+                    training={"epochs": 2, "eval_every": 2, "log_every": 1, "trackers": ["tensorboard"]})
+    final = train(resolve_paths(recipe_from_dict(r)))
+    return tmp / "run", final
+
+
+def _log(run_dir):
+    return [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _png(path):
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(path, format="png")  # raises on a file that is not a PNG
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    assert img[..., :3].std() > 0.01  # something was drawn, not a blank canvas
+    return img
+
+
+@pytest.mark.slow
+def test_training_writes_report_and_plots_with_the_logged_series(run):
+    run_dir, final = run
+    log = _log(run_dir)
+    steps = [r for r in log if "event" not in r]
+    evals = [r for r in log if r.get("event") == "eval"]
+    assert len(steps) >= 5 and len(evals) >= 3
+    for name in ("loss", "learning_rate", "validation_metrics"):
+        _png(run_dir / "plots" / f"{name}.png")
+    plots = {p.name: p for p in collect_series(read_log(run_dir))}
+    assert plots["loss"].series["train loss"] == ([r["step"] for r in steps], [r["loss"] for r in steps])
+    assert plots["loss"].series["validation loss"] == ([r["step"] for r in evals], [r["loss"] for r in evals])
+    assert plots["learning_rate"].series["lr"] == ([r["step"] for r in steps], [r["lr"] for r in steps])
+    assert set(plots["validation_metrics"].series) == {"accuracy", "f1"}
+    assert plots["validation_metrics"].series["accuracy"][1] == [r["accuracy"] for r in evals]
+    # Warmup then linear decay: the plotted learning rate really changes over the run.
+    lrs = plots["learning_rate"].series["lr"][1]
+    assert max(lrs) > lrs[-1] > 0 or lrs[-1] == 0.0
+
+    html = (run_dir / "report.html").read_text()
+    assert '<table class="metrics">' in html
+    table = html[html.index('<table class="metrics">'):html.index("</table>", html.index('<table class="metrics">'))]
+    assert "<th>validation</th>" in table and "<th>accuracy</th>" in table
+    assert f"<td>{final['validation']['accuracy']:.4g}</td>" in table
+    assert html.count("data:image/png;base64,") == 3 and "src='plots/" not in html  # self-contained
+    assert "training.lr" in html and "adapter.r" in html  # the run's settings
+
+
+@pytest.mark.slow
+def test_tensorboard_tracker_gets_the_logged_loss(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, final = run
+    events = list((run_dir / "trackers").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file under RUN_DIR/trackers"
+    logged = {r["step"]: r["loss"] for r in _log(run_dir) if "event" not in r}
+    got = {}
+    for ev in events:
+        acc = EventAccumulator(str(ev.parent))
+        acc.Reload()
+        if "train/loss" in acc.Tags()["scalars"]:
+            got = {e.step: e.value for e in acc.Scalars("train/loss")}
+            assert "validation/accuracy" in acc.Tags()["scalars"]
+            final_acc = acc.Scalars("final/validation/accuracy")[-1].value
+            assert final_acc == pytest.approx(final["validation"]["accuracy"], abs=1e-6)
+    assert sorted(got) == sorted(logged)
+    assert all(got[s] == pytest.approx(logged[s], rel=1e-6) for s in logged)
+
+
+@pytest.mark.slow
+def test_report_command_regenerates(run, tmp_path):
+    run_dir, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("plots", "report.html", "trackers"))
+    out = subprocess.run([sys.executable, "-m", "adapterkit.cli", "report", str(copy)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["report"] == str(copy / "report.html")
+    assert (copy / "report.html").read_text().count("data:image/png;base64,") == 3
+    bad = subprocess.run([sys.executable, "-m", "adapterkit.cli", "report", str(tmp_path / "nope")], capture_output=True, text=True)
+    last = bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert last.startswith("adapterkit: error: ") and last.endswith("nope: no such run directory")
+
+
+@pytest.mark.slow
+def test_report_on_an_unfinished_run(run, tmp_path):
+    run_dir, _ = run
+    copy = tmp_path / "partial"
+    copy.mkdir()
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    first_eval = next(i for i, l in enumerate(lines) if '"eval"' in l)
+    # A run killed mid-write: no metrics.json, a torn last line.
+    (copy / "log.jsonl").write_text("\n".join(lines[:first_eval + 1]) + '\n{"step": 9, "lo')
+    rep = write_report(copy)
+    assert any("not finished" in n for n in rep.notes)
+    assert rep.plot("validation_metrics").series["accuracy"][0] == [json.loads(lines[first_eval])["step"]]
+    assert "No final metrics yet" in rep.html.read_text()
+    (copy / "log.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(RunDirError, match="line 2 is not JSON"):
+        write_report(copy)
+
+
+def test_unknown_or_missing_tracker_is_one_clear_error(tiny_bert, sentiment_files, tmp_path):
+    from adapterkit.training.tracking import check_trackers
+
+    with pytest.raises(RecipeError, match=r"training.trackers: unknown tracker 'tensorbord'"):
+        check_trackers(["tensorbord"])
+    from accelerate.tracking import get_available_trackers
+
+    missing = [n for n in ("wandb", "mlflow", "aim", "comet_ml") if n not in {str(t) for t in get_available_trackers()}]
+    if missing:
+        with pytest.raises(RecipeError, match=rf"'{missing[0]}' needs its package installed"):
+            check_trackers([missing[0]])
+    r = resolve_paths(recipe_from_dict(tiny_recipe(tiny_bert, sentiment_files, tmp_path / "r", training={"trackers": ["nope"]})))
+    with pytest.raises(RecipeError, match="training.trackers"):
+        train(r)
+    assert not (tmp_path / "r" / "log.jsonl").exists()  # failed before any work

@@ -1,0 +1,58 @@
+"""The ready Accelerate configs under recipes/accelerate/ parse with Accelerate's own loader and launcher checks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+CONFIGS = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
+EXPECTED = {  # file -> (distributed type, mixed precision)
+    "cpu-multiprocess.yaml": ("MULTI_GPU", "no"),  # torchrun launcher; CPU via use_cpu (see the file)
+    "gpu-single.yaml": ("NO", "bf16"),
+    "multi-gpu-ddp.yaml": ("MULTI_GPU", "bf16"),
+    "fsdp-bf16.yaml": ("FSDP", "bf16"),
+    "fsdp-4bit.yaml": ("FSDP", "bf16"),
+}
+
+
+def test_every_expected_config_is_there():
+    assert sorted(p.name for p in CONFIGS) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_loads_and_passes_launch_validation(path: Path):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    cfg = load_config_from_file(str(path))  # rejects unknown top-level keys
+    dist, mp = EXPECTED[path.name]
+    assert cfg.distributed_type.value == dist and cfg.mixed_precision == mp
+    assert cfg.num_processes >= 1 and cfg.num_machines == 1
+    assert cfg.use_cpu == (path.name == "cpu-multiprocess.yaml")
+
+    parser = launch_command_parser()
+    args = parser.parse_args(["--config_file", str(path), "-m", "adapterkit.cli", "train", "recipe.yaml"])
+    args, _, _ = _validate_launch_command(args)  # what `accelerate launch` does with the file before starting anything
+    assert args.num_processes == cfg.num_processes and args.mixed_precision == mp
+    if dist == "FSDP":
+        known = {a.dest for a in parser._actions}
+        unknown = [k for k in cfg.fsdp_config if k not in known]
+        assert not unknown, f"{path.name}: fsdp keys accelerate launch does not know: {unknown}"
+        env = prepare_multi_gpu_env(args)  # the environment the FSDP plugin reads in each rank
+        assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_STATE_DICT_TYPE"] == "FULL_STATE_DICT"
+        assert env["FSDP_SHARDING_STRATEGY"] == "FULL_SHARD" and env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
+        assert env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true" and env["FSDP_SYNC_MODULE_STATES"] == "true"
+
+
+def test_fsdp_4bit_matches_the_nf4_quant_storage():
+    """FSDP shards only float storage: the nf4 config must pack 4-bit weights in the bf16 the config trains in."""
+    import torch
+
+    from adapterkit.model.backbone import quantization_config
+
+    qc = quantization_config("nf4", torch.bfloat16)
+    assert qc.bnb_4bit_quant_storage == torch.bfloat16 or str(qc.bnb_4bit_quant_storage) == "bfloat16"
+    assert qc.load_in_4bit and not qc.load_in_8bit

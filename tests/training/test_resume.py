@@ -1,0 +1,204 @@
+"""Checkpoints and exact resume: SIGKILL mid-epoch and during a checkpoint save, then `--resume` gives the same
+final adapter and head weights, bit for bit, as a run that was never interrupted. The killed runs are real
+subprocesses; the reference and the resumed runs go through the same CLI in this process (faster)."""
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from adapterkit.training import checkpoint
+from adapterkit.cli import main
+from conftest import ROOT, tiny_recipe, write_sentiment
+
+pytestmark = pytest.mark.slow  # every test here trains a model
+
+# 64 examples / batch 8 = 8 steps per epoch; 3 epochs = 24 steps; a checkpoint every 2 steps; LoRA dropout on,
+# length-grouped shuffling on, evaluation (and best-state tracking) at each epoch end.
+TRAINING = {"epochs": 3, "batch_size": 8, "checkpoint_every": 2, "keep_checkpoints": 2, "log_every": 3}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_bert, tmp_path_factory):
+    d = tmp_path_factory.mktemp("resume")
+    files = write_sentiment(d)
+
+    def recipe(name: str) -> Path:
+        r = tiny_recipe(tiny_bert, files, d / name, training=TRAINING, adapter={"dropout": 0.1})
+        path = d / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(r))
+        return path
+
+    ref = recipe("reference")
+    code, err = _main("train", str(ref))
+    assert code == 0, err
+    return d, recipe
+
+
+def _main(*argv) -> tuple[int, str]:
+    """`adapterkit ARGV` in this process: (exit code, stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue()
+
+
+def _env(**extra):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.pop(checkpoint.SLEEP_ENV, None)
+    env.update(extra)
+    return env
+
+
+def _start_and_kill(recipe: Path, run: Path, ready, sleep_spec: str):
+    """Start training, wait until `ready(run)` is true, SIGKILL it."""
+    proc = subprocess.Popen([sys.executable, "-m", "adapterkit.cli", "train", str(recipe)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=_env(**{checkpoint.SLEEP_ENV: sleep_spec}))
+    deadline = time.monotonic() + 240
+    while not ready(run):
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before the kill point: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("kill point not reached in time")
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    proc.stderr.close()
+
+
+def _final_weights(run: Path) -> dict:
+    out = {f"adapter/{k}": v for k, v in load_file(run / "adapter" / "adapter_model.safetensors").items()}
+    out.update({f"head/{k}": v for k, v in load_file(run / "head.safetensors").items()})
+    return out
+
+
+def _assert_bit_identical(run: Path, ref: Path):
+    a, b = _final_weights(run), _final_weights(ref)
+    assert a.keys() == b.keys() and len(a) > 4
+    # bit for bit: compare the raw bytes (torch.equal on floats would call -0.0 == 0.0)
+    different = [k for k in a if not (a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
+                                      and torch.equal(a[k].contiguous().view(torch.uint8), b[k].contiguous().view(torch.uint8)))]
+    assert not different, f"weights differ from the uninterrupted run: {different[:5]}"
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (run, ref))
+    assert ma["validation"] == mb["validation"]
+    assert ma["train"]["steps"] == mb["train"]["steps"] == 24 and ma["train"]["best_step"] == mb["train"]["best_step"]
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(setup):
+    d, recipe = setup
+    r = recipe("killed")
+    run = d / "killed"
+    # Step 12 is the middle of epoch 2 (after an evaluation at step 8); the save at step 14 would stall, so the kill
+    # lands between the two: somewhere in steps 13-14 of training.
+    _start_and_kill(r, run, lambda run: (run / "checkpoints" / "step-00000012").is_dir(), "14:300")
+    found = [p.name for p in checkpoint.list_checkpoints(run)]
+    assert found[-1] == "step-00000012" and "step-00000008" in found  # last K=2 (10, 12) + the best evaluation (8)
+    assert found == ["step-00000008", "step-00000010", "step-00000012"]
+    state = checkpoint.verify(run / "checkpoints" / "step-00000012")
+    assert state["streams"]["main"] == {"epoch": 1, "batch": 4} and state["has_best"]
+    assert json.loads((run / "run.json").read_text())["status"] == "running"
+    assert not (run / "adapter").exists()
+
+    code, err = _main("train", str(r))  # without --resume: refuses to start over the checkpoints
+    assert code == 2 and "holds checkpoints of an unfinished run" in err and "--resume" in err
+
+    code, err = _main("train", str(r), "--resume")
+    assert code == 0, err
+    _assert_bit_identical(run, d / "reference")
+    events = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    assert any(e.get("event") == "resume" and e["step"] == 12 for e in events)
+
+    code, err = _main("train", str(r), "--resume")  # a finished run has nothing to resume
+    assert code == 2 and "holds a finished run" in err
+
+
+def test_sigkill_during_checkpoint_save_keeps_previous_checkpoint(setup):
+    d, recipe = setup
+    r = recipe("killed_in_save")
+    run = d / "killed_in_save"
+    tmp = run / "checkpoints" / ".tmp-step-00000006"
+    # The save of step 6 sleeps after its tensors are written and before the rename: kill it there.
+    _start_and_kill(r, run, lambda run: (tmp / "optimizer.safetensors").is_file(), "6:300")
+    assert tmp.is_dir() and not (tmp / "state.json").exists()  # the half-written checkpoint
+    found = checkpoint.list_checkpoints(run)
+    assert [p.name for p in found] == ["step-00000002", "step-00000004"]
+    # The previous checkpoint is complete and loads: every file, including the optimizer state.
+    state = checkpoint.verify(found[-1])
+    assert state["position"]["step"] == 4 and state["streams"]["main"]["batch"] == 4
+    assert checkpoint.resolve_resume(run, "latest") == found[-1]
+
+    code, err = _main("train", str(r), "--resume", str(found[-1]))
+    assert code == 0, err
+    assert not tmp.exists()  # the next save cleaned the half-written folder up
+    _assert_bit_identical(run, d / "reference")
+
+
+def test_checkpoints_hold_no_pickles_and_only_trainable_weights(setup):
+    d, _ = setup
+    run = d / "reference"  # a finished run keeps its last K checkpoints (+ the best); no file in it is a pickle
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        head = p.read_bytes()[:2]
+        # torch.save / pickle files start with a zip header or the pickle protocol opcode.
+        assert head not in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"), p
+        assert p.suffix not in (".bin", ".pt", ".pth", ".pkl", ".ckpt"), p
+    ckpts = checkpoint.list_checkpoints(run)
+    assert [p.name for p in ckpts][-2:] == ["step-00000020", "step-00000022"]
+    weights = load_file(ckpts[-1] / "trainable.safetensors")
+    assert weights and all(("lora_" in k) or ("classifier" in k) or ("pooler" in k) for k in weights)
+    n_ckpt = sum(v.numel() for v in weights.values())
+    assert n_ckpt == json.loads((run / "run.json").read_text())["trainable_params"]
+
+
+def test_resume_errors_are_one_line(setup, tmp_path):
+    d, recipe = setup
+    r = recipe("never_ran")
+    code, err = _main("train", str(r), "--resume")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "--resume: " in err and "no checkpoint" in err
+    # a truncated checkpoint file is named
+    bad = tmp_path / "run" / "checkpoints" / "step-00000002"
+    src = checkpoint.list_checkpoints(d / "reference")[-1]
+    bad.mkdir(parents=True)
+    for f in src.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    data = (bad / "optimizer.safetensors").read_bytes()
+    (bad / "optimizer.safetensors").write_bytes(data[: len(data) // 2])
+    code, err = _main("train", str(r), "--resume", str(bad))
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "optimizer.safetensors is corrupted or truncated" in err
+
+
+def test_resume_at_an_epoch_boundary_in_process(setup):
+    """Step 8 ends epoch 1: the checkpoint resumes at the start of epoch 2 (sampler state after the epoch)."""
+    import shutil
+
+    from adapterkit.config import resolve_paths
+    from adapterkit.model import load_recipe
+    from adapterkit.training import train
+
+    d, recipe = setup
+    r = recipe("from_epoch_end")
+    run = d / "from_epoch_end"
+    src = d / "reference" / "checkpoints" / "step-00000008"  # kept as the best evaluation's checkpoint
+    assert checkpoint.verify(src)["streams"]["main"] == {"epoch": 1, "batch": 0}
+    shutil.copytree(src, run / "checkpoints" / src.name)
+    train(resolve_paths(load_recipe(r)), resume="latest")
+    _assert_bit_identical(run, d / "reference")
