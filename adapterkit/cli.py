@@ -180,7 +180,6 @@ def quiet_libraries() -> None:
     import logging
     import warnings
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything we load is local; never wait on the network
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
@@ -191,7 +190,10 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     import datasets
 
-    datasets.disable_progress_bars()
+    from .progress import enabled
+
+    if not enabled():  # data preparation (datasets' map) shows its bar only where ours would show
+        datasets.disable_progress_bars()
 
 
 def _resume_flag(argv: list[str]) -> list[str]:

@@ -139,3 +139,22 @@ def tiny_recipe(model_dir: Path, files: dict, out: Path, **sections) -> dict:
     for k, v in sections.items():
         r.setdefault(k, {}).update(v)
     return r
+
+
+def hub_repo(hf_home: Path, repo_id: str, files: dict[str, Path | bytes], repo_type: str = "model", commit: str = "0" * 40) -> Path:
+    """A repository in a real Hugging Face hub cache layout (`hub/models--org--name/snapshots/<commit>/`, `refs/main`),
+    as `hf download` leaves it, so ids resolve offline (HF_HOME=hf_home, HF_HUB_OFFLINE=1)."""
+    import shutil
+
+    repo = hf_home / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    snap = repo / "snapshots" / commit
+    for name, src in files.items():
+        dst = snap / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, bytes):
+            dst.write_bytes(src)
+        else:
+            shutil.copy(src, dst)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snap

@@ -5,6 +5,7 @@ Order matters: the YAML is read and the overrides applied, then the plugin modul
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
     msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    if first["type"] == "recipe_key":  # a section's validator naming one of its keys
+        loc, msg = f"{loc}.{first['ctx']['key']}" if loc else first["ctx"]["key"], first["ctx"]["msg"]
+    elif first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see docs/recipe-reference.md)"
     elif first["type"] == "missing":
         msg = "required key is missing"
@@ -93,19 +96,38 @@ def load_recipe(path: str | Path, overrides: list[str] = (), registries: Registr
     return recipe_from_dict(data, overrides, source=str(path), registries=registries)
 
 
-def resolve_paths(recipe: Recipe) -> Recipe:
-    """Absolute data and model paths, so a saved recipe works from any directory."""
-    r = recipe.model_copy(deep=True)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def is_hub_id(path: str) -> bool:
+    """`org/name` (or `name`) that is not a local path: a model or data set id on the Hugging Face Hub."""
+    return bool(HUB_ID.match(path)) and not Path(path).expanduser().exists() and ".." not in path
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def _resolve_data(data) -> None:
+    if data.format == "hub":
+        return  # split names of a Hub data set, not paths
+    if data.name:
+        data.name = _absolute(data.name)  # a DatasetDict folder; the splits are names inside it
+        return
     for split in ("train", "validation", "test"):
-        if getattr(r.data, split):
-            setattr(r.data, split, str(Path(getattr(r.data, split)).expanduser().resolve()))
-    if not r.backbone.path.startswith("package:"):
-        r.backbone.path = str(Path(r.backbone.path).expanduser().resolve())
-    r.training.output_dir = str(Path(r.training.output_dir).expanduser().resolve())
+        if getattr(data, split):
+            setattr(data, split, _absolute(getattr(data, split)))
+
+
+def resolve_paths(recipe: Recipe) -> Recipe:
+    """Absolute data and model paths, so a saved recipe works from any directory (Hub ids and split names stay)."""
+    r = recipe.model_copy(deep=True)
+    _resolve_data(r.data)
+    if not r.backbone.path.startswith("package:") and not is_hub_id(r.backbone.path):
+        r.backbone.path = _absolute(r.backbone.path)
+    r.training.output_dir = _absolute(r.training.output_dir)
     for spec in r.tasks or []:
-        for split in ("train", "validation", "test"):
-            if getattr(spec.data, split):
-                setattr(spec.data, split, str(Path(getattr(spec.data, split)).expanduser().resolve()))
+        _resolve_data(spec.data)
     return r
 
 

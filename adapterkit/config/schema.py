@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
+
+
+def key_error(key: str, msg: str) -> PydanticCustomError:
+    """An error about one key of a section, raised from the section's own validator: reported as `section.key: msg`."""
+    return PydanticCustomError("recipe_key", "{msg}", {"key": key, "msg": msg})
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,9 @@ class Section(BaseModel):
 
 
 class BackboneConfig(Section):
-    path: str = Field(description="Model folder, or `package:NAME` for a model shipped in an installed Python package.")
+    path: str = Field(description="A Hugging Face Hub id (`org/name`, read from the local cache when HF_HUB_OFFLINE=1 is set), a model folder, "
+                                  "or `package:NAME` for a model shipped in an installed Python package. A local folder of that name wins over the Hub id.")
+    revision: str | None = Field(None, description="Hub id only: branch, tag or commit to load; the run records the commit it resolved to.")
     gguf_file: str | None = Field(None, description="GGUF file name inside `path` (loaded with transformers' GGUF support).")
     quantization: Literal["none", "int8", "nf4"] = Field("none", description="Load the frozen backbone in full precision, LLM.int8 or 4-bit NF4.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the non-quantized weights.")
@@ -86,10 +94,19 @@ class TaskConfig(Section):
 
 
 class DataConfig(Section):
-    format: Literal["auto", "csv", "tsv", "jsonl", "conll"] = Field("auto", description="File format; `auto` picks it from the file extension.")
-    train: str | None = Field(None, description="Training file.")
-    validation: str | None = Field(None, description="Validation file (used for evaluation, early stopping and best-checkpoint selection).")
-    test: str | None = Field(None, description="Test file, evaluated once at the end.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "conll", "parquet", "arrow", "disk", "hub"] = Field(
+        "auto", description="`auto` picks the file format from the extension (a folder: `disk`). `parquet` and `arrow` files and `disk` folders "
+                            "(`Dataset.save_to_disk`) are read memory-mapped by `datasets`; `hub`: a data set on the Hugging Face Hub named by "
+                            "`data.name`, with `train`/`validation`/`test` naming its splits.")
+    name: str | None = Field(None, description="`hub`: the data set id (`org/name`); `disk`: a `DatasetDict.save_to_disk` folder whose splits "
+                                               "`train`/`validation`/`test` name.")
+    config: str | None = Field(None, description="`hub`: the data set's configuration (subset), when it has several.")
+    train: str | None = Field(None, description="Training file (a split name for `hub`, or for `disk` with `name`).")
+    validation: str | None = Field(None, description="Validation file or split (used for evaluation, early stopping and best-checkpoint selection).")
+    test: str | None = Field(None, description="Test file or split, evaluated once at the end.")
+    validation_split: float | None = Field(None, gt=0, lt=1, description="With no validation source: hold out this share of the training "
+                                                                         "rows (seeded by training.seed) as the validation split; the run "
+                                                                         "records which rows went where in data_split.json.")
     text_column: str = Field("text", description="Column with the input text.")
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
     label_column: str = Field("label", description="Column with the label.")
@@ -105,6 +122,19 @@ class DataConfig(Section):
     conll_tag_column: int = Field(-1, description="Which CoNLL column holds the tag (0-based; negative counts from the end). The token is column 0.")
     subword_labels: Literal["first", "all"] = Field("first", description="Token classification: label only a word's first sub-token (`first`) or every sub-token "
                                                                   "(`all`, later ones get the I- tag) in training; evaluation always scores first sub-tokens.")
+
+
+    @model_validator(mode="after")
+    def _check_sources(self):
+        if self.format == "hub" and not self.name:
+            raise key_error("name", "`format: hub` needs the data set id in data.name (e.g. stanfordnlp/sst2)")
+        if self.name and self.format not in ("hub", "disk"):
+            raise key_error("name", "only used with format hub or disk")
+        if self.config and self.format != "hub":
+            raise key_error("config", "only used with format hub")
+        if self.validation_split is not None and self.validation:
+            raise key_error("validation_split", "give data.validation or data.validation_split, not both")
+        return self
 
 
 class EarlyStoppingConfig(Section):

@@ -6,6 +6,7 @@
     text.py       `text` encoder (a text or a text pair per row)
     words.py      `words` encoder (pre-split words with tags: NER)
     lm.py         `completion` (causal LM) and `label_words` encoders
+    sources.py    where a split's rows come from: files, save_to_disk folders, Hub data sets; the validation hold-out
     prepare.py    every split of a recipe, read, checked and encoded
     loaders.py    padding collator and (length-grouped) data loaders
     packing.py    padding-free packing for causal-LM training
@@ -14,9 +15,11 @@ from . import lm, text, words  # noqa: F401  (each registers its encoders)
 from .encoders import ENCODERS, Encoder, encoder_for, register_encoder
 from .labels import encode_labels, label_names, split_multi
 from .loaders import Collator, dataloader
-from .prepare import SPLITS, load_eval_file, prepare
+from .prepare import Prepared, load_eval_file, load_eval_split, prepare, raw_splits
 from .readers import READERS, file_format, read_file
+from .sources import SPLITS, describe, has_split, holdout, read_split
 from .text import check_columns, tokenize
 
 __all__ = ["ENCODERS", "Encoder", "encoder_for", "register_encoder", "encode_labels", "label_names", "split_multi", "Collator",
-           "dataloader", "SPLITS", "load_eval_file", "prepare", "READERS", "file_format", "read_file", "check_columns", "tokenize"]
+           "dataloader", "SPLITS", "Prepared", "load_eval_file", "load_eval_split", "prepare", "raw_splits", "READERS", "file_format",
+           "read_file", "describe", "has_split", "holdout", "read_split", "check_columns", "tokenize"]

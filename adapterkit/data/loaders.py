@@ -34,6 +34,16 @@ def dataloader(ds, tokenizer, batch_size: int, shuffle: bool, seed: int, group_b
     if shuffle and group_by_length:
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        sampler = LengthGroupedSampler(batch_size * num_processes, lengths=[len(x) for x in ds["input_ids"]], generator=g)
+        sampler = LengthGroupedSampler(batch_size * num_processes, lengths=lengths(ds), generator=g)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       collate_fn=collate_fn or Collator(tokenizer), generator=g if sampler is None else None)
+
+
+def lengths(ds) -> list[int]:
+    """Tokens per example, read from the Arrow column a batch at a time (the token ids never become Python lists)."""
+    import pyarrow.compute as pc
+
+    out: list[int] = []
+    for batch in ds.select_columns(["input_ids"]).with_format("arrow").iter(batch_size=65536):
+        out.extend(pc.list_value_length(batch["input_ids"]).to_pylist())
+    return out

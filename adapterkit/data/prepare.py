@@ -1,52 +1,93 @@
 """Read, check and tokenize every split a recipe names, with the head's encoder (data/encoders.py)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..errors import DataError
 from .encoders import encoder_for
 from .labels import label_names
 from .readers import read_file
+from .sources import SPLITS, describe, has_split, holdout, read_split
 
-SPLITS = ("train", "validation", "test")
+
+@dataclass
+class Prepared:
+    splits: dict                        # split -> tokenized datasets.Dataset
+    labels: list | None                 # label names in index order (None for heads without classes)
+    holdout: dict | None = None         # data.validation_split: which training rows went where
+    sources: dict = field(default_factory=dict)  # split -> where its rows came from
 
 
-def prepare(recipe, tokenizer, head, labels: list[str] | None = None):
-    """Read, check and tokenize every split named in the recipe. Returns (splits, labels)."""
+def raw_splits(recipe, head, check: bool = True, need_label: bool = True) -> tuple[dict, dict | None]:
+    """{split: (rows, source)} for every split of the recipe's data section, the validation hold-out carved out of
+    the training rows when `data.validation_split` is set (returned as the second value)."""
     cfg = recipe.data
-    enc = encoder_for(head)
+    if not cfg.train:
+        raise DataError("data.train: no training file given")
     raw = {}
     for split in SPLITS:
-        path = getattr(cfg, split)
-        if path:
-            ds = read_file(path, cfg.format, f"data.{split}", cfg)
-            enc.check_columns(ds, cfg, path, f"data.{split}", True)
-            raw[split] = (ds, path)
-    if "train" not in raw:
-        raise DataError("data.train: no training file given")
-    ds, _ = raw["train"]
+        if getattr(cfg, split):
+            ds = read_split(cfg, split)
+            if check:
+                encoder_for(head).check_columns(ds, cfg, describe(cfg, split), f"data.{split}", need_label)
+            raw[split] = (ds, describe(cfg, split))
+    record = None
+    if cfg.validation_split and "validation" not in raw:
+        ds, source = raw["train"]
+        train_rows, val_rows = holdout(len(ds), cfg.validation_split, recipe.training.seed)
+        raw["train"] = (ds.select(train_rows), source)
+        raw["validation"] = (ds.select(val_rows), describe(cfg, "validation"))
+        record = {"source": source, "validation_split": cfg.validation_split, "seed": recipe.training.seed, "rows": len(ds),
+                  "train_rows": len(train_rows), "validation_rows": val_rows}
+    return raw, record
+
+
+def prepare(recipe, tokenizer, head, labels: list[str] | None = None) -> Prepared:
+    """Read, check and tokenize every split named in the recipe."""
+    cfg = recipe.data
+    enc = encoder_for(head)
+    raw, record = raw_splits(recipe, head)
+    ds, source = raw["train"]
     if cfg.max_train_samples and cfg.max_train_samples < len(ds):
         ds = ds.shuffle(seed=recipe.training.seed).select(range(cfg.max_train_samples))
-        raw["train"] = (ds, raw["train"][1])
+        raw["train"] = (ds, source)
     if head.fit is not None:  # e.g. regression target statistics, recorded in recipe.task
         head.fit(recipe.task, ds[cfg.label_column])
     if head.label_kind in ("class", "multi", "tokens"):
         labels = labels or recipe.task.labels or label_names(ds[cfg.label_column], head.label_kind)
         if len(labels) < 2 and head.label_kind == "class":
-            raise DataError(f"data.label_column: {cfg.label_column!r} in {raw['train'][1]} has only {len(labels)} distinct label(s); classification needs at least 2")
+            raise DataError(f"data.label_column: {cfg.label_column!r} in {source} has only {len(labels)} distinct label(s); classification needs at least 2")
     out = {}
-    for split, (ds, path) in raw.items():
+    for split, (ds, source) in raw.items():
         if split != "train" and cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
             ds = ds.select(range(cfg.max_eval_samples))
-        out[split] = enc.encode(ds, tokenizer, recipe, head, labels, path, split == "train")
-    return out, labels
+        out[split] = enc.encode(ds, tokenizer, recipe, head, labels, source, split == "train")
+    return Prepared(out, labels, record, {s: src for s, (_, src) in raw.items()})
+
+
+def load_eval_split(recipe, tokenizer, head, labels, split: str):
+    """One split of the recipe (a validation hold-out is carved again, the same rows), tokenized. Returns
+    (dataset, has labels)."""
+    if not has_split(recipe.data, split):
+        raise DataError(f"data.{split}: the run's recipe has no {split} split; pass --data FILE")
+    raw, _ = raw_splits(recipe, head, check=False)
+    ds, source = raw[split]
+    encoder_for(head).check_columns(ds, recipe.data, source, f"data.{split}", False)
+    return _encode_eval(recipe, tokenizer, head, labels, ds, source)
 
 
 def load_eval_file(recipe, tokenizer, head, labels, path: str, field: str):
-    """One evaluation file (a split of the recipe or a file given on the command line), tokenized."""
+    """A file given on the command line (same columns as the recipe's data), tokenized. Returns (dataset, has labels)."""
     cfg = recipe.data
-    enc = encoder_for(head)
-    ds = read_file(path, cfg.format, field, cfg)
-    enc.check_columns(ds, cfg, path, field, False)
+    fmt = "auto" if cfg.format in ("hub",) or (cfg.format == "disk" and cfg.name) else cfg.format
+    ds = read_file(path, fmt, field, cfg)
+    encoder_for(head).check_columns(ds, cfg, path, field, False)
+    return _encode_eval(recipe, tokenizer, head, labels, ds, path)
+
+
+def _encode_eval(recipe, tokenizer, head, labels, ds, source: str):
+    cfg = recipe.data
     if cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
         ds = ds.select(range(cfg.max_eval_samples))
-    out = enc.encode(ds, tokenizer, recipe, head, labels, path, False)
+    out = encoder_for(head).encode(ds, tokenizer, recipe, head, labels, source, False)
     return out, "labels" in out.column_names

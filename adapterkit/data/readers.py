@@ -91,9 +91,13 @@ def file_format(path: str, fmt: str) -> str:
     if fmt != "auto":
         return fmt
     suffix = Path(path).suffix.lower()
-    found = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "conll", ".conll": "conll"}.get(suffix)
+    if Path(path).is_dir():
+        return "disk"
+    found = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "conll", ".conll": "conll",
+             ".parquet": "parquet", ".arrow": "arrow"}.get(suffix)
     if found is None:
-        raise DataError(f"data.format: cannot tell the format of {path} from its extension; set data.format to csv, tsv, jsonl or conll")
+        raise DataError(f"data.format: cannot tell the format of {path} from its extension; set data.format to csv, tsv, jsonl, conll, "
+                        f"parquet, arrow or disk")
     return found
 
 
@@ -102,6 +106,8 @@ def read_file(path: str, fmt: str, field: str = "data", cfg=None):
     import datasets
 
     p = Path(path)
+    if fmt == "disk" or (fmt == "auto" and p.is_dir()):
+        return _read_disk(p, field)
     if not p.is_file():
         raise DataError(f"{field}: file not found: {path}")
     if p.stat().st_size == 0:
@@ -110,6 +116,11 @@ def read_file(path: str, fmt: str, field: str = "data", cfg=None):
     if fmt in READERS:
         return READERS[fmt](p, field, cfg)
     try:
+        # Parquet and Arrow stay memory-mapped: `datasets` reads them into its Arrow cache, not into Python objects.
+        if fmt == "parquet":
+            return datasets.Dataset.from_parquet(str(p))
+        if fmt == "arrow":
+            return datasets.Dataset.from_file(str(p))
         if fmt == "jsonl":
             rows = []
             with open(p) as f:
@@ -132,5 +143,20 @@ def read_file(path: str, fmt: str, field: str = "data", cfg=None):
         return datasets.Dataset.from_dict({h: [r[h] for r in rows] for h in header})
     except DataError:
         raise
-    except (UnicodeDecodeError, csv.Error, TypeError, ValueError) as e:
+    except (UnicodeDecodeError, csv.Error, TypeError, ValueError, OSError) as e:
         raise DataError(f"{field}: cannot read {path} as {fmt}: {str(e).splitlines()[0]}") from None
+
+
+def _read_disk(p: Path, field: str):
+    """A `Dataset.save_to_disk` folder (memory-mapped)."""
+    import datasets
+
+    if not p.is_dir():
+        raise DataError(f"{field}: folder not found: {p}")
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise DataError(f"{field}: {p} is not a `save_to_disk` folder: {str(e).splitlines()[0][:160]}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        raise DataError(f"{field}: {p} holds the splits {list(ds)}; set data.name to the folder and data.train etc. to split names")
+    return ds

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError
-from ..progress import chunks
 from .encoders import Encoder, register_encoder
 from .labels import encode_labels
 
@@ -25,26 +24,27 @@ def check_columns(ds, cfg, path: str, field: str, need_label: bool = True) -> No
 
 def tokenize(ds, tokenizer, cfg, labels, kind: str, path: str, target_norm=None, train: bool = False):
     """Tokenized dataset with input_ids, attention_mask and labels (when the label column is present).
-    `target_norm`: (mean, std) applied to regression targets; `train`: token labels follow data.subword_labels."""
-    texts = [("" if t is None else str(t)) for t in ds[cfg.text_column]]
-    empty = next((i for i, t in enumerate(texts) if not t.strip()), None)
-    if empty is not None:
-        raise DataError(f"data.text_column: row {empty + 1} of {path} has an empty {cfg.text_column!r}")
-    pairs = [str(t) for t in ds[cfg.text_pair_column]] if cfg.text_pair_column else None
-    enc, size = {}, 4096  # in chunks only so a large file shows a tokenizing bar; same result as one call
-    for i in chunks(len(texts), size, f"tokenizing {Path(path).name}", min_items=20000):
-        part = tokenizer(texts[i:i + size], pairs[i:i + size] if pairs else None, truncation=True, max_length=cfg.max_length)
-        for k, v in part.items():
-            enc.setdefault(k, []).extend(v)
-    cols = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-    if cfg.label_column in ds.column_names:
-        cols["labels"] = encode_labels(ds[cfg.label_column], labels, kind, path, cfg.label_column)
-        if target_norm is not None:
-            mean, std = target_norm
-            cols["labels"] = [(y - mean) / std for y in cols["labels"]]
-    import datasets
+    `target_norm`: (mean, std) applied to regression targets. Runs as a batched `datasets` map, so a memory-mapped
+    source (parquet, arrow, a Hub data set) is tokenized into a memory-mapped cache file, never into Python lists."""
+    has_labels = cfg.label_column in ds.column_names
 
-    return datasets.Dataset.from_dict(cols)
+    def encode(batch, rows):
+        texts = ["" if t is None else str(t) for t in batch[cfg.text_column]]
+        empty = next((r for r, t in zip(rows, texts) if not t.strip()), None)
+        if empty is not None:
+            raise DataError(f"data.text_column: row {empty + 1} of {path} has an empty {cfg.text_column!r}")
+        pairs = [str(t) for t in batch[cfg.text_pair_column]] if cfg.text_pair_column else None
+        enc = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
+        out = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        if has_labels:
+            out["labels"] = encode_labels(batch[cfg.label_column], labels, kind, path, cfg.label_column)
+            if target_norm is not None:
+                mean, std = target_norm
+                out["labels"] = [(y - mean) / std for y in out["labels"]]
+        return out
+
+    return ds.map(encode, batched=True, batch_size=4096, with_indices=True, remove_columns=ds.column_names,
+                  desc=f"tokenizing {Path(str(path)).name}")
 
 
 def encode_text(ds, tokenizer, recipe, head, labels, path: str, train: bool = False):

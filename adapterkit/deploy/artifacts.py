@@ -21,7 +21,7 @@ from ..files import read_json
 from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
 from ..model import build_task_model, is_mergeable, load_recipe, load_run
-from ..model.backbone import DTYPES, checkpoint_dir, load_model
+from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model
 
 
 class ExportError(AdapterkitError):
@@ -146,7 +146,12 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     del full, loaded_full
     cfg = read_json(run_dir / "adapter" / "adapter_config.json", "adapter config")
     base_dir = checkpoint_dir(recipe.backbone)
-    cfg["base_model_name_or_path"] = str(base_dir)
+    base = base_name(recipe)
+    cfg["base_model_name_or_path"] = base  # the Hub id where there is one, so PEFT and other tools find the base
+    if recipe.backbone.revision and hub_id(recipe.backbone):
+        cfg["revision"] = recipe.backbone.revision
+    if cfg.get("task_type") is None and head.peft_task_type:
+        cfg["task_type"] = head.peft_task_type
     weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
     head_state = load_file(run_dir / "head.safetensors")
     if native:
@@ -159,14 +164,14 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     tokenizer.save_pretrained(tmp)
     (tmp / "labels.json").write_text(json.dumps({"labels": labels}))
     shutil.copy2(run_dir / "recipe.yaml", tmp / "recipe.yaml")
-    report = {"format": "adapter", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "base": str(base_dir),
+    report = {"format": "adapter", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "base": base,
               "verified_on": info}
     # Verify: reload the way a user would, without adapterkit's loader, and compare with the run.
     if native:
         base, _ = build_task_model(recipe, labels, quantization="none")
         loaded = PeftModel.from_pretrained(base, tmp, is_trainable=False)
         report["loads_with"] = (f"peft.PeftModel.from_pretrained(transformers.{head.auto_class.__name__}.from_pretrained("
-                                f"'{base_dir}', num_labels=...), '{tmp.name}')")
+                                f"'{base}', num_labels=...), '{tmp.name}')")
     else:
         loaded = load_run(run_dir, quantization="none").model
         shutil.copy2(run_dir / "head.safetensors", tmp / "head.safetensors")
@@ -182,6 +187,11 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     report["verification"] = _score(recipe, {"trained": trained_pass, "exported": exported_pass}, "trained")
     report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
     return report
+
+
+def base_name(recipe) -> str:
+    """How an export names its base model: the Hub id when the run has one, else the local checkpoint folder."""
+    return hub_id(recipe.backbone) or str(checkpoint_dir(recipe.backbone))
 
 
 def _tolerance(recipe, tolerance: float | None, dtype: str) -> float:

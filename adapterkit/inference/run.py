@@ -21,10 +21,14 @@ def eval_run(run_dir, split: str = "validation", data_file: str | None = None, q
     run = load_for_eval(run_dir, quantization, zero_shot)
     model, tokenizer, recipe, labels = run.model, run.tokenizer, run.recipe, run.labels
     head = HEADS[recipe.task.type]
-    path = data_file or getattr(recipe.data, split, None)
-    if not path:
-        raise DataError(f"data.{split}: the run's recipe has no {split} file; pass --data FILE")
-    ds, has_labels = data_mod.load_eval_file(recipe, tokenizer, head, labels, path, "--data" if data_file else f"data.{split}")
+    if data_file:
+        path = data_file
+        ds, has_labels = data_mod.load_eval_file(recipe, tokenizer, head, labels, data_file, "--data")
+    else:
+        if not data_mod.has_split(recipe.data, split):
+            raise DataError(f"data.{split}: the run's recipe has no {split} file; pass --data FILE")
+        path = data_mod.describe(recipe.data, split)
+        ds, has_labels = data_mod.load_eval_split(recipe, tokenizer, head, labels, split)
     if not has_labels:
         raise DataError(f"{path}: no {recipe.data.label_column!r} column to score against")
     dl = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False)

@@ -29,12 +29,20 @@ class Pass:
     probe_logits: list = field(default_factory=list)  # logits of the first `probe` examples, per batch
 
 
+def _available(cfg, split: str) -> bool:
+    if not data_mod.has_split(cfg, split):
+        return False
+    if cfg.format == "hub" or cfg.name:
+        return True
+    return Path(getattr(cfg, split) or cfg.train).exists()  # a validation hold-out comes from the training file
+
+
 def split_path(recipe, split: str = "validation") -> tuple[str, str]:
-    """The data file a run is verified on: the asked split, else the first of validation/test the recipe has."""
+    """The split a run is verified on: the asked one, else the first of validation/test the recipe has. Returns
+    (split, where its rows come from)."""
     for name in (split, "validation", "test"):
-        path = getattr(recipe.data, name, None)
-        if path and Path(path).is_file():
-            return name, path
+        if _available(recipe.data, name):
+            return name, data_mod.describe(recipe.data, name)
     raise DataError(f"data.{split}: the run's recipe names no {split} (or validation/test) file to evaluate on")
 
 
@@ -42,7 +50,7 @@ def eval_loader(recipe, tokenizer, labels, split: str = "validation", max_exampl
     """Deterministic (unshuffled) loader over a split of the run's recipe."""
     head = HEADS[recipe.task.type]
     name, path = split_path(recipe, split)
-    ds, has_labels = data_mod.load_eval_file(recipe, tokenizer, head, labels, path, f"data.{name}")
+    ds, has_labels = data_mod.load_eval_split(recipe, tokenizer, head, labels, name)
     if not has_labels:
         raise DataError(f"{path}: no {recipe.data.label_column!r} column to score against")
     if max_examples and max_examples < len(ds):

@@ -1,4 +1,5 @@
-"""Backbone loading: local transformers folders, packaged models and GGUF files, in full precision or quantized."""
+"""Backbone loading: Hugging Face Hub ids (through the local cache), local transformers folders, packaged models
+and GGUF files, in full precision or quantized."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +10,16 @@ from pathlib import Path
 
 import torch
 
-from ..config import BackboneConfig
+from ..config import BackboneConfig, is_hub_id
 from ..errors import ModelError
+from ..hub import hub_snapshot
+
+# What a backbone needs from a Hub repository: config, tokenizer and safetensors weights (never pickles).
+HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
+
+
+def _snapshot(cfg: BackboneConfig) -> Path:
+    return hub_snapshot(cfg.path, cfg.revision, HUB_FILES + ((cfg.gguf_file,) if cfg.gguf_file else ()), error=ModelError)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Task heads and poolers stay in float: bitsandbytes int8 breaks freshly initialised or trainable heads.
@@ -30,11 +39,40 @@ def _package_dir(name: str) -> Path:
     return root / "model" if (root / "model" / "config.json").is_file() else root
 
 
+def hub_revision(cfg: BackboneConfig) -> str | None:
+    """The commit a Hub id resolves to (None for local folders and packages)."""
+    if cfg.path.startswith("package:") or not is_hub_id(cfg.path):
+        return None
+    return _snapshot(cfg).name
+
+
+def hub_id(cfg: BackboneConfig) -> str | None:
+    return cfg.path if not cfg.path.startswith("package:") and is_hub_id(cfg.path) else None
+
+
+def pin_revision(cfg: BackboneConfig) -> dict:
+    """Fix a Hub id's revision to the commit it resolves to now (so eval and export load the same weights later);
+    returns what the run records about its backbone."""
+    commit = hub_revision(cfg)
+    if commit is None:
+        return {"path": str(resolve_path(cfg))}
+    requested, cfg.revision = cfg.revision, commit
+    return {"id": cfg.path, "revision": commit, **({"requested_revision": requested} if requested and requested != commit else {})}
+
+
 def resolve_path(cfg: BackboneConfig) -> Path:
-    """The folder holding the checkpoint; `package:NAME` points into an installed model package."""
-    path = _package_dir(cfg.path.split(":", 1)[1]) if cfg.path.startswith("package:") else Path(cfg.path).expanduser()
+    """The folder holding the checkpoint; `package:NAME` points into an installed model package, a Hub id into the
+    Hugging Face cache."""
+    if cfg.path.startswith("package:"):
+        path = _package_dir(cfg.path.split(":", 1)[1])
+    elif is_hub_id(cfg.path):
+        path = _snapshot(cfg)
+    else:
+        path = Path(cfg.path).expanduser()
+    if cfg.revision and not hub_id(cfg):
+        raise ModelError("backbone.revision: only for a Hugging Face Hub id in backbone.path")
     if not path.is_dir():
-        raise ModelError(f"backbone.path: {cfg.path} is not a folder (expected a transformers checkpoint folder or package:NAME)")
+        raise ModelError(f"backbone.path: {cfg.path} is not a folder (expected a Hugging Face Hub id, a transformers checkpoint folder or package:NAME)")
     if cfg.gguf_file:
         if not (path / cfg.gguf_file).is_file():
             found = sorted(p.name for p in path.glob("*.gguf"))

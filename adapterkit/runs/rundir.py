@@ -8,7 +8,8 @@
     head.safetensors   task-head weights
     metrics.json       final metrics per split
     log.jsonl          one JSON object per log step / evaluation
-    run.json           status and bookkeeping
+    run.json           status and bookkeeping (and the backbone's Hub id and commit, when it came from the Hub)
+    data_split.json    data.validation_split only: which training rows were held out for validation
     report.html        training report (plots/ beside it), see report.py
 
 Training writes it (training/loop.py through RunWriter); eval, predict, export, merge and sweep read it.
@@ -25,6 +26,7 @@ from ..config import save_recipe
 from ..errors import RunDirError
 from ..files import atomic_write_text, read_json, replace_dir
 from ..model import head_state_dict
+from ..model.backbone import hub_id
 
 
 def finished(status: Path) -> bool:
@@ -63,6 +65,9 @@ class RunWriter:
         self.info = dict(info, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write_text(self.dir / "run.json", json.dumps(self.info, indent=1))
 
+    def write_json(self, name: str, data) -> None:
+        atomic_write_text(self.dir / name, json.dumps(data, indent=1))
+
     def log(self, record: dict) -> None:
         with open(self.dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -74,9 +79,18 @@ class RunWriter:
         from safetensors.torch import save_file
 
         folder = "model" if METHODS[self.recipe.adapter.method].trains_base else "adapter"
-        replace_dir(self.dir / folder, lambda d: model.save_pretrained(d))
+        replace_dir(self.dir / folder, lambda d: self._save(model, d, folder))
         save_file(head_state_dict(model, head_modules), str(self.dir / "head.safetensors.tmp"))
         os.replace(self.dir / "head.safetensors.tmp", self.dir / "head.safetensors")
+
+    def _save(self, model, d: Path, folder: str) -> None:
+        model.save_pretrained(d)
+        base = hub_id(self.recipe.backbone)
+        config = d / "adapter_config.json"
+        if folder == "adapter" and base and config.is_file():  # name the base by its Hub id, not a cache path
+            cfg = json.loads(config.read_text())
+            cfg["base_model_name_or_path"], cfg["revision"] = base, self.recipe.backbone.revision
+            atomic_write_text(config, json.dumps(cfg, indent=2))
 
     def finish(self, final: dict) -> None:
         """Final metrics, then the status that makes the run usable."""

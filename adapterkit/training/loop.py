@@ -21,7 +21,7 @@ from ..config import Recipe
 from ..errors import RecipeError
 from ..heads import HEADS, Head
 from ..model import build, trainable_parameters
-from ..model.backbone import load_tokenizer
+from ..model.backbone import load_tokenizer, pin_revision
 from ..progress import progress, stage  # bars quiet in non-interactive logs; see progress.py
 from ..runs import RunWriter, write_report_safely
 from . import checkpoint, distributed, multitask, switches, tracking
@@ -65,6 +65,7 @@ class Task:
     eval_loader: Any = None
     stream: checkpoint.Stream | None = None
     metric: str | None = None      # headline validation metric (multi-task summary)
+    holdout: dict | None = None    # data.validation_split: which training rows went where
 
 
 @dataclass
@@ -86,14 +87,15 @@ class Job:
 def _prepare_tasks(recipe: Recipe, tokenizer) -> dict[str, Task]:
     if not recipe.tasks:
         head = HEADS[recipe.task.type]
-        splits, labels = data_mod.prepare(recipe, tokenizer, head)
-        return {"main": Task("main", recipe, head, labels, splits)}
+        data = data_mod.prepare(recipe, tokenizer, head)
+        return {"main": Task("main", recipe, head, data.labels, data.splits, holdout=data.holdout)}
     tasks = {}
     for spec in recipe.tasks:
         sub = multitask.task_recipe(recipe, spec)
         head = HEADS[sub.task.type]
-        splits, labels = data_mod.prepare(sub, tokenizer, head)
-        tasks[spec.name] = Task(spec.name, sub, head, labels, splits, spec.weight, metric=spec.metric or "loss")
+        data = data_mod.prepare(sub, tokenizer, head)
+        tasks[spec.name] = Task(spec.name, sub, head, data.labels, data.splits, spec.weight, metric=spec.metric or "loss",
+                                holdout=data.holdout)
     return tasks
 
 
@@ -151,6 +153,7 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
                               **tracking.accelerator_kwargs(t.trackers, run_dir),
                               **distributed.accelerator_kwargs(find_unused_parameters=multi),
                               **switches.accelerator_kwargs(recipe))
+    backbone = pin_revision(recipe.backbone)  # a Hub id: this run, its eval and its export read the same commit
     tracking.start(accelerator, recipe, writer, run_dir)
     set_seed(t.seed)
     tokenizer = load_tokenizer(recipe.backbone)
@@ -199,12 +202,15 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
         ckpt.clear()
     guard = NonFiniteGuard(t.on_nonfinite, accelerator, writer, run_dir)
     if accelerator.is_main_process:
-        info = dict(trainable_params=n_train, total_params=n_total, total_steps=total_steps, **job.info)
+        info = dict(trainable_params=n_train, total_params=n_total, total_steps=total_steps, backbone=backbone, **job.info)
         if multi:
             info.update(multitask=True, tasks=list(tasks), sampling=recipe.multitask.sampling, adapter=recipe.multitask.adapter,
                         sampling_weights=multitask.sampling_weights(sizes, recipe.multitask.sampling, recipe.multitask.temperature))
         writer.start(tokenizer, {n: k.labels for n, k in tasks.items()} if multi else tasks["main"].labels, info,
                      resume=resume_from is not None)
+        holdouts = {n: k.holdout for n, k in tasks.items() if k.holdout}
+        if holdouts:
+            writer.write_json("data_split.json", holdouts if multi else holdouts["main"])
         if resume_from is not None:
             writer.log(dict(event="resume", checkpoint=str(resume_from), step=pos.step))
         start = dict(event="start", trainable_params=n_train, total_params=n_total, trainable_share=round(n_train / n_total, 6),
@@ -349,6 +355,8 @@ def _write_task_runs(job: Job, joint, final: dict, tokenizer, run_dir: Path, tot
         writer.check_writable()
         writer.start(tokenizer, k.labels, dict(trainable_params=n_train, total_steps=total_steps, head_modules=hm, joint_run=str(run_dir)))
         writer.save_weights(fresh, hm)
+        if k.holdout:
+            writer.write_json("data_split.json", k.holdout)
         task_final = {s: v for s, v in final["tasks"][n].items() if s != "train"}
         task_final["train"] = dict(final["train"], batches=final["tasks"][n]["train"]["batches"])
         writer.finish(task_final)

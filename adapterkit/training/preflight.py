@@ -36,15 +36,10 @@ def preflight(recipe, resume: str | None = None) -> None:
 
 
 def check_data_files(recipe, head) -> None:
-    cfg = recipe.data
-    if not cfg.train:
+    """Every split can be read (file, folder or Hub data set) and has the columns the head needs."""
+    if not recipe.data.train:
         raise RecipeError("data.train: no training file given")
-    encoder = data_mod.encoder_for(head)
-    for split in data_mod.SPLITS:
-        path = getattr(cfg, split)
-        if path:
-            ds = data_mod.read_file(path, cfg.format, f"data.{split}", cfg)
-            encoder.check_columns(ds, cfg, path, f"data.{split}", head.label_kind != "text")
+    data_mod.raw_splits(recipe, head, check=True, need_label=head.label_kind != "text")
 
 
 def check_model(recipe, head) -> None:
@@ -76,27 +71,26 @@ def check_model(recipe, head) -> None:
 
 
 def check_labels(recipe, head) -> None:
-    """Every label in the validation and test files is known (from task.labels or the training file)."""
+    """Every label in the validation and test splits is known (from task.labels or the training split)."""
     if head.label_kind not in ("class", "multi", "tokens"):
         return
     cfg = recipe.data
-    read = lambda split: data_mod.read_file(getattr(cfg, split), cfg.format, f"data.{split}", cfg)  # noqa: E731
+    raw, _ = data_mod.raw_splits(recipe, head, check=False)
     known = recipe.task.labels
     source = "task.labels"
     if known is None:
-        train = read("train")
-        known, source = data_mod.label_names(train[cfg.label_column], head.label_kind), f"the labels of {cfg.train}"
+        train, where = raw["train"]
+        known, source = data_mod.label_names(train[cfg.label_column], head.label_kind), f"the labels of {where}"
     splits = ("train", "validation", "test") if recipe.task.labels else ("validation", "test")
     for split in splits:
-        path = getattr(cfg, split)
-        if not path:
+        if split not in raw or (split == "validation" and not cfg.validation):  # a hold-out has the training labels
             continue
-        ds = read(split)
+        ds, where = raw[split]
         if cfg.label_column not in ds.column_names:
             continue
         unknown = [l for l in data_mod.label_names(ds[cfg.label_column], head.label_kind) if l not in set(known)]
         if unknown:
-            raise RecipeError(f"data.{split}: label(s) {unknown[:5]} in {path} are not among {source} {list(known)[:20]}")
+            raise RecipeError(f"data.{split}: label(s) {unknown[:5]} in {where} are not among {source} {list(known)[:20]}")
 
 
 def check_early_stopping(recipe, head) -> None:

@@ -59,7 +59,8 @@ def test_prompt_completion_labels_mask_prompt_and_padding(tiny_llama, tmp_path):
     f = _jsonl(tmp_path / "train.jsonl", rows)
     recipe = _lm_recipe(tiny_llama, {"train": f, "validation": f}, tmp_path / "run")
     tok = _tok(tiny_llama)
-    splits, labels = data_mod.prepare(recipe, tok, HEADS["causal_lm"])
+    _prepared = data_mod.prepare(recipe, tok, HEADS["causal_lm"])
+    splits, labels = _prepared.splits, _prepared.labels
     assert labels is None
     ds = splits["train"]
     for row, ex in zip(rows, ds):

@@ -105,7 +105,8 @@ def test_tokenize_words_aligns_to_the_real_tokenizer(tiny_bert, tmp_path):
     assert n_sub > 1  # the test needs a word split into several pieces
     for mode, expect_cont in (("first", IGNORE), ("all", None)):
         r = _recipe(tiny_bert, files, tmp_path / "r", {"type": "token_classification"}, data={"subword_labels": mode})
-        splits, labels = data_mod.prepare(r, tok, HEADS["token_classification"])
+        _prepared = data_mod.prepare(r, tok, HEADS["token_classification"])
+        splits, labels = _prepared.splits, _prepared.labels
         assert labels == ["B-LOC", "B-PER", "I-PER", "O"]
         row = splits["train"][0]["labels"]
         assert row[0] == IGNORE and row[1] == labels.index("B-LOC") and row[-1] == IGNORE

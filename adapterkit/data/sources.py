@@ -1,0 +1,86 @@
+"""Where each split's rows come from: a file (csv, tsv, jsonl, conll, parquet, arrow), a `save_to_disk` folder,
+a split of a `DatasetDict` folder or of a Hugging Face Hub data set; and the seeded validation hold-out.
+
+Hub data sets are fetched as repository snapshots through huggingface_hub's cache (offline with HF_HUB_OFFLINE=1)
+and read by `datasets` from that folder, so the same code runs offline and online and the run can record the
+commit it read."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..hub import hub_snapshot
+from .readers import read_file
+
+SPLITS = ("train", "validation", "test")
+
+
+def has_split(cfg, split: str) -> bool:
+    return bool(getattr(cfg, split, None)) or (split == "validation" and bool(cfg.validation_split) and bool(cfg.train))
+
+
+def describe(cfg, split: str) -> str:
+    """The source of a split, for messages and records: a path, or `NAME[SPLIT]`."""
+    if split == "validation" and not cfg.validation and cfg.validation_split:
+        return f"{describe(cfg, 'train')} (held-out {cfg.validation_split:g})"
+    if cfg.format == "hub" or (cfg.format == "disk" and cfg.name):
+        return f"{cfg.name}[{getattr(cfg, split)}]"
+    return str(getattr(cfg, split))
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_dataset(name: str, config: str | None, cache: str | None):
+    import datasets
+
+    folder = hub_snapshot(name, None, None, "dataset", "data.name", DataError)
+    try:
+        return datasets.load_dataset(str(folder), name=config)
+    except ValueError as e:
+        msg = str(e).splitlines()[0]
+        if "BuilderConfig" in msg or "Config name is missing" in msg:
+            raise DataError(f"data.config: {config!r} is not a config of {name}: {msg[:200]}" if config else
+                            f"data.config: {name} has several configs; pick one with data.config: {msg[:200]}") from None
+        raise DataError(f"data.name: cannot read {name}: {msg[:200]}") from None
+    except FileNotFoundError as e:
+        raise DataError(f"data.name: {name} has no data files `datasets` can read: {str(e).splitlines()[0][:160]}") from None
+
+
+def _dataset_dict(cfg):
+    import datasets
+
+    from ..hub import cache_dir
+
+    if cfg.format == "hub":
+        return _hub_dataset(cfg.name, cfg.config, cache_dir())
+    folder = Path(cfg.name)
+    try:
+        dd = datasets.load_from_disk(str(folder))
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise DataError(f"data.name: {folder} is not a `save_to_disk` folder: {str(e).splitlines()[0][:160]}") from None
+    if not isinstance(dd, datasets.DatasetDict):
+        raise DataError(f"data.name: {folder} holds one data set, not splits; give it as data.train (without data.name)")
+    return dd
+
+
+def read_split(cfg, split: str, field: str | None = None):
+    """The rows of one split named in the recipe's data section, as a `datasets.Dataset`."""
+    field = field or f"data.{split}"
+    if cfg.format == "hub" or (cfg.format == "disk" and cfg.name):
+        dd = _dataset_dict(cfg)
+        name = getattr(cfg, split)
+        if name not in dd:
+            raise DataError(f"{field}: split {name!r} not in {cfg.name} (splits there: {list(dd)})")
+        return dd[name]
+    return read_file(getattr(cfg, split), cfg.format, field, cfg)
+
+
+def holdout(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training rows, validation rows) of a seeded random hold-out, each in file order."""
+    k = max(1, round(n * share))
+    if k >= n:
+        raise DataError(f"data.validation_split: {share} of {n} training rows leaves none to train on")
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(perm[k:].tolist()), sorted(perm[:k].tolist())
