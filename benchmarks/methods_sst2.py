@@ -41,6 +41,15 @@ METHODS: dict[str, tuple[dict, float, int]] = {
     "bottleneck_houlsby": ({"method": "bottleneck", "placement": "houlsby", "bottleneck_size": 64}, 1.5e-3, 16),
     "bottleneck_pfeiffer": ({"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 64}, 1.5e-3, 16),
     "bottleneck_parallel": ({"method": "bottleneck", "placement": "parallel", "bottleneck_size": 64, "scaling": 4}, 2e-3, 32),
+    # PEFT's wider surface (issue #17): LoRA initialisations and other PEFT types through `adapter.method: peft`.
+    "lora_pissa": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "init_lora_weights": "pissa"}, 1.5e-3, 32),
+    "lora_loftq": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "init_lora_weights": "loftq"}, 1.5e-3, 32),
+    "loha": ({"method": "peft", "peft_type": "loha", "r": 8, "alpha": 16}, 1.5e-3, 32),
+    "lokr": ({"method": "peft", "peft_type": "lokr", "r": 8, "alpha": 16}, 1.5e-3, 32),
+    "vera": ({"method": "peft", "peft_type": "vera", "r": 256}, 1e-2, 32),
+    "adalora": ({"method": "peft", "peft_type": "adalora", "init_r": 12, "target_r": 8, "total_step": 250}, 1.5e-3, 32),
+    "oft": ({"method": "peft", "peft_type": "oft", "r": 0, "oft_block_size": 32}, 1.5e-3, 32),
+    "ln_tuning": ({"method": "peft", "peft_type": "ln_tuning"}, 5e-3, 32),
 }
 
 

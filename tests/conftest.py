@@ -30,19 +30,19 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture(autouse=True, scope="session")
 def _training_needs_the_slow_mark():
-    """Every training run goes through training.loop.param_groups: a test without the `slow` mark that gets there fails."""
+    """Every training run builds the loop's NonFiniteGuard: a test without the `slow` mark that gets there fails."""
     import adapterkit.training.loop as loop
 
-    real = loop.param_groups
+    real = loop.NonFiniteGuard
 
     def guarded(*args, **kwargs):
         if not _CURRENT["slow"]:
             raise AssertionError(f"{_CURRENT['id']} trains a model: mark it @pytest.mark.slow")
         return real(*args, **kwargs)
 
-    loop.param_groups = guarded
+    loop.NonFiniteGuard = guarded
     yield
-    loop.param_groups = real
+    loop.NonFiniteGuard = real
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 

@@ -5,12 +5,13 @@ from pydantic import Field
 
 from ..errors import ModelError
 from .registry import Method, MethodSettings, register_method
-from .targets import check_targets, exclude_pattern
+from .targets import LayerSpec, check_targets, exclude_pattern, layer_regex, resolve_layers
 
 
 class IA3Settings(MethodSettings):
     target_modules: list[str] | None = Field(None, description="Modules to rescale; PEFT's per-family default (keys, values, FFN output) when omitted.")
     feedforward_modules: list[str] | None = Field(None, description="Which of target_modules scale their input (FFN); PEFT's default when omitted.")
+    layers: LayerSpec = Field(None, description="Blocks to adapt: `top:N`, `bottom:N` or a list of indices; every block when omitted.")
 
 
 def ia3_defaults(model_type: str) -> tuple[list[str], list[str]]:
@@ -36,6 +37,9 @@ def _ia3_config(s: IA3Settings, model, ctx):
     missing = [f for f in ff if f not in targets]
     if missing:
         raise ModelError(f"adapter.feedforward_modules: {missing} must also be in target_modules {targets}")
+    layers = resolve_layers(s.layers, model)
+    if layers is not None:  # PEFT's IA3Config has no layers_to_transform: restrict the targets by a regex instead
+        targets = layer_regex(model, targets, layers)
     return IA3Config(target_modules=targets, feedforward_modules=ff, exclude_modules=exclude_pattern(ctx.head_modules))
 
 

@@ -1,12 +1,17 @@
 """LoRA and its variants (DoRA, rsLoRA) through PEFT."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Union
 
 from pydantic import Field
 
+from ..errors import ModelError
 from .registry import Method, MethodSettings, register_method
-from .targets import check_targets, exclude_pattern, linear_leaf_names
+from .targets import LayerSpec, check_targets, exclude_pattern, linear_leaf_names, resolve_layers
+
+# init_lora_weights values that move the base weights (W - BA residual): saved converted to a plain LoRA delta
+# against the original base (PEFT's path_initial_model_for_weight_conversion), so runs reload and merge as usual.
+RESIDUAL_INITS = ("pissa", "olora")
 
 
 class LoraSettings(MethodSettings):
@@ -15,6 +20,17 @@ class LoraSettings(MethodSettings):
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] | None = Field(None, description="Module names to adapt; all linear layers of the backbone when omitted.")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
+    layers: LayerSpec = Field(None, description="Blocks to adapt: `top:N`, `bottom:N` or a list of indices; every block when omitted.")
+    layers_to_transform: list[int] | None = Field(None, description="PEFT's own name for explicit block indices (use `layers` or this).")
+    layers_pattern: str | list[str] | None = Field(None, description="PEFT: the name of the block list when PEFT cannot find it (e.g. `layer`, `layers`).")
+    init_lora_weights: Union[bool, str] = Field(True, description="PEFT's initialisation: true (A random, B zero), gaussian, pissa, pissa_niter_K, "
+                                                                 "olora, orthogonal, ... PiSSA/OLoRA runs are saved as a plain LoRA delta.")
+    rank_pattern: dict[str, int] | None = Field(None, description="PEFT: per-module rank, e.g. {'query': 16}.")
+    alpha_pattern: dict[str, float] | None = Field(None, description="PEFT: per-module alpha.")
+    use_rslora: bool = Field(False, description="Scale by alpha / sqrt(r) (rsLoRA).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    loraplus_lr_ratio: float | None = Field(None, gt=0, description="LoRA+: the B matrices learn at this multiple of training.lr (Hayou et al. "
+                                                                    "use 16); adapter A matrices and the head keep theirs.")
 
 
 def _lora_config(settings: LoraSettings, model, ctx, **variant):
@@ -25,11 +41,21 @@ def _lora_config(settings: LoraSettings, model, ctx, **variant):
     check_targets(model, targets)
     if targets is None:
         targets = linear_leaf_names(model, exclude)
-    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
-                      exclude_modules=exclude_pattern(exclude), bias=settings.bias, **variant)
-
-
-register_method(Method("lora", LoraSettings, _lora_config, mergeable=True, description="Low-rank update W + BA (PEFT LoRA)."))
+    if settings.layers is not None and settings.layers_to_transform is not None:
+        raise ModelError("adapter.layers: give adapter.layers or adapter.layers_to_transform, not both")
+    layers = resolve_layers(settings.layers, model) if settings.layers is not None else settings.layers_to_transform
+    init = settings.init_lora_weights
+    if isinstance(init, str) and init.startswith("loftq"):
+        raise ModelError("adapter.init_lora_weights: loftq is not wired into adapterkit yet (its base weights must be saved beside the "
+                         "adapter); use pissa, olora or gaussian")
+    variant = {"use_rslora": settings.use_rslora, "use_dora": settings.use_dora, **variant}
+    try:
+        return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
+                          exclude_modules=exclude_pattern(exclude), bias=settings.bias, layers_to_transform=layers,
+                          layers_pattern=settings.layers_pattern, init_lora_weights=init, rank_pattern=settings.rank_pattern or {},
+                          alpha_pattern=settings.alpha_pattern or {}, **variant)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"adapter: PEFT's LoraConfig refused these settings: {str(e).splitlines()[0][:240]}") from None
 
 
 def _keep_int8_scale(module, args):
@@ -52,10 +78,24 @@ def keep_int8_scales(model) -> None:
 
 def _dora_config(settings, model, ctx):
     keep_int8_scales(model)
-    return _lora_config(settings, model, ctx, use_dora=True)
+    return _lora_config(settings.model_copy(update={"use_dora": True}), model, ctx)
 
 
+def _lora_after_wrap(model) -> None:
+    cfg = getattr(model, "active_peft_config", None)
+    if cfg is not None and getattr(cfg, "use_dora", False):
+        keep_int8_scales(model)
+
+
+def residual_init(settings) -> bool:
+    """Whether the adapter starts from a slice of the base weights (PiSSA, OLoRA), which then hold the residual."""
+    init = getattr(settings, "init_lora_weights", None)
+    return isinstance(init, str) and init.split("_")[0] in RESIDUAL_INITS
+
+
+register_method(Method("lora", LoraSettings, _lora_config, mergeable=True, after_wrap=_lora_after_wrap,
+                       description="Low-rank update W + BA (PEFT LoRA)."))
 register_method(Method("dora", LoraSettings, _dora_config, mergeable=True, after_wrap=keep_int8_scales,
                        description="Weight-decomposed LoRA (magnitude + direction)."))
-register_method(Method("rslora", LoraSettings, lambda s, m, c: _lora_config(s, m, c, use_rslora=True), mergeable=True,
+register_method(Method("rslora", LoraSettings, lambda s, m, c: _lora_config(s.model_copy(update={"use_rslora": True}), m, c), mergeable=True,
                        description="LoRA scaled by alpha/sqrt(r), stable at high rank."))

@@ -36,6 +36,7 @@ class Method:
     # changes the model in place (full fine-tuning).
     build: Callable[[Any, Any, MethodContext], Any]
     mergeable: bool = False          # merges into the base weights on export
+    mergeable_for: Optional[Callable[[Any], bool]] = None  # (settings) -> mergeable, when it depends on the settings
     trains_base: bool = False        # every backbone weight trains: needs a full-precision base, saved as a whole model
     after_wrap: Optional[Callable[[Any], None]] = None  # fix-ups on the PEFT model after wrapping or loading
     description: str = ""
@@ -45,7 +46,7 @@ class Method:
             raise AdapterkitError(f"register_method: name must be a non-empty string, got {self.name!r}")
         if not (isinstance(self.settings, type) and issubclass(self.settings, BaseModel)):
             raise AdapterkitError(f"register_method({self.name!r}): settings must be a pydantic model class (e.g. a MethodSettings subclass)")
-        for f in ("build", "after_wrap"):
+        for f in ("build", "after_wrap", "mergeable_for"):
             value = getattr(self, f)
             if value is not None and not callable(value):
                 raise AdapterkitError(f"register_method({self.name!r}): {f} must be callable, got {type(value).__name__}")
@@ -59,6 +60,12 @@ def register_method(method: Method) -> Method:
         raise AdapterkitError(f"register_method: expected a Method record, got {type(method).__name__}")
     METHODS[method.name] = method
     return method
+
+
+def is_mergeable(adapter_cfg) -> bool:
+    """Whether the recipe's adapter merges into the base weights (a merged export)."""
+    method = METHODS[adapter_cfg.method]
+    return method.mergeable_for(method_settings(adapter_cfg)) if method.mergeable_for is not None else method.mergeable
 
 
 def method_settings(adapter_cfg):

@@ -1,7 +1,9 @@
-"""Which modules of a backbone an adapter targets: every linear layer by default, never the task head."""
+"""Which modules of a backbone an adapter targets: every linear layer by default, never the task head; and which
+blocks (`adapter.layers: top:N | bottom:N | [i, ...]`)."""
 from __future__ import annotations
 
 import re
+from typing import Union
 
 import torch
 
@@ -45,3 +47,48 @@ def check_targets(model, targets: list[str] | str | None) -> None:
     missing = [t for t in targets if t.split(".")[-1] not in leaves and not any(n.endswith(t) for n, _ in model.named_modules())]
     if missing:
         raise ModelError(f"adapter.target_modules: {missing} not found in the model; linear modules there: {sorted(leaves)}")
+
+
+LayerSpec = Union[list[int], str, None]
+
+
+def num_layers(model) -> int:
+    cfg = getattr(model, "config", None)
+    n = getattr(cfg, "num_hidden_layers", None) or getattr(getattr(cfg, "text_config", None), "num_hidden_layers", None)
+    if n is None:
+        raise ModelError("adapter.layers: the backbone's config has no num_hidden_layers; list the layer indices")
+    return int(n)
+
+
+def resolve_layers(spec: LayerSpec, model, field: str = "adapter.layers") -> list[int] | None:
+    """`top:N` (the N blocks nearest the head), `bottom:N`, or explicit indices -> sorted block indices (None: all)."""
+    if spec is None:
+        return None
+    n = num_layers(model)
+    if isinstance(spec, str):
+        m = re.fullmatch(r"(top|bottom):(\d+)", spec.strip())
+        if not m or not 0 < int(m.group(2)) <= n:
+            raise ModelError(f"{field}: {spec!r}; expected top:N or bottom:N with 1 <= N <= {n}, or a list of layer indices")
+        k = int(m.group(2))
+        return list(range(n - k, n)) if m.group(1) == "top" else list(range(k))
+    bad = [i for i in spec if not 0 <= i < n]
+    if bad:
+        raise ModelError(f"{field}: {bad} out of range; the backbone has layers 0..{n - 1}")
+    return sorted(set(spec))
+
+
+def block_list_name(model) -> str:
+    """The attribute name of the backbone's list of blocks (`layer` in BERT's encoder.layer, `layers` in Llama's)."""
+    n = num_layers(model)
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) == n:
+            return name.split(".")[-1]
+    raise ModelError("adapter.layers: cannot find the backbone's list of blocks")
+
+
+def layer_regex(model, names: list[str], layers: list[int]) -> str:
+    """A PEFT target regex: modules named `names` (suffixes) inside the given blocks only, for methods whose PEFT
+    config has no layers_to_transform (IA3)."""
+    idx = "|".join(str(i) for i in layers)
+    leaves = "|".join(re.escape(n) for n in names)
+    return rf"^(.*\.)?{re.escape(block_list_name(model))}\.({idx})\.(.*\.)?({leaves})$"

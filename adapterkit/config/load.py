@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,12 @@ def apply_override(data: dict, assignment: str) -> None:
 
 
 def plugin_keys(data: dict) -> list[tuple[str, str]]:
-    """(key path, module name) of every plugin a recipe names: `task.plugin` and each `tasks[i].task.plugin`."""
+    """(key path, module name) of every plugin a recipe names: `adapter.plugin`, `task.plugin` and each
+    `tasks[i].task.plugin`."""
     found = []
+    adapter = data.get("adapter")
+    if isinstance(adapter, dict) and adapter.get("plugin"):
+        found.append(("adapter.plugin", adapter["plugin"]))
     task = data.get("task")
     if isinstance(task, dict) and task.get("plugin"):
         found.append(("task.plugin", task["plugin"]))
@@ -71,16 +76,45 @@ def recipe_from_dict(data: Any, overrides: list[str] = (), source: str = "recipe
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: expected a mapping of sections (backbone, adapter, task, data, training, export)")
     data = copy.deepcopy(data)
+    before = copy.deepcopy(data.get("adapter")) if isinstance(data.get("adapter"), dict) else None
     for o in overrides:
         apply_override(data, o)
     if registries is not None:
         for key, name in plugin_keys(data):
             if isinstance(name, str):
                 import_plugin(name, key)
+        _drop_other_method_settings(data, before, overrides, registries)
     try:
         return Recipe.model_validate(data, context=registries)
     except ValidationError as e:
         raise RecipeError(_format_error(e, source)) from None
+
+
+GENERIC_ADAPTER_KEYS = ("method", "plugin", "init_from")
+
+
+def _drop_other_method_settings(data: dict, before: dict | None, overrides, registries: Registries) -> None:
+    """`--set adapter.method=X` on a recipe written for another method: the recipe's settings that X does not take
+    are dropped, with a note (written in the recipe next to X itself they are still rejected)."""
+    adapter = data.get("adapter")
+    if not before or not isinstance(adapter, dict) or adapter.get("method") == before.get("method", "lora"):
+        return
+    if not any(o.split("=", 1)[0].strip() == "adapter.method" for o in overrides):
+        return
+    method = registries.methods.get(adapter.get("method"))
+    if method is None:
+        return  # validation names the unknown method
+    takes = set(getattr(method.settings, "model_fields", {}))
+    own = {k for k in adapter if k not in before or adapter[k] != before[k]}  # keys the overrides set themselves
+    dropped = [k for k in before if k not in GENERIC_ADAPTER_KEYS and k not in takes and k not in own]
+    extra_ok = getattr(method.settings, "model_config", {}).get("extra") == "allow"  # e.g. `peft`: its keys go to PEFT
+    if extra_ok:
+        return
+    for k in dropped:
+        adapter.pop(k, None)
+    if dropped:
+        print(f"adapterkit: note: --set adapter.method={adapter['method']} drops the recipe's "
+              f"{', '.join('adapter.' + k for k in dropped)} ({before.get('method', 'lora')} settings)", file=sys.stderr)
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), registries: Registries | None = None) -> Recipe:

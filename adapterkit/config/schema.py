@@ -50,7 +50,12 @@ class BackboneConfig(Section):
 class AdapterConfig(Section):
     """Adapter method and its settings. Settings not used by the chosen method are rejected."""
     model_config = ConfigDict(extra="allow", validate_assignment=True)
-    method: str = Field("lora", description="Adapter method: see `adapterkit.adapters.METHODS` (lora, dora, rslora, ia3, prompt_tuning, prefix_tuning, bottleneck, full).")
+    method: str = Field("lora", description="Adapter method: see `adapterkit.adapters.METHODS` (lora, dora, rslora, ia3, prompt_tuning, prefix_tuning, bottleneck, full, peft).")
+    plugin: str | None = Field(None, description="Python module to import before the recipe is validated (e.g. `my_methods`), so it can register its "
+                                                 "own method. Runs that module's code like a Python import; recipe strings are never evaluated.")
+    init_from: str | None = Field(None, description="Warm start: a run folder, a PEFT adapter folder or a Hub id whose adapter (and, from a run, "
+                                                    "head) this run starts from, with a fresh optimizer and schedule. Label maps must match, "
+                                                    "or task.labels names the new set.")
 
     @model_validator(mode="after")
     def _check_method_settings(self, info: ValidationInfo):
@@ -239,7 +244,8 @@ class Recipe(Section):
 
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
-        d["adapter"] = {"method": self.adapter.method, **self.adapter.settings()}
+        d["adapter"] = {"method": self.adapter.method, **{k: getattr(self.adapter, k) for k in ("plugin", "init_from")
+                                                          if getattr(self.adapter, k) is not None}, **self.adapter.settings()}
         if self.tasks is None:  # single-task recipes stay as they were
             d.pop("tasks", None), d.pop("multitask", None)
         else:  # multi-task: task and data live in each entry of `tasks`

@@ -208,7 +208,11 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
                                                                           ref.probe, ref.trained_pass, ref.info)
     full = load_run(run_dir, quantization="none").model
     unmerged = verify.run_pass(full, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
-    merged = full.merge_and_unload() if hasattr(full, "merge_and_unload") else full
+    try:
+        merged = full.merge_and_unload() if hasattr(full, "merge_and_unload") else full
+    except (NotImplementedError, ValueError) as e:  # PEFT cannot merge this adapter type
+        raise ExportError(f"export: PEFT cannot merge this {recipe.adapter.method} adapter ({str(e).splitlines()[0][:160]}); "
+                          f"use --format adapter") from None
     merged.eval()
     merged_probe = verify.run_pass(merged, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
     mx, mean = verify.logit_diff(merged_probe.probe_logits, unmerged.probe_logits)

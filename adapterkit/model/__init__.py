@@ -5,6 +5,7 @@
     assemble.py    backbone + head + adapter -> one trainable model (`build`)
     load.py        a run directory -> the trained model (or its base, for zero-shot scoring)
     recipe.py      recipes validated against the method and head registries
+    warmstart.py   `adapter.init_from`: start from a trained adapter (and head)
     fast_int8.py   the `int8_matmul: dequantize` path
     inspect.py     `adapterkit inspect`: module tree, targets and trainable parameters per method
 """

@@ -6,6 +6,7 @@ decides what trains (`Method.trains_base`) and returns the PEFT config that wrap
 from __future__ import annotations
 
 from ..adapters import METHODS, MethodContext, method_settings
+from ..adapters import is_mergeable as adapter_mergeable
 from ..errors import ModelError
 from ..heads import HEADS, Head, HeadContext, HeadModel
 from .backbone import checkpoint_dir, is_decoder, load_config, load_model, load_tokenizer
@@ -161,4 +162,4 @@ def trainable_parameters(model) -> tuple[int, int]:
 
 
 def is_mergeable(recipe) -> bool:
-    return METHODS[recipe.adapter.method].mergeable
+    return adapter_mergeable(recipe.adapter)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def finished(status: Path) -> bool:
     text = status.read_text()
     # An empty status file (a run that died before its first write) counts as unfinished.
     return bool(text.strip()) and read_json(status, "run status", text).get("status") == "finished"
+
+
+INITIAL_ADAPTER = "adapter_init"
 
 
 class RunWriter:
@@ -80,11 +84,28 @@ class RunWriter:
 
         folder = "model" if METHODS[self.recipe.adapter.method].trains_base else "adapter"
         replace_dir(self.dir / folder, lambda d: self._save(model, d, folder))
+        shutil.rmtree(self.dir / INITIAL_ADAPTER, ignore_errors=True)  # only needed for that conversion
         save_file(head_state_dict(model, head_modules), str(self.dir / "head.safetensors.tmp"))
         os.replace(self.dir / "head.safetensors.tmp", self.dir / "head.safetensors")
 
+    def save_initial_adapter(self, model) -> None:
+        """PiSSA/OLoRA runs: the adapter as initialised, so the trained one can be saved as a plain LoRA delta against
+        the original base (PEFT converts it); kept until the run finishes, also across --resume."""
+        if (self.dir / INITIAL_ADAPTER / "adapter_config.json").is_file():
+            return
+        cfg = model.peft_config["default"]
+        init, cfg.init_lora_weights = cfg.init_lora_weights, True  # loading the saved copy must not initialise again
+        try:
+            replace_dir(self.dir / INITIAL_ADAPTER, lambda d: model.save_pretrained(d))
+        finally:
+            cfg.init_lora_weights = init
+
     def _save(self, model, d: Path, folder: str) -> None:
-        model.save_pretrained(d)
+        initial = self.dir / INITIAL_ADAPTER
+        if folder == "adapter" and initial.is_dir():
+            model.save_pretrained(d, path_initial_model_for_weight_conversion=str(initial))
+        else:
+            model.save_pretrained(d)
         base = hub_id(self.recipe.backbone)
         config = d / "adapter_config.json"
         if folder == "adapter" and base and config.is_file():  # name the base by its Hub id, not a cache path

@@ -17,10 +17,12 @@ from typing import Any
 import torch
 
 from .. import data as data_mod
+from ..adapters import method_settings
+from ..adapters.lora import residual_init
 from ..config import Recipe
 from ..errors import RecipeError
 from ..heads import HEADS, Head
-from ..model import build, trainable_parameters
+from ..model import build, trainable_parameters, warmstart
 from ..model.backbone import load_tokenizer, pin_revision
 from ..progress import progress, stage  # bars quiet in non-interactive logs; see progress.py
 from ..runs import RunWriter, write_report_safely
@@ -38,17 +40,21 @@ def mixed_precision(setting: str) -> str:
 
 
 def param_groups(model, recipe: Recipe, head_modules):
-    """AdamW groups: no decay on biases and norms; the head may have its own learning rate."""
+    """AdamW groups: no decay on biases and norms; the head may have its own learning rate; with LoRA+
+    (`adapter.loraplus_lr_ratio`) the B matrices learn at that multiple of training.lr. The same rule as PEFT's
+    create_loraplus_optimizer, kept in these groups so the head's rate and the no-decay groups stay."""
     t = recipe.training
+    plus = getattr(method_settings(recipe.adapter), "loraplus_lr_ratio", None)
     groups = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         is_head = any(f".{h}." in f".{name}" or name.startswith(f"{h}.") for h in head_modules)
         decay = p.ndim >= 2 and "norm" not in name.lower()
-        key = (is_head, decay)
-        groups.setdefault(key, {"params": [], "lr": (t.head_lr or t.lr) if is_head else t.lr,
-                                "weight_decay": t.weight_decay if decay else 0.0})["params"].append(p)
+        is_b = bool(plus) and not is_head and ".lora_B." in name
+        key = (is_head, decay, is_b)
+        lr = (t.head_lr or t.lr) if is_head else t.lr * (plus if is_b else 1.0)
+        groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": t.weight_decay if decay else 0.0})["params"].append(p)
     return list(groups.values())
 
 
@@ -159,10 +165,20 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
     tokenizer = load_tokenizer(recipe.backbone)
     with stage("reading and tokenizing data"):
         tasks = _prepare_tasks(recipe, tokenizer)
+    source = None
+    if recipe.adapter.init_from:  # checked before any model loads: a head fits only its own classes
+        if multi:
+            raise RecipeError("adapter.init_from: warm starts are for single-task recipes")
+        source = warmstart.resolve(recipe.adapter.init_from)
+        warmstart.check_labels(source, tasks["main"].labels, recipe.task.labels is not None)
     set_seed(t.seed)
     with stage("loading backbone and adapter"):
         job = _build_job(recipe, tasks, accelerator.device if accelerator.device.type == "cuda" else None, tokenizer)
     model = job.model
+    if source is not None:
+        job.info["init_from"] = warmstart.apply(model, source, tasks["main"].labels)
+    if residual_init(method_settings(recipe.adapter)) and accelerator.is_main_process:
+        writer.save_initial_adapter(model)
     n_train, n_total = trainable_parameters(model)
     trained_keys = _trainable_keys(model)  # fixed now: per-task adapters switch requires_grad as training goes
     for task in tasks.values():
@@ -228,6 +244,8 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
             writer.log(dict(event="eval", **({"task": n} if multi else {}), split="validation", step=step, **extra,
                             **{k: v for k, v in result.items() if k != "report"}))
 
+    # PEFT's AdaLoRA reallocates ranks during training from each step's gradients (its own training-loop hook).
+    allocate = getattr(getattr(accelerator.unwrap_model(model), "base_model", None), "update_and_allocate", None)
     model.train()
     step, seen, windows = pos.step, pos.seen, {n: list(pos.windows.get(n, (0.0, 0))) for n in tasks}
     best, best_step, bad_evals = pos.best, pos.best_step, pos.bad_evals
@@ -252,6 +270,8 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf)
             if not accelerator.sync_gradients or guard.step_ok(grad_norm, step + 1):
                 optimizer.step()
+                if allocate is not None and accelerator.sync_gradients:
+                    allocate(step + 1)  # AdaLoRA: rank budget from this step's gradients, before they are cleared
             scheduler.step()  # also on a skipped step, as with AMP's skipped steps: the schedule follows the step count
             optimizer.zero_grad(set_to_none=True)
         if finite:

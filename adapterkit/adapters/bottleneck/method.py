@@ -7,7 +7,7 @@ from pydantic import Field
 
 from ...errors import ModelError
 from ..registry import Method, MethodSettings, register_method
-from ..targets import exclude_pattern
+from ..targets import LayerSpec, exclude_pattern, resolve_layers
 from .model import FAMILIES
 from .config import BottleneckConfig
 
@@ -21,7 +21,7 @@ class BottleneckSettings(MethodSettings):
     scaling: float = Field(1.0, gt=0, description="Multiplier on the adapter output (parallel adapters often use 4).")
     layer_norm: bool = Field(False, description="LayerNorm on the adapter input.")
     init_weights: bool = Field(True, description="Zero up-projection so training starts from the base model.")
-    layers: list[int] | None = Field(None, description="Layer indices to adapt; all layers when omitted.")
+    layers: LayerSpec = Field(None, description="Blocks to adapt: `top:N`, `bottom:N` or a list of indices; every block when omitted.")
     train_layer_norms: bool = Field(False, description="Also train the layer norms of every block (BERT: and the embeddings'), as Houlsby et al. do; saved with the adapter.")
 
 
@@ -33,13 +33,10 @@ def _bottleneck_config(s: BottleneckSettings, model, ctx):
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in FAMILIES:
         raise ModelError(f"adapter.method: bottleneck has no placement table for model type {model_type!r}; known: {sorted(FAMILIES)}")
-    n_layers = model.config.num_hidden_layers
-    bad = [i for i in (s.layers or []) if not 0 <= i < n_layers]
-    if bad:
-        raise ModelError(f"adapter.layers: {bad} out of range; the backbone has layers 0..{n_layers - 1}")
+    layers = resolve_layers(s.layers, model)
     return BottleneckConfig(placement=s.placement, bottleneck_size=s.bottleneck_size, reduction_factor=s.reduction_factor,
                             activation=s.activation, dropout=s.dropout, scaling=s.scaling, layer_norm=s.layer_norm,
-                            init_weights=s.init_weights, layers_to_transform=s.layers,
+                            init_weights=s.init_weights, layers_to_transform=layers,
                             exclude_modules=exclude_pattern(ctx.head_modules),
                             modules_to_save=list(FAMILIES[model_type]["norms"]) if s.train_layer_norms else None)
 
