@@ -66,15 +66,24 @@ def eval_cmd(run_dir: Path = typer.Argument(..., help="Run directory from `adapt
 
 @app.command()
 def generate(run_dir: Path = typer.Argument(..., help="Run directory of a causal_lm or label_words run."),
-             prompt: List[str] = typer.Option(..., "--prompt", help="Prompt to complete (repeatable)."),
-             max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+             prompt: List[str] = typer.Option([], "--prompt", help="Prompt to complete (repeatable)."),
+             file: Optional[Path] = typer.Option(None, "--file", help="JSON Lines file of prompts (the run's data.prompt_column); each row keeps its fields."),
+             out: Optional[Path] = typer.Option(None, "--out", help="Write the rows with their `completion` here (JSON Lines) instead of printing them."),
+             max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="The run's task.generation.max_new_tokens by default (64)."),
+             batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Prompts generated together (task.generation.batch_size, 16)."),
              temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0: greedy decoding."),
              zero_shot: bool = typer.Option(False, "--zero-shot", help="Generate with the base model, without the adapter.")):
-    """Complete prompts with a trained causal LM run (the run's chat or prompt template is applied)."""
+    """Complete prompts with a trained causal LM run, in batches (the run's chat or prompt template is applied)."""
     from .inference import generate as run_generate
 
-    for row in run_generate(run_dir, list(prompt), max_new_tokens, temperature, zero_shot):
-        typer.echo(json.dumps(row))
+    if not prompt and not file:
+        _fail("give --prompt TEXT or --file PROMPTS.jsonl")
+    rows = run_generate(run_dir, list(prompt), max_new_tokens, temperature, zero_shot, file=file, out=out, batch_size=batch_size)
+    if out:
+        typer.echo(f"{len(rows)} completions written to {out}")
+    else:
+        for row in rows:
+            typer.echo(json.dumps(row))
 
 
 @app.command()

@@ -44,6 +44,12 @@ METHODS: dict[str, tuple[dict, float, int]] = {
     # PEFT's wider surface (issue #17): LoRA initialisations and other PEFT types through `adapter.method: peft`.
     "lora_pissa": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "init_lora_weights": "pissa"}, 1.5e-3, 32),
     "lora_loftq": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "init_lora_weights": "loftq"}, 1.5e-3, 32),
+    # LoftQ initialises LoRA against a 4-bit backbone's quantization error: it and its baseline run on NF4.
+    "lora_nf4": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05}, 1.5e-3, 32),
+    # PiSSA starts from the base weights' principal directions: PEFT initialises it on float weights only.
+    "lora_fp32": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05}, 1.5e-3, 32),
+    "lora_pissa_fp32": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "init_lora_weights": "pissa"}, 1.5e-3, 32),
+    "lora_loftq_nf4": ({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "init_lora_weights": "loftq"}, 1.5e-3, 32),
     "loha": ({"method": "peft", "peft_type": "loha", "r": 8, "alpha": 16}, 1.5e-3, 32),
     "lokr": ({"method": "peft", "peft_type": "lokr", "r": 8, "alpha": 16}, 1.5e-3, 32),
     "vera": ({"method": "peft", "peft_type": "vera", "r": 256}, 1e-2, 32),
@@ -56,7 +62,13 @@ METHODS: dict[str, tuple[dict, float, int]] = {
 def overrides_for(name: str) -> list[str]:
     adapter, lr, batch = METHODS[name]
     out = [f"adapter={json.dumps(adapter)}", f"training.lr={lr}", f"training.batch_size={batch}"]
-    return out + (["backbone.quantization=none"] if adapter["method"] == "full" else [])
+    if adapter["method"] == "full":
+        out.append("backbone.quantization=none")
+    if name.endswith("_nf4"):
+        out.append("backbone.quantization=nf4")
+    if name.endswith("_fp32"):
+        out.append("backbone.quantization=none")
+    return out
 
 
 ARM = '''

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_vali
 
 from ..config.schema import key_error
 from ..errors import ModelError
+from .prompt import accept_prefix_cache
 from .registry import Method, MethodSettings, register_method
 from .targets import LayerSpec, exclude_pattern, linear_leaf_names, resolve_layers
 
@@ -139,8 +140,6 @@ def type_merges(settings: PeftSettings) -> bool:
 
 def _after_wrap(model) -> None:
     from peft.utils import PeftType
-
-    from .prompt import accept_prefix_cache
 
     if model.active_peft_config.peft_type == PeftType.PREFIX_TUNING:  # the same bridge as `method: prefix_tuning`
         accept_prefix_cache(model.base_model)

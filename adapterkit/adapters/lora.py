@@ -45,9 +45,14 @@ def _lora_config(settings: LoraSettings, model, ctx, **variant):
         raise ModelError("adapter.layers: give adapter.layers or adapter.layers_to_transform, not both")
     layers = resolve_layers(settings.layers, model) if settings.layers is not None else settings.layers_to_transform
     init = settings.init_lora_weights
-    if isinstance(init, str) and init.startswith("loftq"):
-        raise ModelError("adapter.init_lora_weights: loftq is not wired into adapterkit yet (its base weights must be saved beside the "
-                         "adapter); use pissa, olora or gaussian")
+    if init == "eva":
+        raise ModelError("adapter.init_lora_weights: eva initialises from activations over training batches (PEFT's "
+                         "initialize_lora_eva_weights), which adapterkit does not run yet; use gaussian, pissa, olora or loftq")
+    if init == "loftq":
+        if ctx.quantization != "nf4":
+            raise ModelError("adapter.init_lora_weights: loftq initialises LoRA against a 4-bit backbone's quantization error; "
+                             "set backbone.quantization: nf4")
+        init = True  # LoRA is built as usual; loftq_init (below) then sets A and B from the original weights
     variant = {"use_rslora": settings.use_rslora, "use_dora": settings.use_dora, **variant}
     try:
         return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
@@ -87,13 +92,47 @@ def _lora_after_wrap(model) -> None:
         keep_int8_scales(model)
 
 
+def loftq_init(model, settings, ctx) -> None:
+    """LoftQ (Li et al.), one step: A and B are the rank-r SVD of W - dequant(Q(W)), so the 4-bit weight plus the
+    adapter starts closest to the original weight W, read from the backbone's safetensors. The base weights stay as
+    loaded, so runs save, reload and merge like any LoRA run. Our own loop rather than PEFT's
+    replace_lora_weights_loftq: that one computes on CUDA/XPU only and leaves out LoRA's scale (alpha / r), so its
+    adapter adds scale x the residual; here B is divided by the scale."""
+    if getattr(settings, "init_lora_weights", None) != "loftq":
+        return
+    import bitsandbytes as bnb
+    import torch
+    from peft.tuners.lora import Linear4bit
+    from peft.utils.loftq_utils import _low_rank_decomposition, _SafetensorLoader
+
+    loader = _SafetensorLoader(model, ctx.checkpoint_dir)
+    done = 0
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not isinstance(module, Linear4bit) or "default" not in module.lora_A:
+                continue
+            try:
+                weight = loader.get_tensor(name.removeprefix("base_model.model.") + ".weight").to(torch.float32)
+            except (KeyError, ValueError) as e:
+                raise ModelError(f"adapter.init_lora_weights: loftq cannot read the original weight of {name}: {e}") from None
+            base = module.get_base_layer().weight
+            residual = weight.to(base.device) - bnb.functional.dequantize_4bit(base.data, base.quant_state).to(torch.float32)
+            parts = _low_rank_decomposition(residual, reduced_rank=module.r["default"])
+            a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            a.copy_(parts["R"].to(a.dtype))
+            b.copy_((parts["L"] / module.scaling["default"]).to(b.dtype))
+            done += 1
+    if not done:
+        raise ModelError("adapter.init_lora_weights: loftq found no 4-bit LoRA layers to initialise")
+
+
 def residual_init(settings) -> bool:
     """Whether the adapter starts from a slice of the base weights (PiSSA, OLoRA), which then hold the residual."""
     init = getattr(settings, "init_lora_weights", None)
     return isinstance(init, str) and init.split("_")[0] in RESIDUAL_INITS
 
 
-register_method(Method("lora", LoraSettings, _lora_config, mergeable=True, after_wrap=_lora_after_wrap,
+register_method(Method("lora", LoraSettings, _lora_config, mergeable=True, after_wrap=_lora_after_wrap, init_weights=loftq_init,
                        description="Low-rank update W + BA (PEFT LoRA)."))
 register_method(Method("dora", LoraSettings, _dora_config, mergeable=True, after_wrap=keep_int8_scales,
                        description="Weight-decomposed LoRA (magnitude + direction)."))

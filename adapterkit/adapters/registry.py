@@ -25,6 +25,8 @@ class MethodContext:
     peft_task_type: Optional[str] = None  # PEFT task type of the head (prompt and prefix tuning need one)
     task_type_name: str = ""            # the recipe's task.type, for error messages
     tokenizer_path: Optional[str] = None  # folder of the backbone's tokenizer (prompt tuning's text init)
+    checkpoint_dir: Optional[str] = None  # folder of the backbone's full-precision weights (LoftQ reads them)
+    quantization: str = "none"          # how the backbone was loaded: none, int8 or nf4
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class Method:
     mergeable_for: Optional[Callable[[Any], bool]] = None  # (settings) -> mergeable, when it depends on the settings
     trains_base: bool = False        # every backbone weight trains: needs a full-precision base, saved as a whole model
     after_wrap: Optional[Callable[[Any], None]] = None  # fix-ups on the PEFT model after wrapping or loading
+    # (peft_model, settings, MethodContext) after wrapping a freshly built model only (not when a run is loaded):
+    # initialisations PEFT does on a wrapped model, e.g. LoftQ's from the original weights.
+    init_weights: Optional[Callable[[Any, Any, MethodContext], None]] = None
     description: str = ""
 
     def __post_init__(self):
@@ -46,7 +51,7 @@ class Method:
             raise AdapterkitError(f"register_method: name must be a non-empty string, got {self.name!r}")
         if not (isinstance(self.settings, type) and issubclass(self.settings, BaseModel)):
             raise AdapterkitError(f"register_method({self.name!r}): settings must be a pydantic model class (e.g. a MethodSettings subclass)")
-        for f in ("build", "after_wrap", "mergeable_for"):
+        for f in ("build", "after_wrap", "mergeable_for", "init_weights"):
             value = getattr(self, f)
             if value is not None and not callable(value):
                 raise AdapterkitError(f"register_method({self.name!r}): {f} must be callable, got {type(value).__name__}")

@@ -35,6 +35,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+ROPE_TYPES = ("linear", "dynamic", "yarn", "longrope", "llama3")
+
+
 class BackboneConfig(Section):
     path: str = Field(description="A Hugging Face Hub id (`org/name`, read from the local cache when HF_HUB_OFFLINE=1 is set), a model folder, "
                                   "or `package:NAME` for a model shipped in an installed Python package. A local folder of that name wins over the Hub id.")
@@ -44,7 +47,23 @@ class BackboneConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the non-quantized weights.")
     trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint folder to run. Off unless you trust it.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    rope_scaling: dict[str, Any] | None = Field(None, description="Position interpolation for a longer context, as transformers' config takes it: "
+                                                                  "{rope_type: linear | dynamic | yarn, factor: F, ...}; merged into the model's own "
+                                                                  "rope settings (rope_theta kept), saved with the run and in exports.")
     int8_matmul: Literal["bitsandbytes", "dequantize"] = Field("bitsandbytes", description="How frozen int8 weights are multiplied in training: bitsandbytes' int8 matmul, or `dequantize` each layer to the compute dtype + dense GEMM (same int8 storage; faster on GPU, no activation quantization). See adapterkit/fast_int8.py.")
+
+    @model_validator(mode="after")
+    def _check_rope(self):
+        rs = self.rope_scaling
+        if rs is None:
+            return self
+        kind = rs.get("rope_type", rs.get("type"))
+        if kind not in ROPE_TYPES:
+            raise key_error("rope_scaling", f"rope_type {kind!r}; expected one of {list(ROPE_TYPES)}")
+        factor = rs.get("factor")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+            raise key_error("rope_scaling", "needs a positive number `factor` (context length / trained length)")
+        return self
 
 
 class AdapterConfig(Section):
@@ -120,6 +139,8 @@ class DataConfig(Section):
     max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation/test examples.")
     prompt_column: str = Field("prompt", description="causal_lm: column with the prompt (not trained on).")
     completion_column: str = Field("completion", description="causal_lm: column with the completion (the only trained tokens).")
+    references_column: str = Field("references", description="causal_lm: column with a list of reference texts for generated-text metrics "
+                                                             "(every reference counts); the completion is the reference when the data has no such column.")
     messages_column: str = Field("messages", description="causal_lm: column with a chat as a list of {role, content}; when present it is used instead of prompt/completion, and only assistant turns are trained.")
     chat_template: bool | None = Field(None, description="causal_lm and label_words: wrap prompts/chats in the tokenizer's chat template; when omitted, it is applied if the tokenizer has one.")
     conll_separator: str = Field("auto", description="CoNLL column separator: `auto` (tab when the first line has one, else any whitespace), `tab`, `space` or a literal string.")

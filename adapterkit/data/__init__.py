@@ -15,11 +15,11 @@ from . import lm, text, words  # noqa: F401  (each registers its encoders)
 from .encoders import ENCODERS, Encoder, encoder_for, register_encoder
 from .labels import encode_labels, label_names, split_multi
 from .loaders import Collator, dataloader
-from .prepare import Prepared, load_eval_file, load_eval_split, prepare, raw_splits
+from .prepare import Prepared, load_eval_file, load_eval_split, load_generation_rows, prepare, raw_splits, wants_generation
 from .readers import READERS, file_format, read_file
 from .sources import SPLITS, describe, has_split, holdout, read_split
 from .text import check_columns, tokenize
 
 __all__ = ["ENCODERS", "Encoder", "encoder_for", "register_encoder", "encode_labels", "label_names", "split_multi", "Collator",
-           "dataloader", "SPLITS", "Prepared", "load_eval_file", "load_eval_split", "prepare", "raw_splits", "READERS", "file_format",
+           "dataloader", "SPLITS", "Prepared", "load_eval_file", "load_eval_split", "load_generation_rows", "wants_generation", "prepare", "raw_splits", "READERS", "file_format",
            "read_file", "describe", "has_split", "holdout", "read_split", "check_columns", "tokenize"]

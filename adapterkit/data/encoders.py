@@ -7,7 +7,7 @@ with its own input format registers an `Encoder` here and names it in `Head.inpu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from ..errors import AdapterkitError
 
@@ -20,6 +20,8 @@ class Encoder:
     # (ds, tokenizer, recipe, head, labels, path, train) -> datasets.Dataset with input_ids, attention_mask and
     # (when the rows carry them) labels.
     encode: Callable
+    # (ds, tokenizer, recipe, path) -> (prompt token ids, reference lists): what generated-text metrics generate from.
+    generation: Optional[Callable] = None
 
 
 ENCODERS: dict[str, Encoder] = {}

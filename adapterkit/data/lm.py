@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import DataError, RecipeError
 from ..heads import IGNORE
-from ..heads.lm import SLOT, bos_ids, label_word_ids, render_chat, render_prompt, use_chat_template
+from ..heads.lm import SLOT, bos_ids, label_word_ids, render_chat, render_prompt, text_ids, use_chat_template
 from .encoders import Encoder, register_encoder
 from .labels import encode_labels
 from .text import check_columns
@@ -128,7 +128,31 @@ def tokenize_label_words(ds, tokenizer, recipe, labels, path: str):
     return datasets.Dataset.from_dict(cols)
 
 
+def generation_inputs(ds, tokenizer, recipe, path: str) -> tuple[list[list[int]], list[list[str]]]:
+    """(prompt token ids, references) of causal_lm rows, for generated-text metrics: the prompt as generation sees
+    it (chat template with the generation prompt, or the plain prompt), and every reference of the row."""
+    cfg = recipe.data
+    chat = use_chat_template(recipe, tokenizer)
+    prompts, refs = [], []
+    for n, ex in enumerate(ds, 1):
+        if cfg.messages_column in ds.column_names:
+            messages = _check_messages(ex[cfg.messages_column], n, path, cfg.messages_column)
+            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            text, target = render_chat(tokenizer, messages[:last], True, chat), messages[last]["content"]
+        else:
+            text = render_chat(tokenizer, [{"role": "user", "content": ex[cfg.prompt_column]}], True, True) if chat else ex[cfg.prompt_column]
+            target = ex[cfg.completion_column] if cfg.completion_column in ds.column_names else None
+        given = ex.get(cfg.references_column) if cfg.references_column in ds.column_names else None
+        references = [str(r) for r in given] if isinstance(given, list) and given else ([str(target)] if target is not None else [])
+        if not references:
+            raise DataError(f"data.references_column: row {n} of {path} has no {cfg.references_column!r} list and no completion to score against")
+        prompts.append(bos_ids(tokenizer) + text_ids(tokenizer, text)[-(cfg.max_length - 1):])
+        refs.append(references)
+    return prompts, refs
+
+
 register_encoder(Encoder("completion", check_lm_columns, lambda ds, tok, recipe, head, labels, path, train=False:
-                         tokenize_lm(ds, tok, recipe, labels, path)))
+                         tokenize_lm(ds, tok, recipe, labels, path), generation=lambda ds, tok, recipe, path:
+                         generation_inputs(ds, tok, recipe, path)))
 register_encoder(Encoder("label_words", check_columns, lambda ds, tok, recipe, head, labels, path, train=False:
                          tokenize_label_words(ds, tok, recipe, labels, path)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import DataError
+from ..heads import task_settings
 from .encoders import encoder_for
 from .labels import label_names
 from .readers import read_file
@@ -16,6 +17,7 @@ class Prepared:
     labels: list | None                 # label names in index order (None for heads without classes)
     holdout: dict | None = None         # data.validation_split: which training rows went where
     sources: dict = field(default_factory=dict)  # split -> where its rows came from
+    generation: dict = field(default_factory=dict)  # split -> (prompt ids, references) for generated-text metrics
 
 
 def raw_splits(recipe, head, check: bool = True, need_label: bool = True) -> tuple[dict, dict | None]:
@@ -57,12 +59,32 @@ def prepare(recipe, tokenizer, head, labels: list[str] | None = None) -> Prepare
         labels = labels or recipe.task.labels or label_names(ds[cfg.label_column], head.label_kind)
         if len(labels) < 2 and head.label_kind == "class":
             raise DataError(f"data.label_column: {cfg.label_column!r} in {source} has only {len(labels)} distinct label(s); classification needs at least 2")
-    out = {}
+    out, generation = {}, {}
     for split, (ds, source) in raw.items():
         if split != "train" and cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
             ds = ds.select(range(cfg.max_eval_samples))
         out[split] = enc.encode(ds, tokenizer, recipe, head, labels, source, split == "train")
-    return Prepared(out, labels, record, {s: src for s, (_, src) in raw.items()})
+        if split != "train" and wants_generation(recipe, head):
+            generation[split] = enc.generation(ds, tokenizer, recipe, source)
+    return Prepared(out, labels, record, {s: src for s, (_, src) in raw.items()}, generation)
+
+
+def wants_generation(recipe, head) -> bool:
+    """The recipe asks for generated-text metrics and the head's encoder can give prompts and references."""
+    return bool(getattr(task_settings(recipe.task), "generation_metrics", None)) and encoder_for(head).generation is not None
+
+
+def load_generation_rows(recipe, tokenizer, head, split: str | None = None, path: str | None = None):
+    """(prompt ids, references) of one split of the recipe, or of a file, for generated-text metrics."""
+    cfg = recipe.data
+    if path is not None:
+        ds, source = read_file(path, "auto" if cfg.format in ("hub", "disk") else cfg.format, "--data", cfg), path
+    else:
+        raw, _ = raw_splits(recipe, head, check=False)
+        ds, source = raw[split]
+    if cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
+        ds = ds.select(range(cfg.max_eval_samples))
+    return encoder_for(head).generation(ds, tokenizer, recipe, source)
 
 
 def load_eval_split(recipe, tokenizer, head, labels, split: str):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..hub import hub_snapshot
+from ..hub import cache_dir, hub_snapshot
 from .readers import read_file
 
 SPLITS = ("train", "validation", "test")
@@ -50,8 +50,6 @@ def _hub_dataset(name: str, config: str | None, cache: str | None):
 
 def _dataset_dict(cfg):
     import datasets
-
-    from ..hub import cache_dir
 
     if cfg.format == "hub":
         return _hub_dataset(cfg.name, cfg.config, cache_dir())

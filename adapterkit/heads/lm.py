@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from transformers import AutoModelForCausalLM
@@ -24,8 +26,29 @@ from .registry import Head, register_head, task_settings
 SLOT = "\x00TEXT\x00"  # marks where the example text goes when a prompt is rendered once to find its fixed parts
 
 
+class GenerationSettings(BaseModel):
+    """How text is generated for generated-text metrics and `adapterkit generate` (transformers' generate)."""
+    model_config = ConfigDict(extra="forbid")
+    max_new_tokens: int = Field(64, gt=0, description="Tokens to generate at most per prompt.")
+    num_beams: int = Field(1, gt=0, description="Beam search with this many beams; 1 = greedy (or sampling).")
+    do_sample: bool = Field(False, description="Sample instead of greedy/beam decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling share (with do_sample).")
+    repetition_penalty: float = Field(1.0, gt=0, description="transformers' repetition penalty; 1 = none.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end a generation (cut there).")
+    batch_size: int = Field(16, gt=0, description="Prompts generated together (left-padded, KV-cached).")
+
+
+GENERATION_METRICS = ("bleu", "chrf", "rouge", "exact_match")
+
+
 class CausalLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings, description="Generation settings (see task.generation.*).")
+    generation_metrics: list[Literal["bleu", "chrf", "rouge", "exact_match"]] = Field(
+        default_factory=list, description="Generated-text metrics on the validation split at every evaluation and on each split at the end: "
+                                          "bleu, chrf (sacrebleu), rouge (rouge-score), exact_match; against every reference in data.references_column "
+                                          "when the data has it, else the completion. Bounded by data.max_eval_samples.")
 
 
 class LabelWordsSettings(BaseModel):

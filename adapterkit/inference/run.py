@@ -9,6 +9,7 @@ from ..heads import HEADS
 from ..model import LoadedRun, load_base, load_run
 from ..progress import chunks
 from ..training import evaluate
+from ..training.evaluate import generated_text_metrics
 
 
 def load_for_eval(run_dir, quantization=None, zero_shot: bool = False) -> LoadedRun:
@@ -32,7 +33,11 @@ def eval_run(run_dir, split: str = "validation", data_file: str | None = None, q
     if not has_labels:
         raise DataError(f"{path}: no {recipe.data.label_column!r} column to score against")
     dl = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False)
-    return evaluate(model, dl, head, labels=labels, task=recipe.task)
+    result = evaluate(model, dl, head, labels=labels, task=recipe.task)
+    if data_mod.wants_generation(recipe, head):  # generated-text metrics, before (--zero-shot) or after tuning alike
+        rows = data_mod.load_generation_rows(recipe, tokenizer, head, split=None if data_file else split, path=data_file)
+        result.update(generated_text_metrics(model, tokenizer, recipe.task, rows))
+    return result
 
 
 @torch.no_grad()

@@ -72,22 +72,30 @@ def set_head_trainable(model, head_modules: list[str]) -> None:
                 p.requires_grad_(True)
 
 
-def method_context(recipe, head_modules) -> MethodContext:
+def method_context(recipe, head_modules, quantization=None) -> MethodContext:
     head = HEADS[recipe.task.type]
-    needs_tokenizer = recipe.adapter.settings().get("init") == "text"  # prompt tuning initialised from text
+    folder = str(checkpoint_dir(recipe.backbone))
     return MethodContext(head_modules=tuple(head_modules), peft_task_type=head.peft_task_type, task_type_name=recipe.task.type,
-                         tokenizer_path=str(checkpoint_dir(recipe.backbone)) if needs_tokenizer else None)
+                         tokenizer_path=folder, checkpoint_dir=folder, quantization=quantization or recipe.backbone.quantization)
 
 
-def apply_adapter(model, recipe, head_modules: list[str]):
+def apply_adapter(model, recipe, head_modules: list[str], quantization=None):
     """Wrap `model` with the recipe's adapter. Returns the (possibly PEFT-wrapped) model."""
     from peft import get_peft_model
 
     method = METHODS[recipe.adapter.method]
-    peft_config = method.build(method_settings(recipe.adapter), model, method_context(recipe, head_modules))
+    settings, ctx = method_settings(recipe.adapter), method_context(recipe, head_modules, quantization)
+    peft_config = method.build(settings, model, ctx)
     if peft_config is None:
         return model
-    return after_peft(get_peft_model(model, peft_config), method)
+    try:
+        wrapped = get_peft_model(model, peft_config)
+    except (TypeError, ValueError, NotImplementedError) as e:  # PEFT's own refusals (e.g. PiSSA on int8 weights)
+        raise ModelError(f"adapter: PEFT cannot apply this {method.name} adapter to the backbone: {str(e).splitlines()[0][:200]}") from None
+    model = after_peft(wrapped, method)
+    if method.init_weights is not None:
+        method.init_weights(model, settings, ctx)
+    return model
 
 
 def after_peft(model, method, loaded: bool = False):
@@ -149,7 +157,7 @@ def build(recipe, labels, quantization=None, device=None, tokenizer=None):
     if not METHODS[recipe.adapter.method].trains_base:
         for p in model.parameters():
             p.requires_grad_(False)
-    model = apply_adapter(model, recipe, head_modules)
+    model = apply_adapter(model, recipe, head_modules, quantization)
     set_head_trainable(model, head_modules)
     finish_model(model, recipe, quantization)
     return model, head_modules

@@ -148,6 +148,9 @@ def load_model(cfg: BackboneConfig, auto_class, quantization: str | None = None,
     quantization = cfg.quantization if quantization is None else quantization
     dtype = DTYPES[cfg.dtype]
     kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, **config_kwargs)
+    if cfg.rope_scaling:  # merged into the model's own rope settings, so rope_theta and the rest stay
+        own = dict(getattr(load_config(cfg), "rope_parameters", None) or {})
+        kwargs["rope_parameters"] = {**own, **{("rope_type" if k == "type" else k): v for k, v in cfg.rope_scaling.items()}}
     qc = quantization_config(quantization, dtype)
     if qc is not None:
         kwargs["quantization_config"] = qc

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from .. import metrics as metrics_mod
+from ..heads import task_settings
+from ..model.generation import generate_batch
 from ..progress import progress
 
 
@@ -60,3 +62,15 @@ def head_metrics(head, preds: torch.Tensor, refs: torch.Tensor, labels=None, tas
     if head.metrics_fn is not None:
         return head.metrics_fn(preds, refs, labels, task)
     return metrics_mod.compute(head.metrics, preds.tolist(), refs.tolist())
+
+
+def generated_text_metrics(model, tokenizer, task, rows) -> dict:
+    """task.generation_metrics (bleu, chrf, rouge, exact_match) of batched generations from `rows`' prompts against
+    their references; {} when the task asks for none."""
+    settings = task_settings(task)
+    names = getattr(settings, "generation_metrics", None)
+    if not names or rows is None:
+        return {}
+    prompts, references = rows
+    predictions = generate_batch(model, tokenizer, prompts, settings.generation)
+    return metrics_mod.compute(tuple(names), predictions, references)

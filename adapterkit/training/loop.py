@@ -27,7 +27,7 @@ from ..model.backbone import load_tokenizer, pin_revision
 from ..progress import progress, stage  # bars quiet in non-interactive logs; see progress.py
 from ..runs import RunWriter, write_report_safely
 from . import checkpoint, distributed, multitask, switches, tracking
-from .evaluate import evaluate, lower_is_better
+from .evaluate import evaluate, generated_text_metrics, lower_is_better
 from .nonfinite import NonFiniteGuard
 
 
@@ -72,6 +72,7 @@ class Task:
     stream: checkpoint.Stream | None = None
     metric: str | None = None      # headline validation metric (multi-task summary)
     holdout: dict | None = None    # data.validation_split: which training rows went where
+    generation: dict = field(default_factory=dict)  # split -> (prompt ids, references) for generated-text metrics
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _prepare_tasks(recipe: Recipe, tokenizer) -> dict[str, Task]:
     if not recipe.tasks:
         head = HEADS[recipe.task.type]
         data = data_mod.prepare(recipe, tokenizer, head)
-        return {"main": Task("main", recipe, head, data.labels, data.splits, holdout=data.holdout)}
+        return {"main": Task("main", recipe, head, data.labels, data.splits, holdout=data.holdout, generation=data.generation)}
     tasks = {}
     for spec in recipe.tasks:
         sub = multitask.task_recipe(recipe, spec)
@@ -233,9 +234,14 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
                      total_steps=total_steps, processes=n_proc)
         writer.log(dict(start, tasks=sizes) if multi else start)
 
+    def evaluate_split(n: str, k: Task, loader, split: str) -> dict:
+        result = evaluate(views[n], loader, k.head, accelerator, desc=f"{n} {split}" if multi else split, labels=k.labels, task=k.recipe.task)
+        if not multi:  # generated-text metrics (causal LM): batched generation with the adapter in place
+            result.update(generated_text_metrics(accelerator.unwrap_model(model), tokenizer, k.recipe.task, k.generation.get(split)))
+        return result
+
     def evaluate_all() -> dict[str, dict]:
-        return {n: evaluate(views[n], k.eval_loader, k.head, accelerator, desc=f"{n} validation" if multi else "validation",
-                            labels=k.labels, task=k.recipe.task) for n, k in tasks.items() if k.eval_loader is not None}
+        return {n: evaluate_split(n, k, k.eval_loader, "validation") for n, k in tasks.items() if k.eval_loader is not None}
 
     def log_evals(results: dict[str, dict], step: int, **extra) -> None:
         if not accelerator.is_main_process:
@@ -333,12 +339,10 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
     for n, k in tasks.items():
         res = {}
         if k.eval_loader is not None:
-            res["validation"] = evaluate(views[n], k.eval_loader, k.head, accelerator, desc=f"{n} validation" if multi else "validation",
-                                         labels=k.labels, task=k.recipe.task)
+            res["validation"] = evaluate_split(n, k, k.eval_loader, "validation")
         if "test" in k.splits:
             test_dl = accelerator.prepare(data_mod.dataloader(k.splits["test"], tokenizer, t.eval_batch_size, False, t.seed, False))
-            res["test"] = evaluate(views[n], test_dl, k.head, accelerator, desc=f"{n} test" if multi else "test",
-                                   labels=k.labels, task=k.recipe.task)
+            res["test"] = evaluate_split(n, k, test_dl, "test")
         results[n] = res
     train_info = dict(steps=step, examples=seen, seconds=round(train_s, 2), examples_per_s=round(seen / train_s, 2),
                       best_step=best_step, trainable_params=n_train)

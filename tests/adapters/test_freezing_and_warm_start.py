@@ -166,3 +166,23 @@ def test_warm_start_continues_a_run_and_checks_labels(tiny_bert, tmp_path, capsy
     main(["train", str(path)])
     info = json.loads((tmp_path / "third" / "run.json").read_text())
     assert info["init_from"]["kept_labels"] == ["neg"] and info["init_from"]["new_labels"] == ["good"]
+
+
+def test_loftq_init_shrinks_the_4bit_quantization_error(tiny_bert, sentiment_files, tmp_path):
+    import bitsandbytes as bnb
+
+    from adapterkit.errors import ModelError
+    from adapterkit.model import build
+
+    lora = {"method": "lora", "r": 8, "init_lora_weights": "loftq"}
+    model, _ = build(_recipe(tiny_bert, sentiment_files, tmp_path / "o", lora, backbone={"quantization": "nf4"}), ["neg", "pos"])
+    original = load_file(tiny_bert / "model.safetensors")
+    for block in ("attention.self.query", "intermediate.dense"):
+        q = model.get_submodule(f"base_model.model.bert.encoder.layer.0.{block}")
+        w = q.get_base_layer().weight
+        quantized = bnb.functional.dequantize_4bit(w.data, w.quant_state).float()
+        delta = q.scaling["default"] * (q.lora_B["default"].weight @ q.lora_A["default"].weight)
+        exact = original[f"encoder.layer.0.{block}.weight"]
+        assert (exact - quantized - delta).norm() < 0.95 * (exact - quantized).norm()  # the adapter absorbs part of the error
+    with pytest.raises(ModelError, match="loftq .* set backbone.quantization: nf4"):
+        build(_recipe(tiny_bert, sentiment_files, tmp_path / "o", lora, backbone={"quantization": "int8"}), ["neg", "pos"])

@@ -76,4 +76,5 @@ def test_every_key_type_and_default_is_documented():
         assert f"| `{name}` |" in text
         settings = head.settings
         for key in (settings.model_fields if settings else {}):
-            assert f"| `task.{key}` |" in text.split(f"#### `type: {name}`")[1].split("####")[0]
+            section = text.split(f"#### `type: {name}`")[1].split("####")[0]
+            assert f"| `task.{key}` |" in section or f"| `task.{key}." in section, (name, key)  # a nested section: its keys, dotted

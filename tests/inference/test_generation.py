@@ -1,0 +1,120 @@
+"""Generation as a task: generated-text metrics (checked against sacrebleu itself), batched generation equal to one
+prompt at a time, metrics in metrics.json / the report / the tracker, `generate --file`, zero-shot generation
+metrics, and the same greedy text from a run and from its merged export."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_recipe
+
+
+def test_bleu_chrf_rouge_exact_match_on_a_hand_made_case():
+    import sacrebleu
+
+    from adapterkit import metrics
+
+    preds = ["the cat sat on the mat", "a dog runs in the park", "hello"]
+    refs = [["the cat sat on the mat", "a cat sat on a mat"], ["the dog runs in the park"], ["hello there", "hello"]]
+    got = metrics.compute(("bleu", "chrf", "rouge", "exact_match"), preds, refs)
+    streams = [[r[0] for r in refs], [r[1] if len(r) > 1 else None for r in refs]]
+    assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, streams).score, abs=1e-5)
+    assert got["chrf"] == pytest.approx(sacrebleu.corpus_chrf(preds, streams).score, abs=1e-5)
+    assert got["exact_match"] == pytest.approx(2 / 3, abs=1e-6)
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+    best = [max(scorer.score(r, p)["rouge1"].fmeasure for r in rs) for p, rs in zip(preds, refs)]
+    assert got["rouge1"] == pytest.approx(sum(best) / 3, abs=1e-6)
+    assert metrics.compute(("bleu",), ["x y z"], [["a b c"]])["bleu"] == 0.0
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from adapterkit.heads.lm import GenerationSettings
+    from adapterkit.model.generation import generate_batch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in
+               ["the film was", "a long prompt about the weather in paris on a rainy day", "hi", "what color is item 3 ?"]]
+    settings = GenerationSettings(max_new_tokens=8, batch_size=4)
+    batched = generate_batch(model, tok, prompts, settings)
+    alone = [generate_batch(model, tok, [p], settings.model_copy(update={"batch_size": 1}))[0] for p in prompts]
+    assert batched == alone and all(isinstance(t, str) for t in batched)
+    with_stop = generate_batch(model, tok, prompts[:1], settings.model_copy(update={"stop": [batched[0][2:4]]})) if len(batched[0]) > 4 else None
+    if with_stop is not None:
+        assert with_stop[0] == batched[0].split(batched[0][2:4])[0]
+
+
+def _rows(n=16):
+    colors = ["blue", "green", "red", "white"]
+    return [{"prompt": f"what color is item {i % 4} ?", "completion": f" {colors[i % 4]}",
+             "references": [f" {colors[i % 4]}", f" {colors[i % 4]} color"]} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def gen_run(tiny_llama, tmp_path_factory):
+    import adapterkit
+
+    d = tmp_path_factory.mktemp("gen_run")
+    f = d / "train.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    r = tiny_recipe(tiny_llama, {"train": f, "validation": f}, d / "run",
+                    task={"type": "causal_lm", "generation_metrics": ["bleu", "chrf", "exact_match"],
+                          "generation": {"max_new_tokens": 3, "batch_size": 8}},
+                    training={"max_steps": 30, "batch_size": 8, "lr": 3e-2, "log_every": 5, "eval_every": 10, "trackers": ["tensorboard"],
+                              "early_stopping": {"metric": "bleu"}})
+    return d / "run", adapterkit.train(adapterkit.recipe_from_dict(r)), f
+
+
+@pytest.mark.slow
+def test_generated_text_metrics_reach_metrics_log_report_and_tracker(gen_run):
+    run, final, _ = gen_run
+    val = final["validation"]
+    assert {"bleu", "chrf", "exact_match", "perplexity"} <= set(val) and 0 <= val["bleu"] <= 100
+    assert json.loads((run / "metrics.json").read_text())["validation"]["bleu"] == val["bleu"]
+    evals = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines() if '"event": "eval"' in l]
+    assert len(evals) == 3 and all("bleu" in e for e in evals)
+    assert "bleu" in (run / "report.html").read_text()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(next((run / "trackers").rglob("events.out.tfevents.*")).parent))
+    acc.Reload()
+    assert {"validation/bleu", "final/validation/bleu"} <= set(acc.Tags()["scalars"])
+    best = max(evals, key=lambda e: (e["bleu"], -e["step"]))
+    assert final["train"]["best_step"] == best["step"]  # early stopping selected on BLEU
+
+
+@pytest.mark.slow
+def test_generate_file_zero_shot_eval_and_export_generate_alike(gen_run, tmp_path):
+    from adapterkit.cli import main
+    from adapterkit.deploy import export
+    from adapterkit.heads.lm import GenerationSettings
+    from adapterkit.inference import eval_run, generate
+    from adapterkit.model.generation import generate_batch
+
+    run, final, data = gen_run
+    out = tmp_path / "gen.jsonl"
+    main(["generate", str(run), "--file", str(data), "--out", str(out)])
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(rows) == 16 and all(set(r) == {"prompt", "completion", "references"} for r in rows)
+    assert rows == [dict(r, completion=c["completion"]) for r, c in zip(_rows(), generate(run, file=data))]
+    zero = eval_run(run, zero_shot=True)
+    assert "bleu" in zero and zero["loss"] > final["validation"]["loss"]
+    # The merged export generates the same greedy text as the run.
+    export(run, tmp_path / "exp", requantize=False)
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "exp").eval()
+    from adapterkit.model import load_run
+
+    loaded = load_run(run)
+    prompts = [loaded.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in _rows(8)]
+    settings = GenerationSettings(max_new_tokens=5, batch_size=8)
+    assert generate_batch(merged, loaded.tokenizer, prompts, settings) == generate_batch(loaded.model, loaded.tokenizer, prompts, settings)
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(run)])
+    assert e.value.code == 2
