@@ -118,3 +118,21 @@ def test_generate_file_zero_shot_eval_and_export_generate_alike(gen_run, tmp_pat
     with pytest.raises(SystemExit) as e:
         main(["generate", str(run)])
     assert e.value.code == 2
+
+
+def test_webnlg_recipe_passes_preflight_on_the_real_data(tmp_path):
+    """The shipped data-to-text recipe reads WebNLG as it is: prompts, completions, every reference of a triple set."""
+    from adapterkit.config import resolve_paths
+    from adapterkit.data import raw_splits
+    from adapterkit.heads import HEADS
+    from adapterkit.model import load_recipe
+    from adapterkit.training import preflight
+    from conftest import ROOT, shared_data
+
+    shared_data("webnlg")
+    recipe = resolve_paths(load_recipe(ROOT / "recipes" / "smollm2-webnlg-lora-int8.yaml", [f"training.output_dir={tmp_path / 'run'}"]))
+    preflight(recipe)
+    raw, _ = raw_splits(recipe, HEADS["causal_lm"], check=False)
+    val, _ = raw["validation"]
+    refs = val[recipe.data.references_column]
+    assert len(val) == 870 and max(len(r) for r in refs) > 1 and all(isinstance(x, str) for r in refs for x in r)
