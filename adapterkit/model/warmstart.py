@@ -76,7 +76,7 @@ def apply(model, source: Source, labels: list | None) -> dict:
     except RuntimeError as e:  # shapes differ: another rank, other target modules
         raise ModelError(f"{FIELD}: the adapter in {source.where} does not fit this recipe's adapter ({str(e).splitlines()[-1].strip()[:200]}); "
                          f"use the same adapter settings as the source") from None
-    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k or "default" in k or ".weight" in k]
+    unexpected = list(getattr(result, "unexpected_keys", []))
     if unexpected:
         raise ModelError(f"{FIELD}: the adapter in {source.where} has weights this recipe's adapter lacks ({unexpected[:2]}); "
                          f"use the same target modules as the source")
