@@ -158,3 +158,30 @@ def hub_repo(hf_home: Path, repo_id: str, files: dict[str, Path | bytes], repo_t
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snap
+
+
+PEOPLE, PLACES, FILL = ["john", "mary", "peter", "anna"], ["paris", "london", "berlin", "rome"], ["went", "to", "see", "the", "city", "today", "and"]
+
+
+def write_ner(dir_: Path, n_train=96, n_val=32, seed=0) -> dict:
+    """Tiny tab-separated CoNLL files: names (B-PER) and two-token places (B-LOC I-LOC) among filler words."""
+    from adapterkit.data.readers import write_conll
+
+    rnd = random.Random(seed)
+    out = {}
+    for split, n in (("train", n_train), ("validation", n_val)):
+        sents = []
+        for _ in range(n):
+            toks, tags = [], []
+            for _ in range(rnd.randint(4, 8)):
+                roll = rnd.random()
+                if roll < 0.2:
+                    toks.append(rnd.choice(PEOPLE)); tags.append("B-PER")
+                elif roll < 0.35:
+                    toks += [rnd.choice(PLACES), "city"]; tags += ["B-LOC", "I-LOC"]
+                else:
+                    toks.append(rnd.choice(FILL)); tags.append("O")
+            sents.append((toks, tags))
+        write_conll(dir_ / f"{split}.txt", sents, sep="\t")
+        out[split] = dir_ / f"{split}.txt"
+    return out

@@ -25,7 +25,7 @@ RESERVED = {"peft_type", "task_type", "inference_mode", "base_model_name_or_path
             "peft_version"}
 # Types whose own defaults pick their targets by model family (keys/values/FFN for IA3); LN tuning targets every
 # norm layer; every other type with target_modules defaults to all linear layers, like adapterkit's LoRA.
-OWN_DEFAULT_TARGETS = {"IA3", "BOTTLENECK"}
+OWN_DEFAULT_TARGETS = {"IA3"}
 
 
 # Types refused up front, with the reason (docs/peft-types.md): not adapters of one model's layers, inputs a recipe

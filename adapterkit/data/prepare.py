@@ -78,7 +78,7 @@ def load_generation_rows(recipe, tokenizer, head, split: str | None = None, path
     """(prompt ids, references) of one split of the recipe, or of a file, for generated-text metrics."""
     cfg = recipe.data
     if path is not None:
-        ds, source = read_file(path, "auto" if cfg.format in ("hub", "disk") else cfg.format, "--data", cfg), path
+        ds, source = read_file(path, _file_format(cfg), "--data", cfg), path
     else:
         raw, _ = raw_splits(recipe, head, check=False)
         ds, source = raw[split]
@@ -101,10 +101,15 @@ def load_eval_split(recipe, tokenizer, head, labels, split: str):
 def load_eval_file(recipe, tokenizer, head, labels, path: str, field: str):
     """A file given on the command line (same columns as the recipe's data), tokenized. Returns (dataset, has labels)."""
     cfg = recipe.data
-    fmt = "auto" if cfg.format in ("hub",) or (cfg.format == "disk" and cfg.name) else cfg.format
-    ds = read_file(path, fmt, field, cfg)
+    ds = read_file(path, _file_format(cfg), field, cfg)
     encoder_for(head).check_columns(ds, cfg, path, field, False)
     return _encode_eval(recipe, tokenizer, head, labels, ds, path)
+
+
+def _file_format(cfg) -> str:
+    """The format of a file given on the command line: the recipe's, unless the recipe reads a Hub data set or a
+    save_to_disk folder (then the file's own extension tells)."""
+    return "auto" if cfg.format in ("hub", "disk") else cfg.format
 
 
 def _encode_eval(recipe, tokenizer, head, labels, ds, source: str):

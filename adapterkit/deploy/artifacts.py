@@ -42,6 +42,8 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
     if tolerance is not None and not tolerance > 0:
         raise ExportError(f"--tolerance: {tolerance} must be > 0")
     recipe = load_recipe(run_dir / "recipe.yaml") if (run_dir / "recipe.yaml").is_file() else None
+    if recipe is not None and fmt == "adapter" and METHODS[recipe.adapter.method].trains_base:
+        raise ExportError(f"export: a {recipe.adapter.method} fine-tuning run has no adapter; use --format merged")
     if recipe is not None and fmt == "merged" and not is_mergeable(recipe):
         raise ExportError(f"export: adapter method {recipe.adapter.method!r} adds modules that cannot be merged into the weights; "
                           f"use --format adapter (loads with peft.PeftModel.from_pretrained)")
@@ -135,17 +137,13 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     from safetensors.torch import load_file, save_file
 
     ref = _prepare(run_dir, verify_samples)
-    tokenizer, recipe, labels, head, loader, probe, trained_pass, info = (ref.tokenizer, ref.recipe, ref.labels, ref.head, ref.loader,
-                                                                          ref.probe, ref.trained_pass, ref.info)
-    if METHODS[recipe.adapter.method].trains_base:
-        raise ExportError(f"export: a {recipe.adapter.method} fine-tuning run has no adapter; use --format merged")
+    recipe, labels, head = ref.recipe, ref.labels, ref.head
     loaded_full = load_run(run_dir, quantization="none")
     full, head_modules = loaded_full.model, loaded_full.head_modules
-    reference = verify.run_pass(full, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    reference = verify.run_pass(full, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
     native = not isinstance(full.get_base_model(), HeadModel)
     del full, loaded_full
     cfg = read_json(run_dir / "adapter" / "adapter_config.json", "adapter config")
-    base_dir = checkpoint_dir(recipe.backbone)
     base = base_name(recipe)
     cfg["base_model_name_or_path"] = base  # the Hub id where there is one, so PEFT and other tools find the base
     if recipe.backbone.revision and hub_id(recipe.backbone):
@@ -161,15 +159,15 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     weights = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in weights.items()}
     (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-    tokenizer.save_pretrained(tmp)
+    ref.tokenizer.save_pretrained(tmp)
     (tmp / "labels.json").write_text(json.dumps({"labels": labels}))
     shutil.copy2(run_dir / "recipe.yaml", tmp / "recipe.yaml")
     report = {"format": "adapter", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "base": base,
-              "verified_on": info}
+              "verified_on": ref.info}
     # Verify: reload the way a user would, without adapterkit's loader, and compare with the run.
     if native:
-        base, _ = build_task_model(recipe, labels, quantization="none")
-        loaded = PeftModel.from_pretrained(base, tmp, is_trainable=False)
+        base_model, _ = build_task_model(recipe, labels, quantization="none")
+        loaded = PeftModel.from_pretrained(base_model, tmp, is_trainable=False)
         report["loads_with"] = (f"peft.PeftModel.from_pretrained(transformers.{head.auto_class.__name__}.from_pretrained("
                                 f"'{base}', num_labels=...), '{tmp.name}')")
     else:
@@ -177,14 +175,14 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
         shutil.copy2(run_dir / "head.safetensors", tmp / "head.safetensors")
         report["loads_with"] = "peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(base), DIR) + head.safetensors (custom head)"
     loaded.to(DTYPES[dtype]).eval()
-    got = verify.run_pass(loaded, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    got = verify.run_pass(loaded, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
     mx, mean = verify.logit_diff(got.probe_logits, reference.probe_logits)
     tol = _tolerance(recipe, tolerance, dtype)
     report["reloaded_vs_run"] = {"max_abs_diff": mx, "mean_abs_diff": mean, "tolerance": tol, "examples": PROBE_EXAMPLES}
     if mx > tol:
         raise ExportError(f"export: the reloaded adapter differs from the run by {mx:.2e} > tolerance {tol:g}; nothing was written")
-    exported_pass = verify.run_pass(loaded, loader, head, labels=labels, task=recipe.task)
-    report["verification"] = _score(recipe, {"trained": trained_pass, "exported": exported_pass}, "trained")
+    exported_pass = verify.run_pass(loaded, ref.loader, head, labels=labels, task=recipe.task)
+    report["verification"] = _score(recipe, {"trained": ref.trained_pass, "exported": exported_pass}, "trained")
     report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
     return report
 
@@ -204,20 +202,19 @@ def _tolerance(recipe, tolerance: float | None, dtype: str) -> float:
 def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | None, tolerance: float | None,
                    requantize: bool) -> dict:
     ref = _prepare(run_dir, verify_samples)
-    tokenizer, recipe, labels, head, loader, probe, trained_pass, info = (ref.tokenizer, ref.recipe, ref.labels, ref.head, ref.loader,
-                                                                          ref.probe, ref.trained_pass, ref.info)
+    recipe, labels, head = ref.recipe, ref.labels, ref.head
     full = load_run(run_dir, quantization="none").model
-    unmerged = verify.run_pass(full, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    unmerged = verify.run_pass(full, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
     try:
         merged = full.merge_and_unload() if hasattr(full, "merge_and_unload") else full
     except (NotImplementedError, ValueError) as e:  # PEFT cannot merge this adapter type
         raise ExportError(f"export: PEFT cannot merge this {recipe.adapter.method} adapter ({str(e).splitlines()[0][:160]}); "
                           f"use --format adapter") from None
     merged.eval()
-    merged_probe = verify.run_pass(merged, probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    merged_probe = verify.run_pass(merged, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
     mx, mean = verify.logit_diff(merged_probe.probe_logits, unmerged.probe_logits)
     tol = tolerance if tolerance is not None else recipe.export.tolerance
-    report = {"format": "merged", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "verified_on": info,
+    report = {"format": "merged", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "verified_on": ref.info,
               "merged_vs_unmerged": {"precision": "float32", "max_abs_diff": mx, "mean_abs_diff": mean, "tolerance": tol,
                                      "examples": PROBE_EXAMPLES}}
     if mx > tol:
@@ -239,13 +236,13 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
         inner.save_pretrained(tmp)
         report["loads_with"] = f"transformers.{head.auto_class.__name__}.from_pretrained"
         del merged, inner
-        reloaded = _rewrap(head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype]), head, recipe, labels, tokenizer)
+        reloaded = _rewrap(head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype]), head, recipe, labels, ref.tokenizer)
         reloaded.eval()
-    tokenizer.save_pretrained(tmp)
-    passes = {"trained": trained_pass, "exported": verify.run_pass(reloaded, loader, head, labels=labels, task=recipe.task)}
+    ref.tokenizer.save_pretrained(tmp)
+    passes = {"trained": ref.trained_pass, "exported": verify.run_pass(reloaded, ref.loader, head, labels=labels, task=recipe.task)}
     del reloaded
     if requantize:
-        passes["exported_int8"] = verify.run_pass(_load_int8(tmp, recipe, labels, head, custom, tokenizer), loader, head,
+        passes["exported_int8"] = verify.run_pass(_load_int8(tmp, recipe, labels, head, custom, ref.tokenizer), ref.loader, head,
                                                   labels=labels, task=recipe.task)
     report["verification"] = _score(recipe, passes, "trained")
     report["verification"]["trained"]["quantization"] = recipe.backbone.quantization

@@ -186,6 +186,8 @@ CASES = [
     ("export-bad-format", lambda c: ["export", str(c.run), "--out", str(c.root / "e"), "--format", "onnx"], ["--format: 'onnx'"]),
     ("export-merge-non-mergeable", lambda c: ["export", _fake_run(c, "bottleneck"), "--out", str(c.root / "e")],
      ["adapter method 'bottleneck'", "cannot be merged", "--format adapter"]),
+    ("export-adapter-of-full", lambda c: ["export", _fake_run(c, "full"), "--out", str(c.root / "e"), "--format", "adapter"],
+     ["a full fine-tuning run has no adapter", "--format merged"]),
 ]
 
 

@@ -327,7 +327,7 @@ def _plain_python(code: str, *args) -> str:
 
 @pytest.mark.slow
 def test_token_classification_export_loads_with_auto_class(tiny_bert, tmp_path):
-    from test_tasks import write_ner
+    from conftest import write_ner
 
     files = write_ner(tmp_path, n_train=48, n_val=16)
     run = _train(tiny_bert, files, tmp_path / "ner", task={"type": "token_classification"}, training={"lr": 1e-2})

@@ -17,7 +17,7 @@ from adapterkit.model import load_run
 from adapterkit.data.readers import read_conll, write_conll
 from adapterkit.data.words import IGNORE, align_labels
 from adapterkit.training import train
-from conftest import ROOT, tiny_recipe
+from conftest import ROOT, tiny_recipe, write_ner
 
 # ---- CoNLL reader ------------------------------------------------------------------------------------------
 
@@ -122,28 +122,6 @@ def test_tokenize_words_aligns_to_the_real_tokenizer(tiny_bert, tmp_path):
 
 # ---- token classification -------------------------------------------------------------------------------------
 
-PEOPLE, PLACES, FILL = ["john", "mary", "peter", "anna"], ["paris", "london", "berlin", "rome"], ["went", "to", "see", "the", "city", "today", "and"]
-
-
-def write_ner(dir_: Path, n_train=96, n_val=32, seed=0) -> dict:
-    rnd = random.Random(seed)
-    out = {}
-    for split, n in (("train", n_train), ("validation", n_val)):
-        sents = []
-        for _ in range(n):
-            toks, tags = [], []
-            for _ in range(rnd.randint(4, 8)):
-                roll = rnd.random()
-                if roll < 0.2:
-                    toks.append(rnd.choice(PEOPLE)); tags.append("B-PER")
-                elif roll < 0.35:
-                    toks += [rnd.choice(PLACES), "city"]; tags += ["B-LOC", "I-LOC"]
-                else:
-                    toks.append(rnd.choice(FILL)); tags.append("O")
-            sents.append((toks, tags))
-        write_conll(dir_ / f"{split}.txt", sents, sep="\t")
-        out[split] = dir_ / f"{split}.txt"
-    return out
 
 
 @pytest.mark.slow
