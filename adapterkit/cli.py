@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from .errors import AdapterkitError
+from .progress import quiet_libraries  # noqa: F401  (also imported from here by scripts)
 
 # Each command imports what it needs when it runs, so `adapterkit --help` and one-line errors stay quick.
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -38,7 +39,11 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           set_: List[str] = typer.Option([], "--set", help="Override a recipe value, e.g. --set training.lr=3e-4 (repeatable)."),
           output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Shortcut for --set training.output_dir=DIR."),
           resume: Optional[str] = typer.Option(None, "--resume", help="Continue from the latest checkpoint in output_dir (`--resume` alone) "
-                                                                     "or from a given checkpoint or run folder (`--resume PATH`).")):
+                                                                     "or from a given checkpoint or run folder (`--resume PATH`)."),
+          seeds: Optional[str] = typer.Option(None, "--seeds", help="Train once per seed: a count (3: training.seed and the next two) or a "
+                                                                    "list (0,1,2); one run folder each, mean ± sd in summary.md."),
+          cv: Optional[int] = typer.Option(None, "--cv", min=2, help="K-fold cross-validation over the training data (stratified by "
+                                                                    "label; data.cv_group_column groups rows): one run per fold, mean ± sd.")):
     """Train a recipe (single- or multi-task) and write its run directory."""
     from .config import resolve_paths
     from .model import load_recipe
@@ -46,11 +51,42 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     from .training import train as run_train
 
     overrides = list(set_) + ([f"training.output_dir={output_dir}"] if output_dir else [])
+    if seeds is not None or cv is not None:
+        from .tuning import parse_seeds, train_repeats
+
+        if resume is not None:
+            _fail("--resume: not with --seeds or --cv (a repeated series continues by running the same command again)")
+        base = load_recipe(recipe, overrides)
+        result = train_repeats(recipe, overrides, parse_seeds(seeds, base.training.seed) if seeds else None, cv)
+        out = Path(resolve_paths(base).training.output_dir)
+        typer.echo((out / "summary.md").read_text(), nl=False)
+        typer.echo(f"runs and summary in {out}")
+        return
     r = resolve_paths(load_recipe(recipe, overrides))
     preflight(r, resume=resume)
     final = run_train(r, resume=resume)
     _echo_metrics(final)
     typer.echo(f"run directory: {r.training.output_dir}")
+
+
+@app.command()
+def tune(recipe: Path = typer.Argument(..., help="Recipe YAML file (the starting point; the space overrides its keys)."),
+         space: Path = typer.Option(..., "--space", help="Search space YAML: recipe keys -> {low, high[, log, step]} or {choices}, optional `when`."),
+         trials: int = typer.Option(20, "--trials", min=1, help="Trials to finish (completed, pruned or failed), counting earlier ones of this study."),
+         sampler: str = typer.Option("tpe", "--sampler", help="tpe (Bayesian), random or grid."),
+         metric: Optional[str] = typer.Option(None, "--metric", help="Validation metric to optimise (training.early_stopping.metric by default)."),
+         pruner: str = typer.Option("median", "--pruner", help="median, hyperband or none: stop poor trials at their evaluations."),
+         timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Stop starting trials after this many seconds."),
+         jobs: int = typer.Option(1, "--jobs", min=1, help="Trials run at once (processes sharing the study)."),
+         cv: Optional[int] = typer.Option(None, "--cv", min=2, help="Score each trial by K-fold cross-validation (mean over folds)."),
+         out: Optional[Path] = typer.Option(None, "--out", help="Study folder (training.output_dir by default): study.db, trials/, best_recipe.yaml, report.html."),
+         seed: int = typer.Option(0, "--seed", min=0, help="Sampler seed."),
+         set_: List[str] = typer.Option([], "--set", help="Override a recipe value for every trial (repeatable).")):
+    """Search recipe settings with Optuna; each trial is a run folder; rerun the same command to continue a study."""
+    from .tuning import tune as run_tune
+
+    result = run_tune(recipe, space, list(set_), trials, sampler, metric, timeout, jobs, pruner, out, cv, seed)
+    typer.echo(json.dumps(result, indent=1, default=str))
 
 
 @app.command("eval")
@@ -157,6 +193,21 @@ def sweep(run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-fa
 
 
 @app.command()
+def compare(run_a: Path = typer.Argument(..., help="Run directory A."),
+            run_b: Optional[Path] = typer.Argument(None, help="Run directory B (omit with --baseline)."),
+            split: str = typer.Option("test", "--split", help="Split of the runs' recipes both are scored on."),
+            data: Optional[str] = typer.Option(None, "--data", help="Score both on this file instead (same columns)."),
+            baseline: bool = typer.Option(False, "--baseline", help="Compare RUN_A with its own base model, zero-shot (label_words, causal_lm)."),
+            samples: int = typer.Option(1000, "--samples", min=0, help="Paired bootstrap resamples."),
+            seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap resampling."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Also write compare.json and compare.md to this folder.")):
+    """Score two runs on the same examples: each metric, A - B with a paired bootstrap 95% interval, McNemar's exact test."""
+    from .inference.compare import compare as run_compare, format_compare
+
+    typer.echo(format_compare(run_compare(run_a, run_b, split, data, baseline, samples, seed, out)), nl=False)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train` (finished or not).")):
     """Rebuild a run's report.html and plots/*.png from its log, metrics and recipe."""
     from .runs import write_report
@@ -182,27 +233,6 @@ def inspect(model_path: str = typer.Argument(..., help="Model folder or package:
 
     report = inspect_model(model_path, list(method) or None, parse_settings(list(set_)), gguf_file, quantization, task, num_labels)
     typer.echo(json.dumps(report, indent=1) if as_json else format_report(report, tree))
-
-
-def quiet_libraries() -> None:
-    """Keep library chatter (load reports, per-call warnings) out of the user's terminal."""
-    import logging
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    import datasets
-
-    from .progress import enabled
-
-    if not enabled():  # data preparation (datasets' map) shows its bar only where ours would show
-        datasets.disable_progress_bars()
 
 
 def _resume_flag(argv: list[str]) -> list[str]:

@@ -44,3 +44,22 @@ def chunks(n: int, size: int, desc: str, min_items: int = 0):
     """Start offsets of `size`-sized chunks of n items, with a bar when there are at least min_items."""
     starts = range(0, n, size)
     return progress(starts, desc=desc, total=len(starts), unit="chunk", leave=False, disable=n < min_items)
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (load reports, per-call warnings) out of the user's terminal."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    import datasets
+
+    if not enabled():  # data preparation (datasets' map) shows its bar only where ours would show
+        datasets.disable_progress_bars()

@@ -11,7 +11,7 @@ from .targets import num_layers
 
 
 class FullSettings(MethodSettings):
-    trainable_layers: int | None = Field(None, gt=0, description="Train only the top N blocks (and the task head); every weight when omitted.")
+    trainable_layers: int | None = Field(None, ge=0, description="Train only the top N blocks (and the task head; 0: the head alone, a linear probe); every weight when omitted.")
     train_embeddings: bool | None = Field(None, description="With trainable_layers: also train the input embeddings (default false).")
 
 

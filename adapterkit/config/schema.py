@@ -131,6 +131,11 @@ class DataConfig(Section):
     validation_split: float | None = Field(None, gt=0, lt=1, description="With no validation source: hold out this share of the training "
                                                                          "rows (seeded by training.seed) as the validation split; the run "
                                                                          "records which rows went where in data_split.json.")
+    cv_folds: int | None = Field(None, ge=2, description="Cross-validation (`adapterkit train --cv K` sets it): split the training rows into K "
+                                                         "folds, seeded by training.seed and stratified by the label for single-class "
+                                                         "heads; fold `data.cv_fold` is the validation split, the rest trains.")
+    cv_fold: int | None = Field(None, ge=0, description="With data.cv_folds: which fold (0-based) is held out as the validation split.")
+    cv_group_column: str | None = Field(None, description="With data.cv_folds: rows sharing a value of this column stay in one fold.")
     text_column: str = Field("text", description="Column with the input text.")
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
     label_column: str = Field("label", description="Column with the label.")
@@ -160,6 +165,13 @@ class DataConfig(Section):
             raise key_error("config", "only used with format hub")
         if self.validation_split is not None and self.validation:
             raise key_error("validation_split", "give data.validation or data.validation_split, not both")
+        if self.cv_folds is not None:
+            if self.validation or self.validation_split:
+                raise key_error("cv_folds", "cross-validation holds out its own validation rows; drop data.validation and data.validation_split")
+            if self.cv_fold is None or self.cv_fold >= self.cv_folds:
+                raise key_error("cv_fold", f"expected a fold number from 0 to {self.cv_folds - 1}")
+        elif self.cv_fold is not None or self.cv_group_column is not None:
+            raise key_error("cv_fold" if self.cv_fold is not None else "cv_group_column", "only used with data.cv_folds")
         return self
 
 

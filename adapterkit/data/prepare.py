@@ -8,7 +8,7 @@ from ..heads import task_settings
 from .encoders import encoder_for
 from .labels import label_names
 from .readers import read_file
-from .sources import SPLITS, describe, has_split, holdout, read_split
+from .sources import SPLITS, cv_split, describe, has_split, holdout, read_split
 
 
 @dataclass
@@ -40,6 +40,13 @@ def raw_splits(recipe, head, check: bool = True, need_label: bool = True) -> tup
         raw["train"] = (ds.select(train_rows), source)
         raw["validation"] = (ds.select(val_rows), describe(cfg, "validation"))
         record = {"source": source, "validation_split": cfg.validation_split, "seed": recipe.training.seed, "rows": len(ds),
+                  "train_rows": len(train_rows), "validation_rows": val_rows}
+    if cfg.cv_folds:
+        ds, source = raw["train"]
+        train_rows, val_rows = cv_split(ds, cfg, recipe.training.seed, head.label_kind == "class")
+        raw["train"] = (ds.select(train_rows), source)
+        raw["validation"] = (ds.select(val_rows), describe(cfg, "validation"))
+        record = {"source": source, "cv_folds": cfg.cv_folds, "cv_fold": cfg.cv_fold, "seed": recipe.training.seed, "rows": len(ds),
                   "train_rows": len(train_rows), "validation_rows": val_rows}
     return raw, record
 

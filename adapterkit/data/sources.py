@@ -7,6 +7,7 @@ commit it read."""
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,15 @@ SPLITS = ("train", "validation", "test")
 
 
 def has_split(cfg, split: str) -> bool:
-    return bool(getattr(cfg, split, None)) or (split == "validation" and bool(cfg.validation_split) and bool(cfg.train))
+    return bool(getattr(cfg, split, None)) or (split == "validation" and bool(cfg.validation_split or cfg.cv_folds) and bool(cfg.train))
 
 
 def describe(cfg, split: str) -> str:
     """The source of a split, for messages and records: a path, or `NAME[SPLIT]`."""
     if split == "validation" and not cfg.validation and cfg.validation_split:
         return f"{describe(cfg, 'train')} (held-out {cfg.validation_split:g})"
+    if split == "validation" and not cfg.validation and cfg.cv_folds:
+        return f"{describe(cfg, 'train')} (fold {cfg.cv_fold} of {cfg.cv_folds})"
     if cfg.format == "hub" or (cfg.format == "disk" and cfg.name):
         return f"{cfg.name}[{getattr(cfg, split)}]"
     return str(getattr(cfg, split))
@@ -73,6 +76,34 @@ def read_split(cfg, split: str, field: str | None = None):
             raise DataError(f"{field}: split {name!r} not in {cfg.name} (splits there: {list(dd)})")
         return dd[name]
     return read_file(getattr(cfg, split), cfg.format, field, cfg)
+
+
+def cv_split(ds, cfg, seed: int, stratify: bool) -> tuple[list[int], list[int]]:
+    """(training rows, validation rows) of fold `cfg.cv_fold` of a seeded K-fold split: stratified by the label when
+    `stratify`, grouped by `cfg.cv_group_column` when set (scikit-learn's splitters)."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
+    k, n = cfg.cv_folds, len(ds)
+    groups = None
+    if cfg.cv_group_column:
+        if cfg.cv_group_column not in ds.column_names:
+            raise DataError(f"data.cv_group_column: column {cfg.cv_group_column!r} not in the training data (columns: {ds.column_names})")
+        groups = [str(g) for g in ds[cfg.cv_group_column]]
+        if len(set(groups)) < k:
+            raise DataError(f"data.cv_folds: {k} folds but only {len(set(groups))} distinct {cfg.cv_group_column!r} groups")
+    if n < k:
+        raise DataError(f"data.cv_folds: {k} folds of {n} training rows")
+    y = [str(v) for v in ds[cfg.label_column]] if stratify else None
+    if y is not None:
+        smallest = min(Counter(y).values())
+        if smallest < k:
+            raise DataError(f"data.cv_folds: {k} stratified folds, but a class has only {smallest} training row(s)")
+    if groups is not None:
+        splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed) if y else GroupKFold(k, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if y else KFold(k, shuffle=True, random_state=seed)
+    train_rows, val_rows = list(splitter.split(np.zeros(n), y, groups))[cfg.cv_fold]
+    return sorted(train_rows.tolist()), sorted(val_rows.tolist())
 
 
 def holdout(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:

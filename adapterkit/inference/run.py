@@ -18,9 +18,10 @@ def load_for_eval(run_dir, quantization=None, zero_shot: bool = False) -> Loaded
     return load_base(run_dir, quantization) if zero_shot else load_run(run_dir, quantization)
 
 
-def eval_run(run_dir, split: str = "validation", data_file: str | None = None, quantization=None, zero_shot: bool = False) -> dict:
-    run = load_for_eval(run_dir, quantization, zero_shot)
-    model, tokenizer, recipe, labels = run.model, run.tokenizer, run.recipe, run.labels
+def eval_data(run: LoadedRun, split: str = "validation", data_file: str | None = None):
+    """The loader of a split of the run's recipe (or of a file with the same columns), and the (prompts, references)
+    for generated-text metrics when the recipe asks for them (else None)."""
+    tokenizer, recipe, labels = run.tokenizer, run.recipe, run.labels
     head = HEADS[recipe.task.type]
     if data_file:
         path = data_file
@@ -33,10 +34,17 @@ def eval_run(run_dir, split: str = "validation", data_file: str | None = None, q
     if not has_labels:
         raise DataError(f"{path}: no {recipe.data.label_column!r} column to score against")
     dl = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False)
-    result = evaluate(model, dl, head, labels=labels, task=recipe.task)
+    rows = None
     if data_mod.wants_generation(recipe, head):  # generated-text metrics, before (--zero-shot) or after tuning alike
         rows = data_mod.load_generation_rows(recipe, tokenizer, head, split=None if data_file else split, path=data_file)
-        result.update(generated_text_metrics(model, tokenizer, recipe.task, rows))
+    return dl, rows
+
+
+def eval_run(run_dir, split: str = "validation", data_file: str | None = None, quantization=None, zero_shot: bool = False) -> dict:
+    run = load_for_eval(run_dir, quantization, zero_shot)
+    dl, rows = eval_data(run, split, data_file)
+    result = evaluate(run.model, dl, HEADS[run.recipe.task.type], labels=run.labels, task=run.recipe.task)
+    result.update(generated_text_metrics(run.model, run.tokenizer, run.recipe.task, rows))
     return result
 
 

@@ -2,6 +2,8 @@
 processes. Also used by verification and export (runs/verify.py), so every number comes from one code path."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .. import metrics as metrics_mod
@@ -17,10 +19,19 @@ def lower_is_better(metric: str, mode: str = "auto") -> bool:
     return name in ("loss", "perplexity", "mse", "mae", "rmse") or name.endswith("loss")
 
 
+@dataclass
+class Collected:
+    """One pass over a loader: summed loss, example count, and the head's predictions with their references."""
+    loss_sum: float
+    n: int
+    preds: torch.Tensor | None
+    refs: torch.Tensor | None
+
+
 @torch.no_grad()
-def evaluate(model, loader, head, accelerator=None, desc="eval", labels=None, task=None) -> dict[str, float]:
-    """Loss and the head's metrics over a dataloader (gathered across processes, padding duplicates dropped).
-    Token-level predictions of different widths are padded with -100, which metrics ignore."""
+def collect(model, loader, head, accelerator=None, desc="eval") -> Collected:
+    """Run the model over a dataloader (gathered across processes, padding duplicates dropped). Token-level
+    predictions of different widths are padded with -100, which metrics ignore."""
     model.eval()
     preds, refs, losses, n = [], [], 0.0, 0
     for batch in progress(loader, desc=desc, leave=False):
@@ -43,9 +54,15 @@ def evaluate(model, loader, head, accelerator=None, desc="eval", labels=None, ta
             preds.append(p.cpu())
             refs.append(r.cpu())
     model.train()
-    result = {"loss": round(losses / max(n, 1), 6)}
-    if preds:
-        result.update(head_metrics(head, _cat_padded(preds), _cat_padded(refs), labels, task))
+    return Collected(losses, n, _cat_padded(preds) if preds else None, _cat_padded(refs) if refs else None)
+
+
+def evaluate(model, loader, head, accelerator=None, desc="eval", labels=None, task=None) -> dict[str, float]:
+    """Loss and the head's metrics over a dataloader."""
+    c = collect(model, loader, head, accelerator, desc)
+    result = {"loss": round(c.loss_sum / max(c.n, 1), 6)}
+    if c.preds is not None:
+        result.update(head_metrics(head, c.preds, c.refs, labels, task))
     elif head.loss_metrics is not None:
         result.update(head.loss_metrics(result["loss"]))
     return result

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -119,7 +119,7 @@ def _build_job(recipe: Recipe, tasks: dict[str, Task], device, tokenizer) -> Job
     return Job(joint.model, joint.head_paths, tasks, multi=True, joint=joint)
 
 
-def _selection(results: dict[str, dict], metric: str, multi: bool) -> float:
+def selection(results: dict[str, dict], metric: str, multi: bool) -> float:
     """The value early stopping and best-checkpoint selection compare. Multi-task: `TASK/METRIC` is one task's
     metric, a plain name the mean of that metric over every evaluated task."""
     if not multi:
@@ -140,9 +140,11 @@ def _selection(results: dict[str, dict], metric: str, multi: bool) -> float:
     return sum(r[metric] for r in results.values()) / len(results)
 
 
-def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None) -> dict:
+def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None,
+          on_eval: Callable[[int, float], None] | None = None) -> dict:
     """Train the recipe; write the run directory (and, for multi-task recipes, one per task); return the final
-    metrics. `resume`: "latest" (the newest checkpoint in the run directory), a checkpoint folder, or a run folder."""
+    metrics. `resume`: "latest" (the newest checkpoint in the run directory), a checkpoint folder, or a run folder.
+    `on_eval(step, value)` sees the early-stopping metric after each evaluation (a search's pruner; it may raise to stop)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -312,7 +314,7 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
             e0 = time.perf_counter()
             results = evaluate_all()
             eval_s += time.perf_counter() - e0
-            value = _selection(results, es.metric, multi)
+            value = selection(results, es.metric, multi)
             improved = best is None or (value < best if lower else value > best)
             if improved:
                 best, best_step, bad_evals = value, step, 0
@@ -321,6 +323,8 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
             else:
                 bad_evals += 1
             log_evals(results, step, best=improved)
+            if on_eval is not None:
+                on_eval(step, value)
             if es.patience and bad_evals >= es.patience:
                 if accelerator.is_main_process:
                     writer.log(dict(event="early_stop", step=step, best_step=best_step))

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "adapterkit"
 # Each top-level module or package of adapterkit and its layer: a module may import only from lower layers (or
 # from inside its own package). Two packages on one layer do not import each other.
 LAYERS = {
-    "errors": 0, "progress": 0,
+    "errors": 0, "progress": 0, "stats": 0,
     "files": 1, "plugins": 1, "hub": 1,
     "config": 2,
     "metrics": 3,
@@ -24,7 +24,7 @@ LAYERS = {
     "runs": 7,
     "training": 8,
     "inference": 9,
-    "deploy": 10, "interpolation": 10,
+    "deploy": 10, "interpolation": 10, "tuning": 10,
     "cli": 11, "docs": 11, "": 11,  # "" is the package root (adapterkit/__init__.py, the public API)
 }
 

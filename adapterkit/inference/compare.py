@@ -1,0 +1,120 @@
+"""Two runs (or a run and its base model) scored on the same examples: every metric, the difference with a paired
+bootstrap 95% interval, and McNemar's exact test where predictions are single classes."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import metrics as metrics_mod
+from ..errors import AdapterkitError
+from ..files import atomic_write_text
+from ..heads import HEADS, task_settings
+from ..model import LoadedRun
+from ..model.generation import generate_batch
+from ..stats import mcnemar_exact, paired_bootstrap
+from ..training.evaluate import collect, head_metrics
+from .run import eval_data, load_for_eval
+
+
+class CompareError(AdapterkitError):
+    pass
+
+
+@dataclass
+class Scored:
+    """One side of a comparison: what it predicted for each example, and how to score any subset of them."""
+    name: str
+    n: int
+    score: Callable[[np.ndarray], dict]   # example indices -> {metric: value}
+    refs: object                          # the references, to check both sides scored the same examples
+    correct: np.ndarray | None            # per-example right/wrong (single-class heads), for McNemar
+
+
+def _numeric(d: dict) -> dict:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def score_run(run: LoadedRun, name: str, split: str, data_file: str | None) -> Scored:
+    recipe, labels = run.recipe, run.labels
+    head = HEADS[recipe.task.type]
+    dl, rows = eval_data(run, split, data_file)
+    if rows is not None:  # generated-text metrics: one generation per prompt, corpus metrics on any subset
+        names = tuple(task_settings(recipe.task).generation_metrics)
+        prompts, references = rows
+        preds = generate_batch(run.model, run.tokenizer, prompts, task_settings(recipe.task).generation)
+        return Scored(name, len(preds), lambda idx: _numeric(metrics_mod.compute(names, [preds[i] for i in idx], [references[i] for i in idx])),
+                      references, None)
+    if head.predict is None:
+        raise CompareError(f"compare: task.type {recipe.task.type!r} is scored by its loss only; "
+                           f"set task.generation_metrics to compare generations")
+    c = collect(run.model, dl, head, desc=name)
+    preds, refs = c.preds, c.refs
+    correct = (preds == refs).numpy() if head.label_kind == "class" else None
+    return Scored(name, len(refs), lambda idx: _numeric(head_metrics(head, preds[idx], refs[idx], labels, recipe.task)),
+                  refs.tolist(), correct)
+
+
+def check_comparable(a: LoadedRun, b: LoadedRun, name_a: str, name_b: str) -> None:
+    ta, tb = a.recipe.task.type, b.recipe.task.type
+    if ta != tb:
+        raise CompareError(f"compare: task.type differs: {name_a} is {ta!r}, {name_b} is {tb!r}")
+    if a.labels != b.labels:
+        if set(a.labels or []) != set(b.labels or []):
+            only_a = sorted(set(a.labels or []) - set(b.labels or []))
+            only_b = sorted(set(b.labels or []) - set(a.labels or []))
+            raise CompareError(f"compare: different label sets: only in {name_a}: {only_a}; only in {name_b}: {only_b}")
+        raise CompareError(f"compare: {name_a} and {name_b} have the same labels in a different order (labels.json)")
+
+
+def compare(run_a, run_b=None, split: str = "test", data_file: str | None = None, baseline: bool = False,
+            samples: int = 1000, seed: int = 0, out: Path | None = None) -> dict:
+    """Score RUN_A and RUN_B (or, with `baseline`, RUN_A's base model zero-shot) on the same examples; A - B per
+    metric with its paired-bootstrap interval; McNemar's exact p for single-class predictions."""
+    if baseline == (run_b is not None):
+        raise CompareError("compare: give RUN_B, or --baseline to compare RUN_A with its own base model")
+    name_a = str(run_a)
+    a = load_for_eval(run_a)
+    if baseline:
+        if not HEADS[a.recipe.task.type].zero_shot:
+            raise CompareError(f"compare --baseline: task.type {a.recipe.task.type!r} has a trained head; train its "
+                               f"head-only baseline (--set adapter.method=full --set adapter.trainable_layers=0 --set backbone.quantization=none) and pass it as RUN_B")
+        name_b, b = f"{run_a} (base model, zero-shot)", load_for_eval(run_a, zero_shot=True)
+    else:
+        name_b, b = str(run_b), load_for_eval(run_b)
+    check_comparable(a, b, name_a, name_b)
+    sa = score_run(a, name_a, split, data_file)
+    del a  # one model in memory at a time
+    sb = score_run(b, name_b, split, data_file)
+    if sa.n != sb.n or sa.refs != sb.refs:
+        where = data_file or f"split {split!r}"
+        raise CompareError(f"compare: {name_a} and {name_b} score different examples on {where} ({sa.n} vs {sb.n} examples"
+                           f"{'' if sa.n != sb.n else ', references differ'}); pass the same --data FILE")
+    diffs = paired_bootstrap(sa.score, sb.score, sa.n, samples, seed)
+    result = {"a": name_a, "b": name_b, "data": data_file or split, "examples": sa.n, "bootstrap_samples": samples,
+              "metrics": {k: d.as_dict() for k, d in diffs.items()}}
+    if sa.correct is not None:
+        result["mcnemar"] = mcnemar_exact(sa.correct, sb.correct)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "compare.json", json.dumps(result, indent=1))
+        atomic_write_text(out / "compare.md", format_compare(result))
+    return result
+
+
+def format_compare(result: dict) -> str:
+    lines = [f"A: {result['a']}", f"B: {result['b']}",
+             f"{result['examples']} examples ({result['data']}); 95% paired bootstrap over {result['bootstrap_samples']} resamples", "",
+             "| metric | A | B | A - B | 95% interval |", "|---|---|---|---|---|"]
+    for k, d in result["metrics"].items():
+        lines.append(f"| {k} | {d['a']:.4f} | {d['b']:.4f} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] |")
+    if "mcnemar" in result:
+        m = result["mcnemar"]
+        lines += ["", f"McNemar exact test: only A right on {m['only_a_correct']}, only B right on {m['only_b_correct']}; "
+                  f"p = {m['p']:.4g}"]
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,418 @@
+"""`adapterkit tune`: a hyperparameter search over recipe keys with Optuna.
+
+Each trial is an ordinary run folder (OUT/trials/trial-NNNN); its validation metric at every evaluation feeds the
+pruner; the study lives in OUT/study.db (SQLite), so the same command after an interruption continues it: finished
+trials stay, a trial that was running is marked failed and its settings are tried again. The result is
+best_recipe.yaml, trials.csv / trials.md and report.html with the optimisation history and parameter importances."""
+from __future__ import annotations
+
+import csv
+import fcntl
+import gc
+import io
+import json
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..config import apply_override, resolve_paths
+from ..errors import AdapterkitError, RecipeError, RunDirError
+from ..files import atomic_write_text
+from ..progress import quiet_libraries
+from ..model import load_recipe
+from ..stats import mean_sd
+from ..training import preflight, train
+from ..training.evaluate import lower_is_better
+from ..training.loop import selection
+from .repeats import check_parent
+from .space import Param, dump_value, load_space
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+STUDY = "adapterkit"
+
+
+@dataclass(frozen=True)
+class Search:
+    """Everything a tune process (and each of its --jobs workers) needs to run trials."""
+    recipe: str
+    overrides: tuple[str, ...]
+    space_file: str
+    params: tuple[Param, ...]
+    metric: str
+    lower: bool
+    out: Path
+    trials: int
+    sampler: str
+    pruner: str
+    folds: int | None
+    seed: int
+    timeout: float | None
+
+    @property
+    def storage_url(self) -> str:
+        return f"sqlite:///{self.out / 'study.db'}"
+
+
+def _recipe_value(data: dict, key: str):
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def trial_overrides(s: Search, chosen: dict, run_dir: Path) -> list[str]:
+    return list(s.overrides) + [f"{k}={dump_value(v)}" for k, v in chosen.items()] + [
+        f"training.output_dir={run_dir}", f"training.early_stopping.metric={s.metric}"]
+
+
+def check_space(s: Search, base) -> None:
+    """Every value at the ends of every range (and every choice) gives a valid recipe: one line naming the key."""
+    for p in s.params:
+        values = list(p.choices) if p.choices is not None else [p.low, p.high]
+        for v in values:
+            try:
+                load_recipe(s.recipe, list(s.overrides) + [f"{p.key}={dump_value(v)}"])
+            except RecipeError as e:
+                raise RecipeError(f"{s.space_file}: {p.key}: {v!r} does not give a valid recipe: {e}") from None
+
+
+def make_sampler(s: Search):
+    import optuna
+
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.sampler == "grid":
+        return optuna.samplers.GridSampler({p.key: p.grid(s.space_file) for p in s.params}, seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed)
+
+
+def make_pruner(s: Search):
+    import optuna
+
+    if s.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if s.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+
+
+def open_study(s: Search):
+    import optuna
+
+    storage = optuna.storages.RDBStorage(s.storage_url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, sampler=make_sampler(s),
+                               pruner=make_pruner(s), direction="minimize" if s.lower else "maximize")
+
+
+def settings_record(s: Search) -> dict:
+    return {"recipe": s.recipe, "overrides": list(s.overrides), "space": yaml.safe_load(Path(s.space_file).read_text()),
+            "metric": s.metric, "cv_folds": s.folds, "sampler": s.sampler, "pruner": s.pruner}
+
+
+def counted(study) -> int:
+    """Trials that count toward --trials: finished, pruned, or failed by themselves (not interrupted ones)."""
+    from optuna.trial import TrialState
+
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")))
+
+
+def recover_interrupted(study) -> list[int]:
+    """Trials left RUNNING by a killed search: failed (marked interrupted) and their settings queued again."""
+    from optuna.trial import TrialState
+
+    redo = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        redo.append(t.number)
+    return redo
+
+
+def objective(s: Search, base_data: dict):
+    import optuna
+
+    def run(trial) -> float:
+        chosen = {}
+        for p in s.params:
+            if p.active(chosen, lambda k: _recipe_value(base_data, k)):
+                chosen[p.key] = p.suggest(trial)
+        run_dir = s.out / "trials" / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir.relative_to(s.out)))
+        sets = trial_overrides(s, chosen, run_dir)
+        try:
+            if s.folds:
+                values = []
+                for i in range(s.folds):
+                    r = resolve_paths(load_recipe(s.recipe, sets + [f"training.output_dir={run_dir / f'fold-{i}'}", f"data.cv_folds={s.folds}",
+                                                                   f"data.cv_fold={i}", "data.validation=null", "data.validation_split=null"]))
+                    values.append(_final_value(train(r), s.metric, bool(r.tasks)))
+                    trial.report(mean_sd(values)[0], i)
+                    if i + 1 < s.folds and trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned after fold {i}")
+                trial.set_user_attr("fold_values", values)
+                return mean_sd(values)[0]
+            r = resolve_paths(load_recipe(s.recipe, sets))
+
+            def on_eval(step: int, value: float) -> None:
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {step}")
+
+            return _final_value(train(r, on_eval=on_eval), s.metric, bool(r.tasks))
+        except AdapterkitError as e:
+            trial.set_user_attr("error", str(e))
+            raise
+        finally:
+            gc.collect()
+
+    return run
+
+
+def _final_value(final: dict, metric: str, multi: bool) -> float:
+    if multi:
+        return selection({n: t["validation"] for n, t in final["tasks"].items() if "validation" in t}, metric, True)
+    return selection({"main": final["validation"]}, metric, False)
+
+
+def work(s: Search) -> None:
+    """Run trials until --trials count (or --timeout); also the body of each --jobs worker process."""
+    import optuna
+
+    quiet_libraries()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(s)
+    base_data = _base_data(s)
+
+    def stop_when_done(study, _trial) -> None:
+        if counted(study) >= s.trials:
+            study.stop()
+
+    if counted(study) < s.trials:
+        study.optimize(objective(s, base_data), timeout=s.timeout, callbacks=[stop_when_done],
+                       catch=(AdapterkitError, FloatingPointError))
+
+
+def _base_data(s: Search) -> dict:
+    data = yaml.safe_load(Path(s.recipe).read_text(encoding="utf-8"))
+    for o in s.overrides:
+        apply_override(data, o)
+    return data
+
+
+@contextmanager
+def locked(out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / "tune.lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RunDirError(f"--out: another adapterkit tune is running in {out} (tune.lock)") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", metric: str | None = None,
+         timeout: float | None = None, jobs: int = 1, pruner: str = "median", out=None, folds: int | None = None,
+         seed: int = 0) -> dict:
+    """Search the space; returns the summary written to OUT/tune.json."""
+    import optuna
+
+    if sampler not in SAMPLERS:
+        raise RecipeError(f"--sampler: {sampler!r}; expected one of {list(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise RecipeError(f"--pruner: {pruner!r}; expected one of {list(PRUNERS)}")
+    if trials < 1 or jobs < 1:
+        raise RecipeError("--trials and --jobs: expected positive numbers")
+    recipe = str(Path(recipe).resolve())
+    base = resolve_paths(load_recipe(recipe, list(overrides)))
+    if folds and base.tasks:
+        raise RecipeError("--cv: cross-validation is for single-task recipes")
+    params = tuple(load_space(space))
+    metric = metric or base.training.early_stopping.metric
+    out = Path(out or base.training.output_dir).resolve()
+    s = Search(recipe, tuple(overrides), str(Path(space).resolve()), params, metric,
+               lower_is_better(metric, base.training.early_stopping.mode), out, trials, sampler, pruner, folds, seed, timeout)
+    if sampler == "grid":
+        for p in params:
+            p.grid(s.space_file)
+    check_space(s, base)
+    check_parent(out)
+    preflight(base)
+    with locked(out):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = open_study(s)
+        record = settings_record(s)
+        before = study.user_attrs.get("settings")
+        if before is None:
+            study.set_user_attr("settings", record)
+        elif before != record:
+            differ = sorted(k for k in record if record[k] != before.get(k))
+            raise RecipeError(f"--out: {out / 'study.db'} holds a search with other settings ({', '.join(differ)} differ); "
+                              f"choose another --out or remove it")
+        redo = recover_interrupted(study)
+        if redo:
+            print(f"note: trial(s) {redo} were interrupted; their settings run again", file=sys.stderr)
+        t0 = time.perf_counter()
+        workers = []
+        if jobs > 1:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            workers = [ctx.Process(target=work, args=(s,)) for _ in range(jobs - 1)]
+            for w in workers:
+                w.start()
+        work(s)
+        for w in workers:
+            w.join()
+        study = open_study(s)
+        return write_results(s, study, round(time.perf_counter() - t0, 1))
+
+
+def write_results(s: Search, study, seconds: float) -> dict:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    states = {st.name.lower(): sum(1 for t in trials if t.state == st) for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    result = {"metric": s.metric, "direction": "minimize" if s.lower else "maximize", "trials": states, "seconds_this_call": seconds,
+              "study": str(s.out / "study.db")}
+    if done:
+        best = study.best_trial
+        result["best"] = {"trial": best.number, "value": best.value, "params": best.params, "run_dir": best.user_attrs.get("run_dir")}
+        data = _base_data(s)
+        for k, v in best.params.items():
+            apply_override(data, f"{k}={dump_value(v)}")
+        data.setdefault("training", {})["output_dir"] = str(s.out / "best")
+        data["training"].setdefault("early_stopping", {})["metric"] = s.metric
+        header = (f"# Best of {len(done)} completed trials of `adapterkit tune` (trial {best.number}: validation {s.metric} "
+                  f"{best.value:.6g}).\n# Tuned keys: {', '.join(best.params)}; the rest is {Path(s.recipe).name}.\n")
+        atomic_write_text(s.out / "best_recipe.yaml", header + yaml.safe_dump(data, sort_keys=False))
+    keys = list(dict.fromkeys(p.key for p in s.params))
+    rows = []
+    for t in trials:
+        dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        last = max(t.intermediate_values) if t.intermediate_values else None
+        rows.append({"trial": t.number, "state": t.state.name.lower() + (" (interrupted)" if t.user_attrs.get("interrupted") else ""),
+                     "value": t.value, "last_step": last, "seconds": round(dur, 1) if dur is not None else None,
+                     **{k: t.params.get(k) for k in keys}, "run_dir": t.user_attrs.get("run_dir"),
+                     "note": t.user_attrs.get("error") or (f"retry of {t.user_attrs['retry_of']}" if "retry_of" in t.user_attrs else "")})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["trial"])
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(s.out / "trials.csv", buf.getvalue())
+    atomic_write_text(s.out / "trials.md", _table(rows))
+    result["importances"], note = _importances(study)
+    if note:
+        result["importances_note"] = note
+    plots = _plots(s, study, result["importances"])
+    atomic_write_text(s.out / "tune.json", json.dumps(result, indent=1, default=str))
+    _report(s, result, rows, plots)
+    return result
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "no trials\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _importances(study) -> tuple[dict, str | None]:
+    import optuna
+
+    try:
+        return {k: round(float(v), 4) for k, v in optuna.importance.get_param_importances(study).items()}, None
+    except (ValueError, RuntimeError) as e:  # too few completed trials, or nothing varied
+        return {}, str(e).splitlines()[0]
+
+
+def _plots(s: Search, study, importances: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+
+    out = s.out / "plots"
+    out.mkdir(exist_ok=True)
+    paths = []
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if done:
+        xs, ys = [t.number for t in done], [t.value for t in done]
+        ax.scatter(xs, ys, label="completed", color="tab:blue")
+        best, run = [], None
+        for y in ys:
+            run = y if run is None or (y < run if s.lower else y > run) else run
+            best.append(run)
+        ax.step(xs, best, where="post", color="tab:red", label="best so far")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    if pruned:
+        ax.scatter([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+                   marker="x", color="grey", label="pruned (last value)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {s.metric}")
+    ax.set_title("optimisation history")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "history.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    if importances:
+        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * len(importances)))
+        names = list(importances)[::-1]
+        ax.barh(names, [importances[n] for n in names], color="tab:green")
+        ax.set_xlabel("importance (share)")
+        ax.set_title("parameter importances")
+        fig.tight_layout()
+        paths.append(out / "importances.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def _report(s: Search, result: dict, rows: list[dict], plots: list[Path]) -> None:
+    import html
+
+    best = result.get("best")
+    parts = [f"<html><head><meta charset='utf-8'><title>adapterkit tune</title></head><body>",
+             f"<h1>adapterkit tune: {html.escape(Path(s.recipe).name)}</h1>",
+             f"<p>Space {html.escape(s.space_file)}; sampler {s.sampler}, pruner {s.pruner}; metric validation "
+             f"{html.escape(s.metric)} ({result['direction']}); trials {result['trials']}.</p>"]
+    if best:
+        parts.append(f"<p>Best: trial {best['trial']}, {html.escape(s.metric)} = {best['value']:.6g}, "
+                     f"{html.escape(json.dumps(best['params']))} (best_recipe.yaml).</p>")
+    for p in plots:
+        parts.append(f"<img src='plots/{p.name}' alt='{p.stem}'>")
+    cols = list(rows[0]) if rows else []
+    parts.append("<table border='1' cellspacing='0' cellpadding='3'><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>")
+    parts += ["<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for r in rows]
+    parts.append("</table></body></html>")
+    atomic_write_text(s.out / "report.html", "\n".join(parts))

@@ -1,0 +1,53 @@
+"""Search-space files: what each entry becomes, conditions, and bad entries as one line naming the key."""
+import pytest
+
+from adapterkit.errors import RecipeError
+from adapterkit.tuning.space import dump_value, parse_space
+
+
+def test_kinds_and_grid():
+    ps = parse_space({"training.lr": {"low": "1e-4", "high": 1.0e-2, "log": True},
+                      "adapter.r": {"choices": [4, 8]},
+                      "adapter.alpha": {"low": 8, "high": 32, "step": 8},
+                      "adapter.dropout": {"low": 0.0, "high": 0.2, "step": 0.1}}, "space.yaml")
+    assert [p.kind for p in ps] == ["float", "categorical", "int", "float"]
+    assert ps[0].low == 1e-4  # YAML's 1e-4 string read as a number
+    assert ps[2].grid("s") == [8, 16, 24, 32]
+    assert ps[3].grid("s") == [0.0, 0.1, 0.2]
+    with pytest.raises(RecipeError, match=r"s: training.lr: the grid sampler needs `choices` or a `step`"):
+        ps[0].grid("s")
+
+
+def test_conditions_read_earlier_choices_or_the_recipe():
+    ps = parse_space({"adapter.method": {"choices": ["lora", "ia3"]},
+                      "adapter.r": {"choices": [4, 8], "when": {"adapter.method": "lora"}},
+                      "training.head_lr": {"low": 1e-4, "high": 1e-2, "when": {"task.type": ["sequence_classification"]}}}, "s")
+    recipe = {"task.type": "sequence_classification"}.get
+    assert ps[1].active({"adapter.method": "lora"}, recipe)
+    assert not ps[1].active({"adapter.method": "ia3"}, recipe)
+    assert ps[2].active({}, recipe) and not ps[2].active({}, {"task.type": "causal_lm"}.get)
+
+
+@pytest.mark.parametrize("space,expected", [
+    ({"lr": {"low": 1, "high": 2}}, "s: 'lr': expected a dotted recipe key"),
+    ({"training.lr": {"lo": 1, "high": 2}}, "s: training.lr: unknown field(s) ['lo']"),
+    ({"training.lr": {"low": 2, "high": 1}}, "s: training.lr: low (2) must be below high (1)"),
+    ({"training.lr": {"low": 0, "high": 1, "log": True}}, "s: training.lr: a log scale needs low > 0"),
+    ({"training.lr": {"low": "x", "high": 1}}, "s: training.lr.low: expected a number, got 'x'"),
+    ({"adapter.r": {"choices": []}}, "s: adapter.r.choices: expected a non-empty list"),
+    ({"adapter.r": {"choices": [4], "low": 1}}, "s: adapter.r: give `choices` or a range"),
+    ({"adapter.r": {"choices": [4], "when": {"adapter.method": "lora"}}, "adapter.method": {"choices": ["lora"]}},
+     "s: adapter.r.when: adapter.method is chosen later in the space; list it before adapter.r"),
+    ([1, 2], "s: expected a mapping of recipe keys"),
+])
+def test_bad_space_is_one_line(space, expected):
+    with pytest.raises(RecipeError) as e:
+        parse_space(space, "s")
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_values_round_trip_through_set():
+    import yaml
+
+    for v in (1.5e-3, 8, "lora", True, 0.0):
+        assert yaml.safe_load(dump_value(v)) == v
