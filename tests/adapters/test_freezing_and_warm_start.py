@@ -56,6 +56,14 @@ def test_full_with_trainable_layers_leaves_other_blocks_bit_identical(tiny_bert,
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoder.layer.0.", "embeddings.")))
 
 
+def test_full_with_zero_trainable_layers_trains_the_head_alone(tiny_bert, sentiment_files, tmp_path):
+    from adapterkit.model import build
+
+    model, heads = build(_recipe(tiny_bert, sentiment_files, tmp_path / "o", {"method": "full", "trainable_layers": 0}), ["neg", "pos"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(tuple(heads)) for n in trainable), sorted(trainable)
+
+
 def test_lora_settings_pass_through_to_peft(tiny_bert, sentiment_files, tmp_path):
     from adapterkit.model import build
     from adapterkit.training.loop import param_groups

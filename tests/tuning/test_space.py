@@ -51,3 +51,19 @@ def test_values_round_trip_through_set():
 
     for v in (1.5e-3, 8, "lora", True, 0.0):
         assert yaml.safe_load(dump_value(v)) == v
+
+
+
+def test_shipped_spaces_parse_and_name_recipe_keys():
+    from pathlib import Path
+
+    from adapterkit.model import load_recipe
+    from adapterkit.tuning.space import load_space
+
+    root = Path(__file__).parents[2]
+    spaces = sorted((root / "recipes" / "spaces").glob("*.yaml"))
+    assert spaces
+    for path in spaces:
+        for p in load_space(path):  # every value at the ends of each range gives a valid recipe
+            for v in (p.choices or (p.low, p.high)):
+                load_recipe(root / "recipes" / "sst2-lora-int8.yaml", [f"{p.key}={dump_value(v)}"])
