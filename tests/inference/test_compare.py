@@ -117,3 +117,21 @@ def test_baseline_needs_a_zero_shot_head(runs, capsys):
         main(["compare", str(runs["a"]), "--baseline", "--split", "validation"])
     assert e.value.code == 2
     assert "has a trained head; train its head-only baseline" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_baseline_compares_a_decoder_run_with_its_base_model(tiny_llama, tmp_path):
+    from adapterkit.inference import eval_run
+    from adapterkit.inference.compare import compare
+    from adapterkit.model import recipe_from_dict
+    from adapterkit.training import train
+
+    files = write_sentiment(tmp_path)
+    r = tiny_recipe(tiny_llama, files, tmp_path / "lw", task={"type": "label_words", "label_words": {"pos": "good", "neg": "bad"},
+                                                              "prompt_template": "review : {text} . sentiment :"}, training={"epochs": 2})
+    train(recipe_from_dict(r))
+    res = compare(tmp_path / "lw", baseline=True, split="validation", samples=100)
+    tuned, base = eval_run(tmp_path / "lw"), eval_run(tmp_path / "lw", zero_shot=True)
+    acc = res["metrics"]["accuracy"]
+    assert (acc["a"], acc["b"]) == (pytest.approx(tuned["accuracy"]), pytest.approx(base["accuracy"]))
+    assert "zero-shot" in res["b"] and res["mcnemar"]["only_a_correct"] + res["mcnemar"]["only_b_correct"] >= abs(acc["diff"]) * 32 - 1e-6

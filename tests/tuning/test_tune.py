@@ -117,7 +117,8 @@ def test_grid_tries_each_value_and_settings_cannot_change(tiny_bert, tmp_path):
         tune(r, s, trials=3, sampler="grid", metric="accuracy", out=tmp_path / "study")
 
 
-def test_bad_space_value_and_lock_are_one_line(tiny_bert, tmp_path):
+def test_bad_space_value_and_lock_are_one_line(tiny_bert, tmp_path, capsys):
+    from adapterkit.cli import main
     from adapterkit.errors import RecipeError, RunDirError
     from adapterkit.tuning import tune
     from adapterkit.tuning.study import locked
@@ -125,6 +126,11 @@ def test_bad_space_value_and_lock_are_one_line(tiny_bert, tmp_path):
     r, s = _setup(tmp_path, tiny_bert, space={"adapter.dropout": {"low": 0.0, "high": 1.5}})
     with pytest.raises(RecipeError, match=r"space.yaml: adapter.dropout: 1.5 does not give a valid recipe: .*adapter.dropout"):
         tune(r, s, trials=1, out=tmp_path / "study")
+    for args, expected in ((["--space", str(tmp_path / "none.yaml")], "--space: "), (["--space", str(s), "--sampler", "bayes"], "--sampler: 'bayes'")):
+        with pytest.raises(SystemExit) as e:
+            main(["tune", str(r), *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and expected in err[0], err
     with locked(tmp_path / "x"):
         with pytest.raises(RunDirError, match=r"another adapterkit tune is running in .*x \(tune.lock\)"):
             with locked(tmp_path / "x"):
