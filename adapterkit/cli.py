@@ -146,7 +146,7 @@ def export(run_dir: Path = typer.Argument(...),
            dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 (also fp32/bf16/fp16)."),
            fmt: str = typer.Option("merged", "--format", help="merged (plain transformers) or adapter (PEFT adapter + head)."),
            verify_samples: Optional[int] = typer.Option(None, help="Validation examples used for the agreement check (all by default)."),
-           tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Max |merged - unmerged| float32 logit difference (export.tolerance by default)."),
+           tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Max |merged - unmerged| float32 logit difference, relative to the largest |logit| (export.tolerance, 1e-4, by default)."),
            requantize: bool = typer.Option(True, "--requantize/--no-requantize", help="Also score the merged export re-quantized to int8 on load.")):
     """Export a run, verified: merged into a plain transformers model, or the PEFT adapter + head. Writes export_report.json."""
     from .deploy import export as run_export

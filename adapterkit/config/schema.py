@@ -212,7 +212,7 @@ class TrainingConfig(Section):
 
 class ExportConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the exported weights.")
-    tolerance: float = Field(1e-4, gt=0, description="Largest allowed |merged - unmerged| logit difference (float32).")
+    tolerance: float = Field(1e-4, gt=0, description="Largest allowed |merged - unmerged| float32 logit difference, relative to the largest |logit| of the verified examples (at least 1), so it fits any vocabulary size.")
 
 
 def _default_token_columns(task: "TaskConfig", data: "DataConfig", reg: Registries | None) -> None:

@@ -176,11 +176,10 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
         report["loads_with"] = "peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(base), DIR) + head.safetensors (custom head)"
     loaded.to(DTYPES[dtype]).eval()
     got = verify.run_pass(loaded, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
-    mx, mean = verify.logit_diff(got.probe_logits, reference.probe_logits)
-    tol = _tolerance(recipe, tolerance, dtype)
-    report["reloaded_vs_run"] = {"max_abs_diff": mx, "mean_abs_diff": mean, "tolerance": tol, "examples": PROBE_EXAMPLES}
-    if mx > tol:
-        raise ExportError(f"export: the reloaded adapter differs from the run by {mx:.2e} > tolerance {tol:g}; nothing was written")
+    check = verify.logit_check(got.probe_logits, reference.probe_logits, _tolerance(recipe, tolerance, dtype))
+    report["reloaded_vs_run"] = check
+    if not check.pop("ok"):
+        raise ExportError(f"export: the reloaded adapter differs from the run by {_over(check)}; nothing was written")
     exported_pass = verify.run_pass(loaded, ref.loader, head, labels=labels, task=recipe.task)
     report["verification"] = _score(recipe, {"trained": ref.trained_pass, "exported": exported_pass}, "trained")
     report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
@@ -190,6 +189,11 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
 def base_name(recipe) -> str:
     """How an export names its base model: the Hub id when the run has one, else the local checkpoint folder."""
     return hub_id(recipe.backbone) or str(checkpoint_dir(recipe.backbone))
+
+
+def _over(check: dict) -> str:
+    return (f"{check['max_abs_diff']:.2e}, {check['relative_diff']:.1e} of the largest logit ({check['logit_scale']:.3g}), "
+            f"> tolerance {check['tolerance']:g} of it (a float32 merge normally differs by 1e-7 to 1e-5 of it)")
 
 
 def _tolerance(recipe, tolerance: float | None, dtype: str) -> float:
@@ -212,14 +216,14 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
                           f"use --format adapter") from None
     merged.eval()
     merged_probe = verify.run_pass(merged, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
-    mx, mean = verify.logit_diff(merged_probe.probe_logits, unmerged.probe_logits)
-    tol = tolerance if tolerance is not None else recipe.export.tolerance
+    check = verify.logit_check(merged_probe.probe_logits, unmerged.probe_logits,
+                               tolerance if tolerance is not None else recipe.export.tolerance)
+    ok = check.pop("ok")
     report = {"format": "merged", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "verified_on": ref.info,
-              "merged_vs_unmerged": {"precision": "float32", "max_abs_diff": mx, "mean_abs_diff": mean, "tolerance": tol,
-                                     "examples": PROBE_EXAMPLES}}
-    if mx > tol:
-        raise ExportError(f"export: merged and unmerged logits differ by {mx:.2e} > tolerance {tol:g} "
-                          f"(--tolerance / export.tolerance); nothing was written")
+              "merged_vs_unmerged": {"precision": "float32", **check}}
+    if not ok:
+        raise ExportError(f"export: merged and unmerged logits differ by {_over(check)} (--tolerance / export.tolerance); "
+                          f"nothing was written")
     merged = merged.to(DTYPES[dtype])
     custom = isinstance(merged, HeadModel)
     if custom:

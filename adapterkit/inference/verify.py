@@ -110,6 +110,17 @@ def logit_diff(a: list, b: list) -> tuple[float, float]:
     return float(d.max()), float(d.mean())
 
 
+def logit_check(got: list, ref: list, tolerance: float) -> dict:
+    """|got - ref| over the probe logits, judged against the logits' own scale: allowed is `tolerance` times the largest
+    |logit| of `ref` (at least 1), so a 49k-vocabulary decoder and a 2-class head get the same relative bound.
+    `examples` counts the probe examples really compared."""
+    mx, mean = logit_diff(got, ref)
+    scale = max(float(x.float().abs().max()) for x in ref) if ref else 0.0
+    allowed = tolerance * max(scale, 1.0)
+    return {"max_abs_diff": mx, "mean_abs_diff": mean, "logit_scale": scale, "relative_diff": mx / max(scale, 1.0),
+            "tolerance": tolerance, "allowed_abs_diff": allowed, "examples": sum(x.shape[0] for x in ref), "ok": mx <= allowed}
+
+
 def primary_metric(recipe, metrics: dict) -> str | None:
     """The metric that selects checkpoints in training, else the head's first metric present."""
     m = recipe.training.early_stopping.metric

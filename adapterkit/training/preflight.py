@@ -93,10 +93,22 @@ def check_labels(recipe, head) -> None:
             raise RecipeError(f"data.{split}: label(s) {unknown[:5]} in {where} are not among {source} {list(known)[:20]}")
 
 
+GENERATED_KEYS = {"rouge": "rougeL"}  # generated-text modules reporting under another key (rouge: rouge1/2/L/Lsum)
+
+
 def check_early_stopping(recipe, head) -> None:
     """The selection metric is one the head reports (heads with their own metric hooks are checked after the first evaluation)."""
     metric = recipe.training.early_stopping.metric
-    if metric == "loss" or head.metrics_fn is not None or head.loss_metrics is not None:
+    if metric == "loss" or head.metrics_fn is not None:
+        return
+    if head.loss_metrics is not None:  # scored by its loss (causal LM), plus any generated-text metrics it asks for
+        from ..heads import task_settings
+
+        generated = list(getattr(task_settings(recipe.task), "generation_metrics", None) or [])
+        known = ["loss", "perplexity", *(GENERATED_KEYS.get(m, m) for m in generated)]
+        if metric not in known and not (metric.startswith("rouge") and "rouge" in generated):
+            raise RecipeError(f"training.early_stopping.metric: {metric!r} is not among the validation metrics of this "
+                              f"{recipe.task.type} run ({', '.join(known)}); list it in task.generation_metrics")
         return
     if not set(head.metrics) <= {"accuracy", "f1"}:  # only these local modules report a key equal to their name
         return

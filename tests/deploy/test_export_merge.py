@@ -118,6 +118,43 @@ def test_export_refuses_when_over_tolerance_and_writes_nothing(runs, tmp_path):
     assert not (tmp_path / "exp").exists() and not (tmp_path / "exp.tmp").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["wrong_scale", "missing_layer"])
+def test_a_wrong_merge_fails_the_default_check(fault, tiny_bert, runs, tmp_path, monkeypatch):
+    """The relative tolerance still catches a merge that is wrong: every LoRA delta at 1.5x its scale, or one
+    layer's delta left out (adapter weights pushed off their tiny trained values so every layer matters)."""
+    import shutil
+
+    from peft.tuners.lora import LoraLayer
+    from peft.tuners.tuners_utils import BaseTuner
+    from safetensors.torch import save_file
+
+    from adapterkit.deploy import ExportError
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["a"], run)
+    f = run / "adapter" / "adapter_model.safetensors"
+    g = torch.Generator().manual_seed(0)
+    save_file({k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in load_file(f).items()}, str(f))
+    ok = export(run, tmp_path / "ok", requantize=False)["merged_vs_unmerged"]  # the honest merge passes by default
+    assert ok["max_abs_diff"] <= ok["allowed_abs_diff"] and ok["examples"] == 32  # the validation split has 32
+    real = BaseTuner.merge_and_unload
+
+    def faulty(self, *a, **k):
+        layers = [m for m in self.modules() if isinstance(m, LoraLayer)]
+        if fault == "wrong_scale":
+            for m in layers:
+                m.scaling = {n: s * 1.5 for n, s in m.scaling.items()}
+        else:
+            layers[0].lora_B["default"].weight.data.zero_()
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(BaseTuner, "merge_and_unload", faulty)
+    with pytest.raises(ExportError, match=r"merged and unmerged logits differ by .* of the largest logit .* > tolerance 0.0001"):
+        export(run, tmp_path / "bad", requantize=False)
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("method", [n for n in ("prompt_tuning", "prefix_tuning", "bottleneck") if n in METHODS] or ["none"])
 def test_merged_refused_for_unmergeable_methods(method, tiny_bert, sentiment_files, tmp_path, capsys):
     if method == "none":

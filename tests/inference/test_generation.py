@@ -136,3 +136,21 @@ def test_webnlg_recipe_passes_preflight_on_the_real_data(tmp_path):
     val, _ = raw["validation"]
     refs = val[recipe.data.references_column]
     assert len(val) == 870 and max(len(r) for r in refs) > 1 and all(isinstance(x, str) for r in refs for x in r)
+
+
+@pytest.mark.parametrize("metric,ok", [("bleu", False), ("rougeL", False), ("chrf", True), ("perplexity", True)])
+def test_selection_on_a_generated_metric_the_recipe_does_not_compute_fails_before_loading(tiny_llama, tmp_path, metric, ok):
+    import adapterkit
+    from adapterkit.errors import RecipeError
+    from adapterkit.training import preflight
+
+    f = tmp_path / "train.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    r = adapterkit.recipe_from_dict(tiny_recipe(tiny_llama, {"train": f, "validation": f}, tmp_path / "run",
+                                                task={"type": "causal_lm", "generation_metrics": ["chrf"]},
+                                                training={"early_stopping": {"metric": metric}}))
+    if ok:
+        preflight(r)
+    else:
+        with pytest.raises(RecipeError, match=rf"training.early_stopping.metric: '{metric}' is not among .*loss, perplexity, chrf"):
+            preflight(r)
