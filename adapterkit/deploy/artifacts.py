@@ -22,6 +22,7 @@ from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
 from ..model import build_task_model, is_mergeable, load_recipe, load_run
 from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model
+from . import onnx_export
 
 
 class ExportError(AdapterkitError):
@@ -29,14 +30,18 @@ class ExportError(AdapterkitError):
 
 
 def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_samples: int | None = None,
-           tolerance: float | None = None, requantize: bool = True) -> dict:
+           tolerance: float | None = None, requantize: bool = True, quantize: str | None = None) -> dict:
     """Write a verified export of `run_dir` to `out` and return its report (also saved as export_report.json).
     Nothing lands in `out` unless verification passes."""
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "export_report.json").is_file():
         raise ExportError(f"--out: {out} exists and is not an adapterkit export; choose an empty or new folder")
-    if fmt not in ("merged", "adapter"):
-        raise ExportError(f"--format: {fmt!r}; expected merged or adapter")
+    if fmt not in ("merged", "adapter", "onnx"):
+        raise ExportError(f"--format: {fmt!r}; expected merged, adapter or onnx")
+    if quantize not in (None, "int8") or (quantize and fmt != "onnx"):
+        raise ExportError(f"--quantize: {quantize!r}; only `int8`, with --format onnx (merged exports re-quantize on load: --requantize)")
+    if fmt == "onnx" and dtype != "float32":
+        raise ExportError(f"--dtype: {dtype!r}; --format onnx writes float32 (and an int8 copy with --quantize int8)")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype: {dtype!r}; expected one of {sorted(DTYPES)}")
     if tolerance is not None and not tolerance > 0:
@@ -44,7 +49,9 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
     recipe = load_recipe(run_dir / "recipe.yaml") if (run_dir / "recipe.yaml").is_file() else None
     if recipe is not None and fmt == "adapter" and METHODS[recipe.adapter.method].trains_base:
         raise ExportError(f"export: a {recipe.adapter.method} fine-tuning run has no adapter; use --format merged")
-    if recipe is not None and fmt == "merged" and not is_mergeable(recipe):
+    if recipe is not None and fmt == "onnx":
+        onnx_export.check_supported(recipe, HEADS[recipe.task.type])
+    if recipe is not None and fmt in ("merged", "onnx") and not is_mergeable(recipe):
         raise ExportError(f"export: adapter method {recipe.adapter.method!r} adds modules that cannot be merged into the weights; "
                           f"use --format adapter (loads with peft.PeftModel.from_pretrained)")
     tmp = out.with_name(out.name + ".tmp")
@@ -54,7 +61,8 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
         if fmt == "adapter":
             report = _export_adapter(run_dir, tmp, dtype, verify_samples, tolerance)
         else:
-            report = _export_merged(run_dir, tmp, dtype, verify_samples, tolerance, requantize)
+            report = _export_merged(run_dir, tmp, dtype, verify_samples, tolerance, requantize and fmt == "merged",
+                                    onnx_quantize=quantize or "none" if fmt == "onnx" else None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -204,7 +212,8 @@ def _tolerance(recipe, tolerance: float | None, dtype: str) -> float:
 
 
 def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | None, tolerance: float | None,
-                   requantize: bool) -> dict:
+                   requantize: bool, onnx_quantize: str | None = None) -> dict:
+    """`onnx_quantize` (none or int8): go on from the verified merged folder to ONNX graphs (deploy/onnx_export.py)."""
     ref = _prepare(run_dir, verify_samples)
     recipe, labels, head = ref.recipe, ref.labels, ref.head
     full = load_run(run_dir, quantization="none").model
@@ -245,6 +254,10 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
     ref.tokenizer.save_pretrained(tmp)
     passes = {"trained": ref.trained_pass, "exported": verify.run_pass(reloaded, ref.loader, head, labels=labels, task=recipe.task)}
     del reloaded
+    if onnx_quantize is not None:
+        part = onnx_export.export_onnx(tmp, ref, head, check["tolerance"], None if onnx_quantize == "none" else onnx_quantize)
+        passes.update(part.pop("passes"))
+        report.update(format="onnx", **part)
     if requantize:
         passes["exported_int8"] = verify.run_pass(_load_int8(tmp, recipe, labels, head, custom, ref.tokenizer), ref.loader, head,
                                                   labels=labels, task=recipe.task)

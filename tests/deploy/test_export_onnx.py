@@ -1,0 +1,86 @@
+"""`export --format onnx [--quantize int8]`: the graph answers like the merged model (onnxruntime, float32), the int8
+copy is scored against the trained run, the folder loads without adapterkit, and unsupported heads are one line."""
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import tiny_recipe, write_ner, write_sentiment
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is in the test extra (make setup installs it)")
+
+
+def _train(model_dir, files, out, **sections):
+    from adapterkit.model import recipe_from_dict
+    from adapterkit.training import train
+
+    sections.setdefault("training", {}).update(epochs=2, lr=2e-2)
+    train(recipe_from_dict(tiny_recipe(model_dir, files, out, **sections)))
+    return out
+
+
+@pytest.mark.slow
+def test_sequence_classification_onnx_and_int8_verified_and_loads_without_adapterkit(tiny_bert, tmp_path):
+    from adapterkit.deploy import export
+    from adapterkit.inference import predict
+
+    run = _train(tiny_bert, write_sentiment(tmp_path), tmp_path / "run")
+    report = export(run, tmp_path / "onnx", fmt="onnx", quantize="int8")
+    files = sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    assert "model.onnx" in files and "model_int8.onnx" in files and not any(f.endswith(".safetensors") for f in files)
+    check = report["onnx_vs_merged"]
+    assert check["examples"] == 32 and check["max_abs_diff"] <= check["allowed_abs_diff"]
+    v = report["verification"]
+    assert v["onnx"]["prediction_agreement"] == 1.0 and v["onnx"]["delta_points"] == 0.0
+    assert 0.8 <= v["onnx_int8"]["prediction_agreement"] <= 1.0 and "delta_points" in v["onnx_int8"]
+    assert "loss" not in v["onnx"]["metrics"] and report["format"] == "onnx"
+    texts = ["the film was great and really great", "the film was awful"]
+    script = f"""
+import json, sys, numpy as np, onnxruntime as ort
+from transformers import AutoConfig, AutoTokenizer
+d = {str(tmp_path / 'onnx')!r}
+assert not any(m.startswith('adapterkit') for m in sys.modules)
+tok = AutoTokenizer.from_pretrained(d)
+s = ort.InferenceSession(d + '/model.onnx', providers=['CPUExecutionProvider'])
+enc = tok({texts!r}, padding=True, return_tensors='np')
+feed = {{i.name: enc[i.name].astype(np.int64) for i in s.get_inputs()}}
+labels = AutoConfig.from_pretrained(d).id2label
+print(json.dumps([labels[int(i)] for i in s.run(['logits'], feed)[0].argmax(-1)]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [r["label"] for r in predict(run, texts)]
+
+
+@pytest.mark.slow
+def test_token_classification_onnx_has_dynamic_sequence_logits(tiny_bert, tmp_path):
+    from adapterkit.deploy import export
+
+    run = _train(tiny_bert, write_ner(tmp_path), tmp_path / "run", task={"type": "token_classification"})
+    report = export(run, tmp_path / "onnx", fmt="onnx")
+    assert report["verification"]["onnx"]["prediction_agreement"] == 1.0
+    assert report["verification"]["metric"] in ("f1", "accuracy") and "model_int8.onnx" not in report["files"]
+
+
+@pytest.mark.parametrize("task,expected", [
+    ({"type": "causal_lm"}, "--format onnx: task.type 'causal_lm' is not supported"),
+    ({"type": "sequence_classification", "pooling": "mean"}, "--format onnx: task.pooling 'mean' uses adapterkit's own head module"),
+])
+def test_unsupported_heads_are_refused_before_loading(tiny_bert, tmp_path, capsys, task, expected):
+    from adapterkit.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    files = write_sentiment(tmp_path)
+    (run / "recipe.yaml").write_text(yaml.safe_dump(tiny_recipe(tiny_bert, files, run, task=task)))
+    with pytest.raises(SystemExit) as e:
+        main(["export", str(run), "--out", str(tmp_path / "x"), "--format", "onnx"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and expected in err[0], err
+    for args, msg in ((["--format", "merged", "--quantize", "int8"], "--quantize: 'int8'; only `int8`, with --format onnx"),
+                      (["--format", "onnx", "--dtype", "bf16"], "--format onnx writes float32")):
+        with pytest.raises(SystemExit):
+            main(["export", str(run), "--out", str(tmp_path / "x"), *args])
+        assert msg in capsys.readouterr().err
