@@ -167,7 +167,9 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
     head_state = load_file(run_dir / "head.safetensors")
     if native:
-        cfg["modules_to_save"] = sorted(set(cfg.get("modules_to_save") or []) | set(head_modules))
+        # None, not [], when nothing but the adapter trained (causal LM: the LM head is the base's own), so serving
+        # engines that refuse modules_to_save (vLLM, TGI) load the adapter.
+        cfg["modules_to_save"] = sorted(set(cfg.get("modules_to_save") or []) | set(head_modules)) or None
         # PEFT stores modules_to_save weights under base_model.model.<module path>, without the adapter name.
         weights.update({f"base_model.model.{k}": v for k, v in head_state.items()})
     weights = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in weights.items()}
@@ -293,7 +295,7 @@ def _to_gguf(tmp: Path, ref, head, gguf_type: str, tolerance: float) -> dict:
             shutil.rmtree(f) if f.is_dir() else f.unlink()
     prompts, _ = data_mod.load_generation_rows(recipe, ref.tokenizer, head, split=ref.info["split"])
     tol = gguf_export.TOLERANCE[gguf_type] or tolerance
-    check = gguf_export.verify_gguf(tmp, "model.gguf", model, ref, head, tol, prompts[:8],
+    check = gguf_export.verify_gguf(tmp, "model.gguf", model, ref, head, tol, prompts[:20],
                                     GenerationSettings(max_new_tokens=24, batch_size=8))
     if not check["logits"].pop("ok"):
         c = check["logits"]
