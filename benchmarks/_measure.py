@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 WRAP = (
     "import json, resource, runpy, sys\n"
@@ -55,3 +57,15 @@ def add_ratios(results: dict[str, dict], ref: dict, name: str, acc_key: str = "v
             r[f"rss_vs_{name}"] = round(r["peak_rss_mib"] / ref["peak_rss_mib"], 2)
         if ref.get(acc_key) is not None and r.get(acc_key) is not None:
             r[f"acc_minus_{name}"] = round(r[acc_key] - ref[acc_key], 4)
+
+
+def adapterkit(args: list[str], log: Path, cwd) -> float:
+    """Run an `adapterkit` command (this interpreter's), its output to `log`; exit with its last line when it fails.
+    Returns the wall seconds."""
+    t0 = time.perf_counter()
+    with Path(log).open("w") as f:
+        proc = subprocess.run([str(Path(sys.executable).with_name("adapterkit")), *args], cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"))
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(args[:2])}: failed, see {log}: {Path(log).read_text().strip().splitlines()[-1:]}")
+    return round(time.perf_counter() - t0, 1)

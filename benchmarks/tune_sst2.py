@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from _measure import adapterkit
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2"
@@ -28,13 +27,7 @@ COMMON = ["--set", "data.max_train_samples=8000", "--set", "training.eval_every=
 
 
 def sh(args: list[str], log: Path) -> float:
-    t0 = time.perf_counter()
-    with log.open("w") as f:
-        proc = subprocess.run([str(Path(sys.executable).with_name("adapterkit")), *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"))
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(args[:2])}: failed, see {log}: {log.read_text().strip().splitlines()[-1:]}")
-    return round(time.perf_counter() - t0, 1)
+    return adapterkit(args, log, ROOT)
 
 
 def main() -> None:

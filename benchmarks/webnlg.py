@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _measure import pick
+from _measure import adapterkit, pick
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "webnlg"
@@ -37,14 +35,7 @@ ORDER = ["lora_int8", "zero_shot", "full", "lora_fp32"]
 
 
 def sh(args: list[str], log: Path) -> float:
-    """Run an adapterkit command, its output to `log`; exit with its last line when it fails. Returns seconds."""
-    t0 = time.perf_counter()
-    with log.open("w") as f:
-        proc = subprocess.run([str(Path(sys.executable).with_name("adapterkit")), *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"))
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(args[:2])}: failed, see {log}: {log.read_text().strip().splitlines()[-1:]}")
-    return round(time.perf_counter() - t0, 1)
+    return adapterkit(args, log, ROOT)
 
 
 def subset(src: Path, n: int, seed: int, dst: Path) -> list[dict]:

@@ -402,7 +402,7 @@ def _report(s: Search, result: dict, rows: list[dict], plots: list[Path]) -> Non
     import html
 
     best = result.get("best")
-    parts = [f"<html><head><meta charset='utf-8'><title>adapterkit tune</title></head><body>",
+    parts = ["<html><head><meta charset='utf-8'><title>adapterkit tune</title></head><body>",
              f"<h1>adapterkit tune: {html.escape(Path(s.recipe).name)}</h1>",
              f"<p>Space {html.escape(s.space_file)}; sampler {s.sampler}, pruner {s.pruner}; metric validation "
              f"{html.escape(s.metric)} ({result['direction']}); trials {result['trials']}.</p>"]
