@@ -147,3 +147,18 @@ def test_cv_trial_is_the_mean_over_folds(tiny_bert, tmp_path):
     folds = [json.loads((tmp_path / "study" / "trials" / "trial-0000" / f"fold-{i}" / "metrics.json").read_text())["validation"]["accuracy"]
              for i in range(2)]
     assert t.user_attrs["fold_values"] == folds and t.value == pytest.approx(sum(folds) / 2)
+
+
+@pytest.mark.slow
+def test_jobs_run_trials_in_several_processes_on_one_study(tiny_bert, tmp_path):
+    from optuna.trial import TrialState
+
+    from adapterkit.tuning import tune
+
+    r, s = _setup(tmp_path, tiny_bert)
+    result = tune(r, s, trials=3, sampler="random", pruner="none", jobs=2, out=tmp_path / "study")
+    trials = _trials(tmp_path / "study")
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 3 <= len(done) <= 4  # each worker stops once the study holds 3; one may finish a trial it had started
+    assert len({t.user_attrs["run_dir"] for t in done}) == len(done)
+    assert len(_finished(tmp_path / "study")) == len(done) and result["trials"]["complete"] == len(done)
