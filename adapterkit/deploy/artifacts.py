@@ -192,7 +192,7 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
         report["loads_with"] = "peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(base), DIR) + head.safetensors (custom head)"
     loaded.to(DTYPES[dtype]).eval()
     got = verify.run_pass(loaded, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
-    check = verify.logit_check(got.probe_logits, reference.probe_logits, _tolerance(recipe, tolerance, dtype))
+    check = verify.logit_check(got, reference, _tolerance(recipe, tolerance, dtype))
     report["reloaded_vs_run"] = check
     if not check.pop("ok"):
         raise ExportError(f"export: the reloaded adapter differs from the run by {_over(check)}; nothing was written")
@@ -234,7 +234,7 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
                           f"use --format adapter") from None
     merged.eval()
     merged_probe = verify.run_pass(merged, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
-    check = verify.logit_check(merged_probe.probe_logits, unmerged.probe_logits,
+    check = verify.logit_check(merged_probe, unmerged,
                                tolerance if tolerance is not None else recipe.export.tolerance)
     ok = check.pop("ok")
     report = {"format": "merged", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "verified_on": ref.info,

@@ -160,7 +160,7 @@ def verify_gguf(folder: Path, file: str, merged, ref, head, tolerance: float, pr
     recipe, labels = ref.recipe, ref.labels
     mine = verify.run_pass(merged, ref.probe, head, probe=10**9, labels=labels, task=recipe.task)
     theirs = verify.run_pass(loaded, ref.probe, head, probe=10**9, labels=labels, task=recipe.task)
-    check = verify.logit_check(theirs.probe_logits, mine.probe_logits, tolerance)
+    check = verify.logit_check(theirs, mine, tolerance)
     a = generate_batch(merged, ref.tokenizer, prompts, generation)
     b = generate_batch(loaded, ref.tokenizer, prompts, generation)
     gguf_tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)

@@ -98,7 +98,7 @@ def export_onnx(tmp: Path, ref, head, tolerance: float, quantize: str | None) ->
     torch_probe = verify.run_pass(model, ref.probe, head, probe=10**9, labels=labels, task=recipe.task)
     del model
     onnx_probe = verify.run_pass(OrtModel(tmp / "model.onnx"), ref.probe, head, probe=10**9, labels=labels, task=recipe.task)
-    check = verify.logit_check(onnx_probe.probe_logits, torch_probe.probe_logits, tolerance)
+    check = verify.logit_check(onnx_probe, torch_probe, tolerance)
     if not check.pop("ok"):
         raise OnnxError(f"export: onnxruntime logits differ from the merged model by {check['max_abs_diff']:.2e} "
                         f"({check['relative_diff']:.1e} of the largest logit) > tolerance {tolerance:g}; nothing was written")

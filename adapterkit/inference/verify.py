@@ -27,6 +27,11 @@ class Pass:
     metrics: dict
     preds: torch.Tensor  # 1-D: predictions at every scored position (class per example, label per token, next token)
     probe_logits: list = field(default_factory=list)  # logits of the first `probe` examples, per batch
+    probe_examples: int = 0  # how many examples those logits come from
+
+
+# Logits kept per pass at most (float32 values, 256 MiB): a decoder with a 49k vocabulary has 0.2 MB of logits a token.
+PROBE_FLOATS = 2 ** 26
 
 
 def _available(cfg, split: str) -> bool:
@@ -64,7 +69,7 @@ class _Recorder:
 
     def __init__(self, model, head, probe: int):
         self.model, self.head, self.probe = model, head, probe
-        self.preds, self.probe_logits, self.seen = [], [], 0
+        self.preds, self.probe_logits, self.seen, self.kept, self.probe_examples = [], [], 0, 0, 0
 
     def __call__(self, **batch):
         device = next(self.model.parameters()).device
@@ -77,8 +82,14 @@ class _Recorder:
         if labels is not None and labels.shape == p.shape and labels.dtype == torch.long:
             p = p[labels != -100]
         self.preds.append(p.reshape(-1).cpu())
-        if self.seen < self.probe:
-            self.probe_logits.append(logits[: self.probe - self.seen].cpu())
+        if self.seen < self.probe and self.kept < PROBE_FLOATS:
+            part = logits[: self.probe - self.seen]
+            n = part.shape[0]
+            if labels is not None and part.ndim == 3 and labels.shape == logits.shape[:2]:
+                part = part[labels[:n] != -100]  # token-level heads: the scored positions only, not the padding
+            self.probe_logits.append(part.cpu())
+            self.kept += part.numel()
+            self.probe_examples += n
         self.seen += logits.shape[0]
         return out
 
@@ -95,7 +106,8 @@ def run_pass(model, loader, head, probe: int = 0, labels=None, task=None) -> Pas
     rec = _Recorder(model, head, probe)
     model.eval()
     metrics = evaluate(rec, loader, head, desc="verify", labels=labels, task=task)
-    return Pass(metrics=metrics, preds=torch.cat(rec.preds) if rec.preds else torch.empty(0), probe_logits=rec.probe_logits)
+    return Pass(metrics=metrics, preds=torch.cat(rec.preds) if rec.preds else torch.empty(0), probe_logits=rec.probe_logits,
+                probe_examples=rec.probe_examples)
 
 
 def agreement(a: Pass, b: Pass) -> float:
@@ -110,15 +122,15 @@ def logit_diff(a: list, b: list) -> tuple[float, float]:
     return float(d.max()), float(d.mean())
 
 
-def logit_check(got: list, ref: list, tolerance: float) -> dict:
+def logit_check(got: "Pass", ref: "Pass", tolerance: float) -> dict:
     """|got - ref| over the probe logits, judged against the logits' own scale: allowed is `tolerance` times the largest
     |logit| of `ref` (at least 1), so a 49k-vocabulary decoder and a 2-class head get the same relative bound.
     `examples` counts the probe examples really compared."""
-    mx, mean = logit_diff(got, ref)
-    scale = max(float(x.float().abs().max()) for x in ref) if ref else 0.0
+    mx, mean = logit_diff(got.probe_logits, ref.probe_logits)
+    scale = max((float(x.float().abs().max()) for x in ref.probe_logits if x.numel()), default=0.0)
     allowed = tolerance * max(scale, 1.0)
     return {"max_abs_diff": mx, "mean_abs_diff": mean, "logit_scale": scale, "relative_diff": mx / max(scale, 1.0),
-            "tolerance": tolerance, "allowed_abs_diff": allowed, "examples": sum(x.shape[0] for x in ref), "ok": mx <= allowed}
+            "tolerance": tolerance, "allowed_abs_diff": allowed, "examples": ref.probe_examples, "ok": mx <= allowed}
 
 
 def primary_metric(recipe, metrics: dict) -> str | None:
