@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--test-samples", type=int, default=500)
     ap.add_argument("--max-new-tokens", type=int, default=80)
     ap.add_argument("--arms", default=",".join(ORDER))
-    ap.add_argument("--throughput-prompts", type=int, default=32)
+    ap.add_argument("--throughput-prompts", type=int, default=32, help="0: skip the throughput measurement")
     a = ap.parse_args()
     arms = pick(a.arms, ORDER, "--arms")
     if not DATA.is_dir():
@@ -160,7 +160,7 @@ def main() -> None:
                            for x, y in (("lora_int8", "zero_shot"), ("lora_int8", "full"), ("lora_int8", "lora_fp32"))
                            if x in hyps and y in hyps}
     for arm in ("lora_int8", "lora_fp32"):
-        if arm not in res.setdefault("throughput", {}) and (WORK / arm / "run.json").is_file():
+        if a.throughput_prompts and arm not in res.setdefault("throughput", {}) and (WORK / arm / "run.json").is_file():
             res["throughput"][arm] = throughput(WORK / arm, test_rows, a.throughput_prompts, 48)
             save()
     save()
