@@ -183,7 +183,7 @@ CASES = [
      ["adapter_model.safetensors: adapter weights are corrupted or truncated"]),
     ("run-truncated-head", lambda c: ["eval", c.run_copy(lambda d: _truncate(d / "head.safetensors"))], ["head.safetensors: head weights are corrupted or truncated"]),
     ("run-adapter-for-another-model", lambda c: ["eval", c.run_copy(lambda d: _rebase(d, c.llama))], ["adapter", "cannot apply this adapter to", "tiny_llama"]),
-    ("export-bad-format", lambda c: ["export", str(c.run), "--out", str(c.root / "e"), "--format", "onnx"], ["--format: 'onnx'"]),
+    ("export-bad-format", lambda c: ["export", str(c.run), "--out", str(c.root / "e"), "--format", "tflite"], ["--format: 'tflite'", "merged, adapter, onnx or gguf"]),
     ("export-merge-non-mergeable", lambda c: ["export", _fake_run(c, "bottleneck"), "--out", str(c.root / "e")],
      ["adapter method 'bottleneck'", "cannot be merged", "--format adapter"]),
     ("export-adapter-of-full", lambda c: ["export", _fake_run(c, "full"), "--out", str(c.root / "e"), "--format", "adapter"],
