@@ -55,7 +55,7 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
     if recipe is not None and fmt == "onnx":
         onnx_export.check_supported(recipe, HEADS[recipe.task.type])
     if recipe is not None and fmt == "gguf":
-        gguf_export.check_supported(recipe, HEADS[recipe.task.type], gguf_type)
+        gguf_export.check_supported(recipe, gguf_type)
     if recipe is not None and fmt in ("merged", "onnx", "gguf") and not is_mergeable(recipe):
         raise ExportError(f"export: adapter method {recipe.adapter.method!r} adds modules that cannot be merged into the weights; "
                           f"use --format adapter (loads with peft.PeftModel.from_pretrained)")
@@ -262,13 +262,15 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
         reloaded.eval()
     ref.tokenizer.save_pretrained(tmp)
     passes = {"trained": ref.trained_pass, "exported": verify.run_pass(reloaded, ref.loader, head, labels=labels, task=recipe.task)}
-    del reloaded
+    # ONNX and GGUF go on from the reloaded float32 export, checked against the merged model's probe logits.
     if onnx_quantize is not None:
-        part = onnx_export.export_onnx(tmp, ref, head, check["tolerance"], None if onnx_quantize == "none" else onnx_quantize)
+        part = onnx_export.export_onnx(tmp, ref, head, reloaded, merged_probe, check["tolerance"],
+                                       None if onnx_quantize == "none" else onnx_quantize)
         passes.update(part.pop("passes"))
         report.update(format="onnx", **part)
     if gguf_type is not None:
-        report.update(format="gguf", **_to_gguf(tmp, ref, head, gguf_type, check["tolerance"]))
+        report.update(format="gguf", **_to_gguf(tmp, ref, head, reloaded, merged_probe, gguf_type, check["tolerance"]))
+    del reloaded
     if requantize:
         passes["exported_int8"] = verify.run_pass(_load_int8(tmp, recipe, labels, head, custom, ref.tokenizer), ref.loader, head,
                                                   labels=labels, task=recipe.task)
@@ -282,12 +284,11 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
     return report
 
 
-def _to_gguf(tmp: Path, ref, head, gguf_type: str, tolerance: float) -> dict:
-    """The verified merged folder in `tmp` -> tmp/model.gguf alone, loaded back by transformers and compared."""
+def _to_gguf(tmp: Path, ref, head, model, merged_probe, gguf_type: str, tolerance: float) -> dict:
+    """The verified merged `model` (saved in `tmp`) -> tmp/model.gguf alone, loaded back by transformers and compared."""
     from ..heads.lm import GenerationSettings
 
     recipe = ref.recipe
-    model = head.auto_class.from_pretrained(tmp, dtype=DTYPES["float32"]).eval()
     source = resolve_path(recipe.backbone) / recipe.backbone.gguf_file if recipe.backbone.gguf_file else None
     info = gguf_export.write_gguf(model, ref.tokenizer, tmp / "model.gguf", gguf_type, source, Path(base_name(recipe)).name)
     for f in list(tmp.iterdir()):  # the GGUF file stands alone (and is verified alone)
@@ -295,7 +296,7 @@ def _to_gguf(tmp: Path, ref, head, gguf_type: str, tolerance: float) -> dict:
             shutil.rmtree(f) if f.is_dir() else f.unlink()
     prompts, _ = data_mod.load_generation_rows(recipe, ref.tokenizer, head, split=ref.info["split"])
     tol = gguf_export.TOLERANCE[gguf_type] or tolerance
-    check = gguf_export.verify_gguf(tmp, "model.gguf", model, ref, head, tol, prompts[:20],
+    check = gguf_export.verify_gguf(tmp, "model.gguf", model, merged_probe, ref, head, tol, prompts[:20],
                                     GenerationSettings(max_new_tokens=24, batch_size=8))
     if not check["logits"].pop("ok"):
         c = check["logits"]

@@ -24,7 +24,7 @@ class GGUFError(AdapterkitError):
     pass
 
 
-def check_supported(recipe, head, gguf_type: str) -> None:
+def check_supported(recipe, gguf_type: str) -> None:
     if gguf_type not in TYPES:
         raise GGUFError(f"--gguf-type: {gguf_type!r}; expected one of {list(TYPES)}")
     if recipe.task.type != "causal_lm":
@@ -150,17 +150,16 @@ def write_gguf(model, tokenizer, path: Path, gguf_type: str, source_gguf: Path |
 
 
 @torch.no_grad()
-def verify_gguf(folder: Path, file: str, merged, ref, head, tolerance: float, prompts: list, generation) -> dict:
-    """Load the GGUF file back with transformers and compare it with the merged model."""
+def verify_gguf(folder: Path, file: str, merged, merged_probe, ref, head, tolerance: float, prompts: list, generation) -> dict:
+    """Load the GGUF file back with transformers and compare it with the merged model (its probe pass `merged_probe`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..model.generation import generate_batch
 
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32).eval()
     recipe, labels = ref.recipe, ref.labels
-    mine = verify.run_pass(merged, ref.probe, head, probe=10**9, labels=labels, task=recipe.task)
     theirs = verify.run_pass(loaded, ref.probe, head, probe=10**9, labels=labels, task=recipe.task)
-    check = verify.logit_check(theirs, mine, tolerance)
+    check = verify.logit_check(theirs, merged_probe, tolerance)
     a = generate_batch(merged, ref.tokenizer, prompts, generation)
     b = generate_batch(loaded, ref.tokenizer, prompts, generation)
     gguf_tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import torch
 
 from ..errors import AdapterkitError
-from ..heads import HeadModel
 from ..inference import verify
 
 OPSET = 17
@@ -81,36 +80,37 @@ def _without_loss(p: verify.Pass) -> verify.Pass:
     return p
 
 
-def export_onnx(tmp: Path, ref, head, tolerance: float, quantize: str | None) -> dict:
-    """Turn the verified merged folder in `tmp` into model.onnx (+ model_int8.onnx), check them, drop the torch
-    weights. Returns the report's ONNX part; raises (nothing written) when the graph disagrees with the model."""
+def export_onnx(tmp: Path, ref, head, model, merged_probe, tolerance: float, quantize: str | None) -> dict:
+    """Export the verified merged `model` (saved in `tmp`) to model.onnx (+ model_int8.onnx), check the graph against
+    the merged model's probe pass, drop the torch weights. Returns the report's ONNX part; raises (nothing written)
+    when the graph disagrees with the model."""
     _require()
+    import logging
     import warnings
 
     recipe, labels = ref.recipe, ref.labels
-    model = head.auto_class.from_pretrained(tmp, attn_implementation="eager").eval()
-    if isinstance(model, HeadModel):
-        raise OnnxError("--format onnx: custom heads are not supported")
+    model.set_attn_implementation("eager")  # the tracer follows eager attention; sdpa's mask helpers do not export
     sample = next(iter(ref.probe))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         names = write_onnx(model, sample, tmp / "model.onnx")
-    torch_probe = verify.run_pass(model, ref.probe, head, probe=10**9, labels=labels, task=recipe.task)
-    del model
-    onnx_probe = verify.run_pass(OrtModel(tmp / "model.onnx"), ref.probe, head, probe=10**9, labels=labels, task=recipe.task)
-    check = verify.logit_check(onnx_probe, torch_probe, tolerance)
+    graph = OrtModel(tmp / "model.onnx")
+    check = verify.logit_check(verify.run_pass(graph, ref.probe, head, probe=10**9, labels=labels, task=recipe.task), merged_probe,
+                               tolerance)
     if not check.pop("ok"):
         raise OnnxError(f"export: onnxruntime logits differ from the merged model by {check['max_abs_diff']:.2e} "
                         f"({check['relative_diff']:.1e} of the largest logit) > tolerance {tolerance:g}; nothing was written")
-    passes = {"trained": ref.trained_pass,
-              "onnx": _without_loss(verify.run_pass(OrtModel(tmp / "model.onnx"), ref.loader, head, labels=labels, task=recipe.task))}
+    passes = {"onnx": _without_loss(verify.run_pass(graph, ref.loader, head, labels=labels, task=recipe.task))}
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        import logging
-
-        logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's pre-processing hint
-        quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model_int8.onnx"), weight_type=QuantType.QInt8)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # onnxruntime's quantizer logs a pre-processing hint on the root logger
+        try:
+            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model_int8.onnx"), weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         passes["onnx_int8"] = _without_loss(verify.run_pass(OrtModel(tmp / "model_int8.onnx"), ref.loader, head, labels=labels,
                                                             task=recipe.task))
     for f in tmp.glob("*.safetensors"):  # the graph holds the weights
