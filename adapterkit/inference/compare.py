@@ -10,10 +10,10 @@ from typing import Callable
 import numpy as np
 
 from .. import metrics as metrics_mod
-from ..errors import AdapterkitError
-from ..files import atomic_write_text
+from ..errors import AdapterkitError, RunDirError
+from ..files import atomic_write_text, read_json
 from ..heads import HEADS, task_settings
-from ..model import LoadedRun
+from ..model import LoadedRun, load_recipe
 from ..model.generation import generate_batch
 from ..stats import mcnemar_exact, paired_bootstrap
 from ..training.evaluate import collect, head_metrics
@@ -58,14 +58,24 @@ def score_run(run: LoadedRun, name: str, split: str, data_file: str | None) -> S
                   refs.tolist(), correct)
 
 
-def check_comparable(a: LoadedRun, b: LoadedRun, name_a: str, name_b: str) -> None:
-    ta, tb = a.recipe.task.type, b.recipe.task.type
+def _task_and_labels(run_dir) -> tuple[str, list | None]:
+    """A run's task type and label map, read from its files without loading any model."""
+    run = Path(run_dir)
+    for need in ("recipe.yaml", "labels.json"):
+        if not (run / need).is_file():
+            raise RunDirError(f"{run}: not a finished adapterkit run ({need} missing)")
+    return load_recipe(run / "recipe.yaml").task.type, read_json(run / "labels.json", "label map")["labels"]
+
+
+def check_comparable(a: tuple, b: tuple, name_a: str, name_b: str) -> None:
+    """`a`, `b`: (task type, labels) of the two sides."""
+    (ta, la), (tb, lb) = a, b
     if ta != tb:
         raise CompareError(f"compare: task.type differs: {name_a} is {ta!r}, {name_b} is {tb!r}")
-    if a.labels != b.labels:
-        if set(a.labels or []) != set(b.labels or []):
-            only_a = sorted(set(a.labels or []) - set(b.labels or []))
-            only_b = sorted(set(b.labels or []) - set(a.labels or []))
+    if la != lb:
+        if set(la or []) != set(lb or []):
+            only_a = sorted(set(la or []) - set(lb or []))
+            only_b = sorted(set(lb or []) - set(la or []))
             raise CompareError(f"compare: different label sets: only in {name_a}: {only_a}; only in {name_b}: {only_b}")
         raise CompareError(f"compare: {name_a} and {name_b} have the same labels in a different order (labels.json)")
 
@@ -77,18 +87,17 @@ def compare(run_a, run_b=None, split: str = "test", data_file: str | None = None
     if baseline == (run_b is not None):
         raise CompareError("compare: give RUN_B, or --baseline to compare RUN_A with its own base model")
     name_a = str(run_a)
-    a = load_for_eval(run_a)
+    info_a = _task_and_labels(run_a)
     if baseline:
-        if not HEADS[a.recipe.task.type].zero_shot:
-            raise CompareError(f"compare --baseline: task.type {a.recipe.task.type!r} has a trained head; train its "
+        if not HEADS[info_a[0]].zero_shot:
+            raise CompareError(f"compare --baseline: task.type {info_a[0]!r} has a trained head; train its "
                                f"head-only baseline (--set adapter.method=full --set adapter.trainable_layers=0 --set backbone.quantization=none) and pass it as RUN_B")
-        name_b, b = f"{run_a} (base model, zero-shot)", load_for_eval(run_a, zero_shot=True)
+        name_b = f"{run_a} (base model, zero-shot)"
     else:
-        name_b, b = str(run_b), load_for_eval(run_b)
-    check_comparable(a, b, name_a, name_b)
-    sa = score_run(a, name_a, split, data_file)
-    del a  # one model in memory at a time
-    sb = score_run(b, name_b, split, data_file)
+        name_b = str(run_b)
+        check_comparable(info_a, _task_and_labels(run_b), name_a, name_b)  # before any model loads
+    sa = score_run(load_for_eval(run_a), name_a, split, data_file)  # one model in memory at a time
+    sb = score_run(load_for_eval(run_a, zero_shot=True) if baseline else load_for_eval(run_b), name_b, split, data_file)
     if sa.n != sb.n or sa.refs != sb.refs:
         where = data_file or f"split {split!r}"
         raise CompareError(f"compare: {name_a} and {name_b} score different examples on {where} ({sa.n} vs {sb.n} examples"
