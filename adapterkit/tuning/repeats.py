@@ -38,10 +38,14 @@ def parse_seeds(text: str, base_seed: int) -> list[int]:
     return seeds
 
 
+def fold_overrides(folds: int, fold: int) -> list[str]:
+    """Fold `fold` of a K-fold split as the validation split (the recipe's own validation source set aside)."""
+    return [f"data.cv_folds={folds}", f"data.cv_fold={fold}", "data.validation=null", "data.validation_split=null"]
+
+
 def plan(seeds: list[int] | None, folds: int | None) -> list[Repeat]:
     seed_parts = [(f"seed-{s}", [f"training.seed={s}"]) for s in seeds] if seeds else [("", [])]
-    fold_parts = ([(f"fold-{i}", [f"data.cv_folds={folds}", f"data.cv_fold={i}", "data.validation=null", "data.validation_split=null"])
-                   for i in range(folds)] if folds else [("", [])])
+    fold_parts = [(f"fold-{i}", fold_overrides(folds, i)) for i in range(folds)] if folds else [("", [])]
     return [Repeat("/".join(p for p in (sn, fn) if p), so + fo) for sn, so in seed_parts for fn, fo in fold_parts]
 
 

@@ -10,6 +10,7 @@ A `when` condition names a recipe key and the value (or list of values) it must 
 (as this trial chose it) or the recipe's own value."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,5 +134,5 @@ def load_space(path: str | Path) -> list[Param]:
 
 
 def dump_value(v) -> str:
-    """A value as `--set` reads it back (YAML scalar)."""
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n...").removesuffix("...").strip()
+    """A value as `--set` reads it back: JSON is YAML for numbers, strings, booleans and lists."""
+    return json.dumps(v)

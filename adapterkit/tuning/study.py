@@ -28,7 +28,7 @@ from ..stats import mean_sd
 from ..training import preflight, train
 from ..training.evaluate import lower_is_better
 from ..training.loop import selection
-from .repeats import check_parent
+from .repeats import check_parent, fold_overrides
 from .space import Param, dump_value, load_space
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -72,7 +72,7 @@ def trial_overrides(s: Search, chosen: dict, run_dir: Path) -> list[str]:
         f"training.output_dir={run_dir}", f"training.early_stopping.metric={s.metric}"]
 
 
-def check_space(s: Search, base) -> None:
+def check_space(s: Search) -> None:
     """Every value at the ends of every range (and every choice) gives a valid recipe: one line naming the key."""
     for p in s.params:
         values = list(p.choices) if p.choices is not None else [p.low, p.high]
@@ -154,8 +154,7 @@ def objective(s: Search, base_data: dict):
             if s.folds:
                 values = []
                 for i in range(s.folds):
-                    r = resolve_paths(load_recipe(s.recipe, sets + [f"training.output_dir={run_dir / f'fold-{i}'}", f"data.cv_folds={s.folds}",
-                                                                   f"data.cv_fold={i}", "data.validation=null", "data.validation_split=null"]))
+                    r = resolve_paths(load_recipe(s.recipe, sets + [f"training.output_dir={run_dir / f'fold-{i}'}", *fold_overrides(s.folds, i)]))
                     values.append(_final_value(train(r), s.metric, bool(r.tasks)))
                     trial.report(mean_sd(values)[0], i)
                     if i + 1 < s.folds and trial.should_prune():
@@ -185,13 +184,14 @@ def _final_value(final: dict, metric: str, multi: bool) -> float:
     return selection({"main": final["validation"]}, metric, False)
 
 
-def work(s: Search) -> None:
-    """Run trials until --trials count (or --timeout); also the body of each --jobs worker process."""
+def work(s: Search, study=None):
+    """Run trials until --trials count (or --timeout); also the body of each --jobs worker process (which opens
+    its own connection to the study). Returns the study."""
     import optuna
 
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(s)
+    study = study or open_study(s)
     base_data = _base_data(s)
 
     def stop_when_done(study, _trial) -> None:
@@ -201,6 +201,7 @@ def work(s: Search) -> None:
     if counted(study) < s.trials:
         study.optimize(objective(s, base_data), timeout=s.timeout, callbacks=[stop_when_done],
                        catch=(AdapterkitError, FloatingPointError))
+    return study
 
 
 def _base_data(s: Search) -> dict:
@@ -250,7 +251,7 @@ def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", me
     if sampler == "grid":
         for p in params:
             p.grid(s.space_file)
-    check_space(s, base)
+    check_space(s)
     check_parent(out)
     preflight(base)
     with locked(out):
@@ -276,11 +277,10 @@ def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", me
             workers = [ctx.Process(target=work, args=(s,)) for _ in range(jobs - 1)]
             for w in workers:
                 w.start()
-        work(s)
+        work(s, study)
         for w in workers:
             w.join()
-        study = open_study(s)
-        return write_results(s, study, round(time.perf_counter() - t0, 1))
+        return write_results(s, study, round(time.perf_counter() - t0, 1))  # trials are read from the shared storage
 
 
 def write_results(s: Search, study, seconds: float) -> dict:
@@ -302,7 +302,7 @@ def write_results(s: Search, study, seconds: float) -> dict:
         header = (f"# Best of {len(done)} completed trials of `adapterkit tune` (trial {best.number}: validation {s.metric} "
                   f"{best.value:.6g}).\n# Tuned keys: {', '.join(best.params)}; the rest is {Path(s.recipe).name}.\n")
         atomic_write_text(s.out / "best_recipe.yaml", header + yaml.safe_dump(data, sort_keys=False))
-    keys = list(dict.fromkeys(p.key for p in s.params))
+    keys = [p.key for p in s.params]
     rows = []
     for t in trials:
         dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
