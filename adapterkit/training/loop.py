@@ -257,6 +257,7 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
     model.train()
     step, seen, windows = pos.step, pos.seen, {n: list(pos.windows.get(n, (0.0, 0))) for n in tasks}
     best, best_step, bad_evals = pos.best, pos.best_step, pos.bad_evals
+    last_eval = None  # (step, results) of the latest evaluation: the final one reuses it when the weights are the same
     t0 = time.perf_counter() - pos.elapsed_s
     eval_s = pos.eval_s  # evaluation time is kept out of the training throughput
     counts = {n: pos.batches.get(n, 0) for n in tasks}
@@ -313,6 +314,7 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
         if eval_dls and ((t.eval_every and step % t.eval_every == 0) or (not t.eval_every and at_epoch_end) or step == total_steps):
             e0 = time.perf_counter()
             results = evaluate_all()
+            last_eval = (step, results)
             eval_s += time.perf_counter() - e0
             value = selection(results, es.metric, multi)
             improved = best is None or (value < best if lower else value > best)
@@ -343,7 +345,8 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
     for n, k in tasks.items():
         res = {}
         if k.eval_loader is not None:
-            res["validation"] = evaluate_split(n, k, k.eval_loader, "validation")
+            same = last_eval is not None and last_eval[0] == step and best_step == step and n in last_eval[1]
+            res["validation"] = last_eval[1][n] if same else evaluate_split(n, k, k.eval_loader, "validation")
         if "test" in k.splits:
             test_dl = accelerator.prepare(data_mod.dataloader(k.splits["test"], tokenizer, t.eval_batch_size, False, t.seed, False))
             res["test"] = evaluate_split(n, k, test_dl, "test")
