@@ -11,10 +11,9 @@ never trained and never adapted, so these heads save no weights of their own; on
 from __future__ import annotations
 
 import math
-
-import torch
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from transformers import AutoModelForCausalLM
@@ -37,9 +36,6 @@ class GenerationSettings(BaseModel):
     repetition_penalty: float = Field(1.0, gt=0, description="transformers' repetition penalty; 1 = none.")
     stop: list[str] = Field(default_factory=list, description="Strings that end a generation (cut there).")
     batch_size: int = Field(16, gt=0, description="Prompts generated together (left-padded, KV-cached).")
-
-
-GENERATION_METRICS = ("bleu", "chrf", "rouge", "exact_match")
 
 
 class CausalLMSettings(BaseModel):
