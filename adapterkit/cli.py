@@ -261,12 +261,13 @@ def main(argv=None):
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as e:  # click usage errors
+    except Exception as e:  # usage errors: typer >= 0.29 raises those of its own bundled click, older typer click's
         import click
 
-        if isinstance(e, click.ClickException):
+        usage = tuple(c for c in (click.ClickException, getattr(typer, "TyperException", None)) if c is not None)
+        if isinstance(e, usage) and hasattr(e, "show"):
             e.show()
-            sys.exit(e.exit_code)
+            sys.exit(getattr(e, "exit_code", 2))
         raise
 
 

@@ -68,3 +68,12 @@ def test_corrupted_run_status_is_a_one_line_error(tmp_path):
         read_json(tmp_path / "labels.json", "label map")
     status.write_text('{"status": "finished"}')
     assert finished(status)
+
+
+@pytest.mark.parametrize("args,expected", [(["trian", "r.yaml"], "No such command 'trian'. Did you mean 'train'?"),
+                                           (["train", "r.yaml", "--cv", "1"], "Invalid value for '--cv'")])
+def test_usage_errors_are_one_error_line_not_a_traceback(args, expected):
+    res = run_cli(*args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    errors = [l for l in res.stderr.splitlines() if l.startswith("Error:")]
+    assert len(errors) == 1 and expected in errors[0], res.stderr
