@@ -1,6 +1,7 @@
 """The `adapterkit` command line."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import AdapterkitError
+from .errors import AdapterkitError, Interrupted
 from .progress import quiet_libraries  # noqa: F401  (also imported from here by scripts)
 
 # Each command imports what it needs when it runs, so `adapterkit --help` and one-line errors stay quick.
@@ -57,7 +58,7 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         if resume is not None:
             _fail("--resume: not with --seeds or --cv (a repeated series continues by running the same command again)")
         base = load_recipe(recipe, overrides)
-        result = train_repeats(recipe, overrides, parse_seeds(seeds, base.training.seed) if seeds else None, cv)
+        train_repeats(recipe, overrides, parse_seeds(seeds, base.training.seed) if seeds else None, cv)
         out = Path(resolve_paths(base).training.output_dir)
         typer.echo((out / "summary.md").read_text(), nl=False)
         typer.echo(f"runs and summary in {out}")
@@ -129,11 +130,11 @@ def predict(run_dir: Path = typer.Argument(...),
     """Predict labels for texts."""
     from .inference import predict as run_predict
 
+    from .data.readers import read_text_file
+
     texts = list(text)
-    if file:
-        if not file.is_file():
-            _fail(f"--file: {file} not found")
-        texts += [l.rstrip("\n") for l in file.read_text().splitlines() if l.strip()]
+    if file:  # read (and a non-UTF-8 file refused) before the model loads
+        texts += [l.rstrip("\n") for l in read_text_file(file, "--file").splitlines() if l.strip()]
     if not texts:
         _fail("give --text TEXT or --file FILE")
     for row in run_predict(run_dir, texts):
@@ -237,6 +238,40 @@ def inspect(model_path: str = typer.Argument(..., help="Model folder or package:
     typer.echo(json.dumps(report, indent=1) if as_json else format_report(report, tree))
 
 
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Check a recipe's data before training on it.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+               set_: List[str] = typer.Option([], "--set", help="Override a recipe value, e.g. --set data.delimiter=';' (repeatable)."),
+               as_json: bool = typer.Option(False, "--json", help="Print the audit as JSON.")):
+    """Audit a recipe's data: rows, duplicates, labels, token lengths, texts shared between splits.
+
+    The data is read with the checks training runs (bad data: one error line, exit 2); warnings do not fail the
+    check. Loads the tokenizer only, never the model."""
+    from .config import resolve_paths
+    from .data.audit import audit, format_audit, to_dict
+    from .heads import HEADS
+    from .model import load_recipe
+    from .training import multitask
+    from .training.preflight import check_labels
+
+    r = resolve_paths(load_recipe(recipe, list(set_)))
+    subs = {spec.name: multitask.task_recipe(r, spec) for spec in r.tasks} if r.tasks else {"": r}
+    audits = {}
+    for name, sub in subs.items():
+        audits[name] = audit(sub)
+        check_labels(sub, HEADS[sub.task.type])  # labels unseen in training: refused as `train` refuses them
+    if as_json:
+        typer.echo(json.dumps({n: to_dict(a) for n, a in audits.items()} if r.tasks else to_dict(audits[""]), indent=1))
+    else:
+        typer.echo("\n\n".join(f"task {n}: " * bool(n) + format_audit(a) for n, a in audits.items()))
+    for name, a in audits.items():  # warnings do not fail the check: the data can still train
+        for w in a.warnings:
+            typer.echo(f"warning: {name + ': ' if name else ''}{w}", err=True)
+
+
 def _resume_flag(argv: list[str]) -> list[str]:
     """`--resume` with no value means the latest checkpoint (click has no optional option values)."""
     out = list(argv)
@@ -247,10 +282,25 @@ def _resume_flag(argv: list[str]) -> list[str]:
     return out
 
 
+def _debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """`--debug` anywhere (or ADAPTERKIT_DEBUG=1): unexpected errors print their traceback."""
+    return [a for a in argv if a != "--debug"], "--debug" in argv or os.environ.get("ADAPTERKIT_DEBUG") == "1"
+
+
+def _log_note(e: BaseException) -> str:
+    """Where training left the traceback (the run's log.jsonl), when it did."""
+    note = next((n for n in getattr(e, "__notes__", ()) if n.startswith("adapterkit-log: ")), None)
+    return f"full traceback in {note.split(': ', 1)[1]}; " if note else ""
+
+
 def main(argv=None):
     quiet_libraries()
+    argv, debug = _debug_flag(sys.argv[1:] if argv is None else list(argv))
     try:
-        app(args=_resume_flag(sys.argv[1:] if argv is None else argv), standalone_mode=False)
+        app(args=_resume_flag(argv), standalone_mode=False)
+    except Interrupted as e:
+        typer.echo(f"adapterkit: {e}", err=True)
+        sys.exit(e.exit_code)
     except AdapterkitError as e:
         typer.echo(f"adapterkit: error: {e}", err=True)
         sys.exit(2)
@@ -260,15 +310,26 @@ def main(argv=None):
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
+        typer.echo("adapterkit: interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # usage errors: typer >= 0.29 raises those of its own bundled click, older typer click's
+    except Exception as e:
         import click
 
+        # usage errors: typer >= 0.29 raises those of its own bundled click, older typer click's
         usage = tuple(c for c in (click.ClickException, getattr(typer, "TyperException", None)) if c is not None)
         if isinstance(e, usage) and hasattr(e, "show"):
             e.show()
             sys.exit(getattr(e, "exit_code", 2))
-        raise
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            typer.echo(f"adapterkit: error: no space left on device writing {e.filename or 'a file'}; free space and rerun "
+                       f"(a training run continues with --resume)", err=True)
+            sys.exit(2)
+        if debug:
+            raise
+        # Anything else is a bug or an environment problem: one line, the traceback on request.
+        msg = str(e).splitlines()[0][:300] if str(e) else ""
+        typer.echo(f"adapterkit: error: unexpected {type(e).__name__}: {msg} ({_log_note(e)}rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,11 @@ class ModelError(AdapterkitError):
 
 class RunDirError(AdapterkitError):
     pass
+
+
+class Interrupted(AdapterkitError):
+    """SIGINT or SIGTERM stopped training after writing a checkpoint: the CLI exits with 128 + the signal number."""
+
+    def __init__(self, msg: str, signum: int):
+        super().__init__(msg)
+        self.exit_code = 128 + signum

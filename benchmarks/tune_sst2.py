@@ -41,8 +41,8 @@ def main() -> None:
     res = json.loads(path.read_text()) if path.is_file() else {}
     test = ["--set", f"data.test={DATA / 'test.tsv'}"]
 
-    def save():
-        path.write_text(json.dumps(res, indent=1))
+    def save():  # paths relative to the repository, so the results name no machine
+        path.write_text(json.dumps(res, indent=1).replace(str(ROOT.parent / "shared"), "../shared").replace(str(ROOT) + "/", ""))
 
     study = WORK / "study"
     if "search" not in res:

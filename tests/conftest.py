@@ -185,3 +185,44 @@ def write_ner(dir_: Path, n_train=96, n_val=32, seed=0) -> dict:
         write_conll(dir_ / f"{split}.txt", sents, sep="\t")
         out[split] = dir_ / f"{split}.txt"
     return out
+
+
+def one_error_line(argv, capsys) -> str:
+    """`adapterkit ARGV` in this process must exit 2 with exactly one `adapterkit: error:` line on stderr: that line."""
+    from adapterkit.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert e.value.code == 2, err
+    assert len(err) == 1 and err[0].startswith("adapterkit: error: "), err
+    return err[0]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any model load fails the test: bad input must be reported before one."""
+    import adapterkit.model.assemble
+
+    def no_model_load(*a, **k):
+        raise AssertionError("a model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(adapterkit.model.assemble, "load_model", no_model_load)  # every task model is loaded there
+
+
+def run_cli(*argv) -> tuple[int, str]:
+    """`adapterkit ARGV` in this process: (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from adapterkit.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue()

@@ -5,6 +5,7 @@ Order matters: the YAML is read and the overrides applied, then the plugin modul
 from __future__ import annotations
 
 import copy
+import math
 import re
 import sys
 from pathlib import Path
@@ -16,6 +17,45 @@ from pydantic import ValidationError
 from ..errors import RecipeError
 from ..plugins import import_plugin
 from .schema import Recipe, Registries
+
+MAX_DEPTH = 64  # recipes are a few levels of sections, lists and mappings; far deeper is a broken or hostile file
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2 booleans: only true/false (any case) are booleans. YAML 1.1 also reads yes/no/on/off as
+    booleans, which turned `training.mixed_precision: no` into false; kept as strings, a string key gets the word and
+    a boolean key still accepts it (pydantic reads yes/no/on/off as booleans)."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                                        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def parse_yaml(text: str):
+    """Recipe YAML (a file or a --set value) -> Python data; RecursionError for absurdly nested input. What
+    yaml.safe_load does, with the SafeLoader subclass above: still no Python objects, only plain data."""
+    loader = RecipeLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def check_values(data, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and non-finite floats (nan, inf) anywhere, naming the key. Iterative:
+    a recursive walk would itself overflow on the deep input it is meant to refuse."""
+    stack = [(data, "", 0)]
+    while stack:
+        node, key, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            key = key if len(key) <= 60 else key[:60] + "..."
+            raise RecipeError(f"{source}: {key or 'recipe'}: nested more than {MAX_DEPTH} levels deep; a recipe is a few levels of sections and values")
+        if isinstance(node, float) and not math.isfinite(node):
+            raise RecipeError(f"{source}: {key or 'recipe'}: {node} is not a finite number")
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        stack.extend((v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in items)
+
 
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
@@ -40,9 +80,11 @@ def apply_override(data: dict, assignment: str) -> None:
     if not all(parts):
         raise RecipeError(f"--set {assignment!r}: empty key part in {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise RecipeError(f"--set {key}: the value is nested more than {MAX_DEPTH} levels deep") from None
     node = data
     for p in parts[:-1]:
         if node.get(p) is None:
@@ -75,10 +117,13 @@ def recipe_from_dict(data: Any, overrides: list[str] = (), source: str = "recipe
     settings are checked against the registries; without, only the structure is checked."""
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: expected a mapping of sections (backbone, adapter, task, data, training, export)")
+    check_values(data, source)  # before deepcopy, which recurses
     data = copy.deepcopy(data)
     before = copy.deepcopy(data.get("adapter")) if isinstance(data.get("adapter"), dict) else None
     for o in overrides:
         apply_override(data, o)
+    if overrides:
+        check_values(data, f"{source} with --set")
     if registries is not None:
         for key, name in plugin_keys(data):
             if isinstance(name, str):
@@ -122,11 +167,17 @@ def load_recipe(path: str | Path, overrides: list[str] = (), registries: Registr
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the recipe as UTF-8") from None
+    try:
+        data = parse_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    except RecursionError:  # the YAML parser recurses once per nesting level
+        raise RecipeError(f"{path}: nested more than {MAX_DEPTH} levels deep; a recipe is a few levels of sections and values") from None
     return recipe_from_dict(data, overrides, source=str(path), registries=registries)
 
 

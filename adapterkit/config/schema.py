@@ -5,10 +5,12 @@ registries handed in through pydantic's validation context (`Registries`, see co
 only the structure is checked."""
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -31,11 +33,57 @@ def registries(info: ValidationInfo) -> Registries | None:
     return ctx if isinstance(ctx, Registries) else None
 
 
+def _number_kind(ann) -> str | None:
+    """'an integer' / 'a number' for int and float fields (also inside Optional/Union); None when a bool is allowed."""
+    args = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+    if bool in args:
+        return None  # e.g. lora's init_lora_weights: bool | str
+    return "an integer" if int in args else "a number" if float in args else None
+
+
+def _model_in(ann):
+    args = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+    return next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+
+
+def number_problem(model: type[BaseModel], values: dict) -> tuple[str, str] | None:
+    """(key, message) for the first value of `values` that pydantic's lax mode would wrongly take for an int/float
+    key of `model`: a boolean (true -> 1: `batch_size: true` trained with batch size 1) or a string it reads as
+    nan/inf. Nested settings models are checked too. Used for method and head settings, which are not Sections."""
+    for key, value in values.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        sub = _model_in(field.annotation)
+        if sub is not None and isinstance(value, dict):
+            found = number_problem(sub, value)
+            if found:
+                return f"{key}.{found[0]}", found[1]
+        kind = _number_kind(field.annotation)
+        if kind and isinstance(value, bool):
+            return key, f"expected {kind}, not the boolean {str(value).lower()}"
+        if kind and isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            return key, f"{value} is not a finite number"
+    return None
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: nan/inf would slip through bounds such as `gt=0` (inf > 0) and poison training.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value, info: ValidationInfo):
+        # pydantic's lax mode reads true/false as 1/0 for int and float keys: refused, naming the key.
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kind = _number_kind(cls.model_fields[info.field_name].annotation)
+            if kind:
+                raise ValueError(f"expected {kind}, not the boolean {str(value).lower()}")
+        return value
 
 
 ROPE_TYPES = ("linear", "dynamic", "yarn", "longrope", "llama3")
+SEED_MAX = 2**32 - 1
 
 
 class BackboneConfig(Section):
@@ -83,6 +131,9 @@ class AdapterConfig(Section):
             return self
         if self.method not in reg.methods:
             raise ValueError(f"unknown adapter method {self.method!r}; expected one of {sorted(reg.methods)}")
+        problem = number_problem(reg.methods[self.method].settings, self.settings())
+        if problem:
+            raise key_error(*problem)
         reg.methods[self.method].settings.model_validate(self.settings())
         return self
 
@@ -99,6 +150,16 @@ class TaskConfig(Section):
     plugin: str | None = Field(None, description="Python module to import before the head is looked up (e.g. `examples.custom_head`), so it can "
                                                  "register its own head. This runs that module's code like a Python import; recipe strings are never evaluated.")
 
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels):
+        # A repeated name would get two indices: one of them could never be predicted, and label maps would not round-trip.
+        if labels is not None:
+            dup = next((name for i, name in enumerate(labels) if name in labels[:i]), None)
+            if dup is not None:
+                raise ValueError(f"{dup!r} is listed twice; label names must be unique")
+        return labels
+
     @model_validator(mode="after")
     def _check_type(self, info: ValidationInfo):
         reg = registries(info)  # plugins named here were imported before validation (config/load.py)
@@ -107,12 +168,15 @@ class TaskConfig(Section):
         if self.type not in reg.heads:
             raise ValueError(f"unknown task type {self.type!r}; expected one of {sorted(reg.heads)}")
         own = reg.heads[self.type].settings
+        problem = number_problem(own, dict(self.model_extra or {})) if own is not None else None
+        if problem:
+            raise key_error(*problem)
         try:
             if own is not None:
                 own.model_validate(dict(self.model_extra or {}))  # the head's own keys (e.g. threshold for multi_label)
         except ValidationError as e:
             first = e.errors()[0]
-            msg = "unknown key for this task type" if first["type"] == "extra_forbidden" else first["msg"]
+            msg = "unknown key for this task type" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
             raise ValueError(f"{'.'.join(map(str, first['loc']))}: {msg}") from None
         return self
 
@@ -153,6 +217,13 @@ class DataConfig(Section):
     conll_tag_column: int = Field(-1, description="Which CoNLL column holds the tag (0-based; negative counts from the end). The token is column 0.")
     subword_labels: Literal["first", "all"] = Field("first", description="Token classification: label only a word's first sub-token (`first`) or every sub-token "
                                                                   "(`all`, later ones get the I- tag) in training; evaluation always scores first sub-tokens.")
+    delimiter: str | None = Field(None, min_length=1, max_length=1, description="CSV/TSV field separator, one character: e.g. `;` for the "
+                                                                                "semicolon-separated CSV some spreadsheets write, `|`, or a tab (`\"\\t\"`, "
+                                                                                "double-quoted in YAML). When omitted: `,` for csv, a tab for tsv.")
+    allow_unseen_labels: bool = Field(False, description="Accept validation/test labels that no training row has (an error by default). "
+                                                         "They are added to the label map after the training labels (unless task.labels "
+                                                         "gives the map), so the head has an output for each, but it was never trained: "
+                                                         "those rows are scored, and mostly counted as errors. Labels outside task.labels stay an error.")
 
 
     @model_validator(mode="after")
@@ -194,7 +265,7 @@ class TrainingConfig(Section):
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up from zero.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norms).")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; off when null.")
-    seed: int = Field(0, description="Seed for weights, shuffling and dropout.")
+    seed: int = Field(0, description="Seed for weights, shuffling and dropout (0 to 2**32-1).")
     eval_every: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps; at each epoch's end when omitted.")
     log_every: int = Field(10, gt=0, description="Write a metrics line to log.jsonl every N optimizer steps.")
     trackers: list[str] = Field(default_factory=list, description="Experiment trackers through Accelerate, by name: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio (or all). Local ones write under RUN_DIR/trackers/.")
@@ -208,6 +279,21 @@ class TrainingConfig(Section):
     checkpoint_every: int | None = Field(500, gt=0, description="Write a resumable checkpoint (adapter, head, optimizer, scheduler, RNG states, data position) to OUTPUT_DIR/checkpoints every N optimizer steps; off when null. Continue with `adapterkit train RECIPE --resume`.")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the latest checkpoints to keep (the one at the best evaluation is kept as well).")
     on_nonfinite: Literal["stop", "skip"] = Field("stop", description="On a NaN/inf loss or gradient: `stop` with the step number (the last checkpoint stays intact), or `skip` that optimizer step and go on.")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, seed):
+        # numpy's seeding takes 0..2**32-1 only; a seed outside would fail deep inside training, after the model loaded.
+        if not 0 <= seed <= SEED_MAX:
+            raise ValueError(f"{seed} is out of range; expected an integer from 0 to {SEED_MAX} (2**32-1, what numpy and torch seeding accept)")
+        return seed
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _no_is_not_false(cls, value):
+        # YAML 1.1 reads a bare `no`/`off` as false; for this key it can only mean the `no` choice (recipes
+        # loaded by adapterkit already keep them strings; this covers dicts built by other YAML readers).
+        return "no" if value is False else value
 
 
 class ExportConfig(Section):

@@ -10,6 +10,7 @@
     prepare.py    every split of a recipe, read, checked and encoded
     loaders.py    padding collator and (length-grouped) data loaders
     packing.py    padding-free packing for causal-LM training
+    audit.py      the data audit (rows, duplicates, labels, token lengths, overlaps): `adapterkit data check`
 """
 from . import lm, text, words  # noqa: F401  (each registers its encoders)
 from .encoders import ENCODERS, Encoder, encoder_for, register_encoder

@@ -56,3 +56,17 @@ def encode_labels(values, labels: list[str] | None, kind: str, path: str, column
             raise DataError(f"data.label_column: label {name!r} in {path} is not in the label map {labels} (task.labels or the training labels)")
         out.append(index[name])
     return out
+
+
+def first_missing_label(values, kind: str) -> tuple[int, str] | None:
+    """(row, "null" | "empty" | "empty tag") of the first row without a label, else None. Null counts for every kind (a JSON Lines row
+    without the key reads as null, and would become a class named "None"); an empty string for single-label and
+    regression rows (a CSV cell left blank would become a class named ""); multi-label rows may have no labels."""
+    for i, v in enumerate(values):
+        if v is None:
+            return i, "null"
+        if kind in ("class", "float") and isinstance(v, str) and not v.strip():
+            return i, "empty"
+        if kind == "tokens" and isinstance(v, (list, tuple)) and any(t is None or not str(t).strip() for t in v):
+            return i, "empty tag"
+    return None

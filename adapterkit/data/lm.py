@@ -7,6 +7,7 @@ from ..heads import IGNORE
 from ..heads.lm import SLOT, bos_ids, label_word_ids, render_chat, render_prompt, text_ids, use_chat_template
 from .encoders import Encoder, register_encoder
 from .labels import encode_labels
+from .readers import delimiter_hint
 from .text import check_columns
 
 
@@ -16,7 +17,7 @@ def check_lm_columns(ds, cfg, path: str, field: str, need_label: bool = True) ->
         for key, col in (("data.prompt_column", cfg.prompt_column), ("data.completion_column", cfg.completion_column)):
             if col not in cols:
                 raise DataError(f"{key}: column {col!r} not in {path} (columns there: {cols}); causal_lm reads "
-                                f"{cfg.prompt_column!r}/{cfg.completion_column!r} or a {cfg.messages_column!r} list")
+                                f"{cfg.prompt_column!r}/{cfg.completion_column!r} or a {cfg.messages_column!r} list{delimiter_hint(cols)}")
     if len(ds) == 0:
         raise DataError(f"{field}: {path} has no rows")
 

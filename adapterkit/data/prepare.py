@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from ..errors import DataError
 from ..heads import task_settings
 from .encoders import encoder_for
-from .labels import label_names
+from .labels import first_missing_label, label_names
 from .readers import read_file
-from .sources import SPLITS, cv_split, describe, has_split, holdout, read_split
+from .sources import SPLITS, cv_split, describe, has_split, holdout, locate, read_split
 
 
 @dataclass
@@ -32,6 +32,7 @@ def raw_splits(recipe, head, check: bool = True, need_label: bool = True) -> tup
             ds = read_split(cfg, split)
             if check:
                 encoder_for(head).check_columns(ds, cfg, describe(cfg, split), f"data.{split}", need_label)
+                check_label_values(ds, cfg, head, split)
             raw[split] = (ds, describe(cfg, split))
     record = None
     if cfg.validation_split and "validation" not in raw:
@@ -51,29 +52,68 @@ def raw_splits(recipe, head, check: bool = True, need_label: bool = True) -> tup
     return raw, record
 
 
+def check_label_values(ds, cfg, head, split: str) -> None:
+    """Every row of a split with a label column has a label (language-model heads read no labels)."""
+    if head.label_kind == "text" or cfg.label_column not in ds.column_names:
+        return
+    missing = first_missing_label(ds[cfg.label_column], head.label_kind)
+    if missing is not None:
+        row, what = missing
+        col = repr(cfg.label_column)
+        what = {"null": f"no value for {col} (a missing key or null)", "empty": f"an empty {col}", "empty tag": f"an empty tag in {col}"}[what]
+        raise DataError(f"data.{split}: {locate(cfg, split, row)} has {what}; every row of a labelled file needs a label "
+                        f"(data.label_column)")
+
+
 def prepare(recipe, tokenizer, head, labels: list[str] | None = None) -> Prepared:
     """Read, check and tokenize every split named in the recipe."""
     cfg = recipe.data
     enc = encoder_for(head)
     raw, record = raw_splits(recipe, head)
-    ds, source = raw["train"]
-    if cfg.max_train_samples and cfg.max_train_samples < len(ds):
-        ds = ds.shuffle(seed=recipe.training.seed).select(range(cfg.max_train_samples))
-        raw["train"] = (ds, source)
+    raw = limit_rows(raw, recipe)
     if head.fit is not None:  # e.g. regression target statistics, recorded in recipe.task
-        head.fit(recipe.task, ds[cfg.label_column])
-    if head.label_kind in ("class", "multi", "tokens"):
-        labels = labels or recipe.task.labels or label_names(ds[cfg.label_column], head.label_kind)
-        if len(labels) < 2 and head.label_kind == "class":
-            raise DataError(f"data.label_column: {cfg.label_column!r} in {source} has only {len(labels)} distinct label(s); classification needs at least 2")
+        head.fit(recipe.task, raw["train"][0][cfg.label_column])
+    labels = label_map(recipe, head, raw, labels)
     out, generation = {}, {}
     for split, (ds, source) in raw.items():
-        if split != "train" and cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
-            ds = ds.select(range(cfg.max_eval_samples))
         out[split] = enc.encode(ds, tokenizer, recipe, head, labels, source, split == "train")
         if split != "train" and wants_generation(recipe, head):
             generation[split] = enc.generation(ds, tokenizer, recipe, source)
     return Prepared(out, labels, record, {s: src for s, (_, src) in raw.items()}, generation)
+
+
+def limit_rows(raw: dict, recipe) -> dict:
+    """The rows training uses: data.max_train_samples after a seeded shuffle, the first data.max_eval_samples."""
+    cfg, out = recipe.data, {}
+    for split, (ds, source) in raw.items():
+        if split == "train" and cfg.max_train_samples and cfg.max_train_samples < len(ds):
+            ds = ds.shuffle(seed=recipe.training.seed).select(range(cfg.max_train_samples))
+        elif split != "train" and cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
+            ds = ds.select(range(cfg.max_eval_samples))
+        out[split] = (ds, source)
+    return out
+
+
+def label_map(recipe, head, raw: dict, labels: list[str] | None = None) -> list[str] | None:
+    """Label names in index order (None for heads without classes): `labels` (a warm start's), task.labels, or the
+    training labels; with data.allow_unseen_labels the labels only validation/test rows have come after those, so
+    the training labels keep the indices they would have had."""
+    if head.label_kind not in ("class", "multi", "tokens"):
+        return None
+    cfg = recipe.data
+    ds, source = raw["train"]
+    given = labels or recipe.task.labels
+    labels = list(given or label_names(ds[cfg.label_column], head.label_kind))
+    if len(labels) < 2 and head.label_kind == "class":
+        raise DataError(f"data.label_column: {cfg.label_column!r} in {source} has only {len(labels)} distinct label(s); classification needs at least 2")
+    if cfg.allow_unseen_labels and not given:  # a given map is the head's: never grown
+        seen = set(labels)
+        for split, (ds, _) in raw.items():
+            if split != "train" and cfg.label_column in ds.column_names:
+                new = [l for l in label_names(ds[cfg.label_column], head.label_kind) if l not in seen]
+                labels += new
+                seen.update(new)
+    return labels
 
 
 def wants_generation(recipe, head) -> bool:

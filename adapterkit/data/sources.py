@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..hub import cache_dir, hub_snapshot
-from .readers import read_file
+from .readers import read_file, row_line
 
 SPLITS = ("train", "validation", "test")
 
@@ -76,6 +76,16 @@ def read_split(cfg, split: str, field: str | None = None):
             raise DataError(f"{field}: split {name!r} not in {cfg.name} (splits there: {list(dd)})")
         return dd[name]
     return read_file(getattr(cfg, split), cfg.format, field, cfg)
+
+
+def locate(cfg, split: str, row: int) -> str:
+    """Where row `row` (0-based) of a split read by `read_split` is, for messages: `FILE line N` for files with
+    lines, else `SOURCE row N`."""
+    if cfg.format not in ("hub", "disk") and not Path(getattr(cfg, split)).is_dir():
+        line = row_line(getattr(cfg, split), cfg.format, row, cfg)
+        if line is not None:
+            return f"{getattr(cfg, split)} line {line}"
+    return f"{describe(cfg, split)} row {row + 1}"
 
 
 def cv_split(ds, cfg, seed: int, stratify: bool) -> tuple[list[int], list[int]]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from ..errors import DataError
 from .encoders import Encoder, register_encoder
 from .labels import encode_labels
+from .readers import delimiter_hint
 
 
 def check_columns(ds, cfg, path: str, field: str, need_label: bool = True) -> None:
@@ -17,7 +18,7 @@ def check_columns(ds, cfg, path: str, field: str, need_label: bool = True) -> No
         need.append(("data.label_column", cfg.label_column))
     for key, col in need:
         if col not in cols:
-            raise DataError(f"{key}: column {col!r} not in {path} (columns there: {cols})")
+            raise DataError(f"{key}: column {col!r} not in {path} (columns there: {cols}){delimiter_hint(cols)}")
     if len(ds) == 0:
         raise DataError(f"{field}: {path} has a header but no rows")
 

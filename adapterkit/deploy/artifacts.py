@@ -17,7 +17,7 @@ from typing import Any
 from ..adapters import METHODS
 from ..config import BackboneConfig
 from ..errors import AdapterkitError
-from ..files import read_json
+from ..files import check_out_dir, new_temp_dir, read_json
 from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
 from ..model import build_task_model, is_mergeable, load_recipe, load_run
@@ -35,8 +35,10 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
     """Write a verified export of `run_dir` to `out` and return its report (also saved as export_report.json).
     Nothing lands in `out` unless verification passes."""
     run_dir, out = Path(run_dir), Path(out)
+    check_out_dir(out, "--out", ExportError)
     if out.exists() and any(out.iterdir()) and not (out / "export_report.json").is_file():
         raise ExportError(f"--out: {out} exists and is not an adapterkit export; choose an empty or new folder")
+    _check_only_exported(out)
     if fmt not in ("merged", "adapter", "onnx", "gguf"):
         raise ExportError(f"--format: {fmt!r}; expected merged, adapter, onnx or gguf")
     if quantize not in (None, "int8") or (quantize and fmt != "onnx"):
@@ -59,9 +61,7 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
     if recipe is not None and fmt in ("merged", "onnx", "gguf") and not is_mergeable(recipe):
         raise ExportError(f"export: adapter method {recipe.adapter.method!r} adds modules that cannot be merged into the weights; "
                           f"use --format adapter (loads with peft.PeftModel.from_pretrained)")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = new_temp_dir(out)  # a unique name adapterkit made: a user's own OUT.tmp folder is never touched
     try:
         if fmt == "adapter":
             report = _export_adapter(run_dir, tmp, dtype, verify_samples, tolerance)
@@ -74,10 +74,27 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
         raise
     report["files"] = _file_report(tmp)
     (tmp / "export_report.json").write_text(json.dumps(report, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
+    old = new_temp_dir(out, "old")
+    if out.exists():  # an empty folder or an earlier export (only the files its report lists): swapped out, then deleted
+        os.replace(out, old)
     os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
     return report
+
+
+def _check_only_exported(out: Path) -> None:
+    """An earlier export in `out` is replaced; a file it did not write (a user's notes, a model card) would be lost
+    with it, so it is refused instead."""
+    if not (out / "export_report.json").is_file():
+        return
+    listed = read_json(out / "export_report.json", "export report").get("files")
+    if not isinstance(listed, dict):
+        return  # a report from before file lists: nothing to compare with
+    extra = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                   if not p.is_dir() and str(p.relative_to(out)) not in listed and p.name != "export_report.json")
+    if extra:
+        raise ExportError(f"--out: {out} holds an earlier export plus files it did not write ({extra[:3]}); "
+                          f"move them away or choose a new folder (replacing the export would delete them)")
 
 
 def _file_report(folder: Path) -> dict:
@@ -258,7 +275,7 @@ def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | N
         inner.save_pretrained(tmp)
         report["loads_with"] = f"transformers.{head.auto_class.__name__}.from_pretrained"
         del merged, inner
-        reloaded = _rewrap(head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype]), head, recipe, labels, ref.tokenizer)
+        reloaded = _rewrap(head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype], use_safetensors=True), head, recipe, labels, ref.tokenizer)
         reloaded.eval()
     ref.tokenizer.save_pretrained(tmp)
     passes = {"trained": ref.trained_pass, "exported": verify.run_pass(reloaded, ref.loader, head, labels=labels, task=recipe.task)}

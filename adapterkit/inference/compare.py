@@ -10,10 +10,11 @@ from typing import Callable
 import numpy as np
 
 from .. import metrics as metrics_mod
-from ..errors import AdapterkitError, RunDirError
-from ..files import atomic_write_text, read_json
+from ..errors import AdapterkitError
+from ..data.readers import check_utf8
+from ..files import atomic_write_text, check_out_dir, read_json
 from ..heads import HEADS, task_settings
-from ..model import LoadedRun, load_recipe
+from ..model import LoadedRun, load_recipe, require_finished
 from ..model.generation import generate_batch
 from ..stats import mcnemar_exact, paired_bootstrap
 from ..training.evaluate import collect, head_metrics
@@ -61,9 +62,7 @@ def score_run(run: LoadedRun, name: str, split: str, data_file: str | None) -> S
 def _task_and_labels(run_dir) -> tuple[str, list | None]:
     """A run's task type and label map, read from its files without loading any model."""
     run = Path(run_dir)
-    for need in ("recipe.yaml", "labels.json"):
-        if not (run / need).is_file():
-            raise RunDirError(f"{run}: not a finished adapterkit run ({need} missing)")
+    require_finished(run)
     return load_recipe(run / "recipe.yaml").task.type, read_json(run / "labels.json", "label map")["labels"]
 
 
@@ -86,6 +85,10 @@ def compare(run_a, run_b=None, split: str = "test", data_file: str | None = None
     metric with its paired-bootstrap interval; McNemar's exact p for single-class predictions."""
     if baseline == (run_b is not None):
         raise CompareError("compare: give RUN_B, or --baseline to compare RUN_A with its own base model")
+    if out is not None:
+        check_out_dir(Path(out), "--out", CompareError)
+    if data_file:
+        check_utf8(data_file, "--data")
     name_a = str(run_a)
     info_a = _task_and_labels(run_a)
     if baseline:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..data.readers import jsonl_rows, read_text_file
 from ..errors import DataError, RecipeError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, check_out_file
 from ..heads import task_settings
 from ..heads.lm import GenerationSettings, bos_ids, render_chat, render_prompt, text_ids, use_chat_template
 from ..model.generation import generate_batch
@@ -23,17 +24,9 @@ def prompt_ids(recipe, tokenizer, prompt: str) -> list[int]:
 
 def read_prompts(path: Path, column: str) -> list[dict]:
     """JSON Lines rows, each with a string `column` (the recipe's data.prompt_column)."""
-    if not path.is_file():
-        raise DataError(f"--file: {path} not found")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"--file: {path} line {n} is not valid JSON: {e.msg}") from None
-        if not isinstance(row, dict) or not isinstance(row.get(column), str):
+    for n, row in jsonl_rows(Path(path), "--file"):
+        if not isinstance(row.get(column), str):
             raise DataError(f"--file: {path} line {n} has no string {column!r} (the run's data.prompt_column)")
         rows.append(row)
     if not rows:
@@ -45,6 +38,10 @@ def generate(run_dir, prompts: list[str] | None = None, max_new_tokens: int | No
              zero_shot: bool = False, file: Path | None = None, out: Path | None = None, batch_size: int | None = None) -> list[dict]:
     """Complete prompts (strings, or the rows of a JSON Lines file) with a causal_lm or label_words run, batched;
     greedy unless temperature > 0. File rows keep their fields and gain `completion`; `out` writes them as JSON Lines."""
+    if out is not None:
+        check_out_file(Path(out), "--out", DataError)
+    if file:
+        read_text_file(Path(file), "--file")  # missing or not UTF-8: said before the model loads (rows parsed once the prompt column is known)
     run = load_for_eval(run_dir, zero_shot=zero_shot)
     model, tokenizer, recipe = run.model, run.tokenizer, run.recipe
     if recipe.task.type not in ("causal_lm", "label_words"):

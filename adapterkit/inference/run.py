@@ -5,6 +5,7 @@ import torch
 
 from .. import data as data_mod
 from ..errors import DataError
+from ..data.readers import check_utf8
 from ..heads import HEADS
 from ..model import LoadedRun, load_base, load_run
 from ..progress import chunks
@@ -41,6 +42,8 @@ def eval_data(run: LoadedRun, split: str = "validation", data_file: str | None =
 
 
 def eval_run(run_dir, split: str = "validation", data_file: str | None = None, quantization=None, zero_shot: bool = False) -> dict:
+    if data_file:
+        check_utf8(data_file, "--data")  # before the model loads
     run = load_for_eval(run_dir, quantization, zero_shot)
     dl, rows = eval_data(run, split, data_file)
     result = evaluate(run.model, dl, HEADS[run.recipe.task.type], labels=run.labels, task=run.recipe.task)

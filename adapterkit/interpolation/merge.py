@@ -6,6 +6,7 @@ export work on it unchanged. The adapters are combined in float32 on a full-prec
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -14,9 +15,9 @@ import torch
 
 from ..config import save_recipe
 from ..errors import AdapterkitError
-from ..files import atomic_write_text, check_safetensors, read_json
+from ..files import atomic_write_text, check_out_dir, check_safetensors, new_temp_dir, read_json
 from ..inference import eval_run
-from ..model import load_recipe, load_run
+from ..model import RUN_FILES, load_recipe, load_run, require_finished
 
 COMBINATIONS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
 NEEDS_DENSITY = ("ties", "dare_linear", "dare_ties")
@@ -32,9 +33,7 @@ def _check_runs(runs: list[Path]):
         raise MergeError("merge: give at least two run directories")
     recipes, labels = [], []
     for run in runs:
-        for need in ("recipe.yaml", "labels.json", "head.safetensors", "adapter/adapter_config.json"):
-            if not (run / need).is_file():
-                raise MergeError(f"{run}: not a finished adapter run ({need} missing)")
+        require_finished(run, (*RUN_FILES, "adapter/adapter_config.json"), MergeError)
         recipes.append(load_recipe(run / "recipe.yaml"))
         labels.append(read_json(run / "labels.json", "label map")["labels"])
     first = recipes[0]
@@ -51,18 +50,21 @@ def _check_runs(runs: list[Path]):
 
 def merge(runs, weights: list[float] | None, out, method: str = "linear", density: float | None = None,
           evaluate: bool = True, seed: int = 0) -> dict:
-    from safetensors.torch import load_file, save_file
-
     runs, out = [Path(r) for r in runs], Path(out)
     if method not in COMBINATIONS:
         raise MergeError(f"--method: {method!r}; expected one of {list(COMBINATIONS)}")
     weights = list(weights) if weights else [1.0 / len(runs)] * len(runs)
+    if not all(math.isfinite(w) for w in weights):  # nan/inf weights give an all-NaN adapter
+        raise MergeError(f"--weights: {','.join(map(str, weights))}; every weight must be a finite number")
     if len(weights) != len(runs):
         raise MergeError(f"--weights: {len(weights)} weights for {len(runs)} runs")
+    if abs(sum(weights)) < 1e-12:  # before any model loads
+        raise MergeError("--weights: they sum to 0; the task heads are averaged with these weights, which needs a non-zero sum")
     if method in NEEDS_DENSITY:
         density = 0.5 if density is None else density
         if not 0 < density <= 1:
             raise MergeError(f"--density: {density} must be in (0, 1]")
+    check_out_dir(out, "--out", MergeError)
     if out.exists() and any(out.iterdir()):
         raise MergeError(f"--out: {out} exists and is not empty; choose a new folder")
     recipes, labels = _check_runs(runs)
@@ -80,10 +82,39 @@ def merge(runs, weights: list[float] | None, out, method: str = "linear", densit
     except ValueError as e:
         raise MergeError(f"merge: {method}: {str(e).splitlines()[0]}") from None
     _fix_rslora_scaling(model, "merged")
+    _check_finite(model, "merged")
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = new_temp_dir(out)  # a unique name adapterkit made: a user's own OUT.tmp folder is never touched
+    try:
+        info = _write_merged(model, recipe, runs, weights, labels, method, density, out, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    del model, first  # eval_run loads the merged run: one model in memory at a time
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    tmp.rename(out)
+    if evaluate:
+        info["validation"] = eval_run(out) if recipe.data.validation else None
+        atomic_write_text(out / "metrics.json", json.dumps({"validation": info["validation"]}, indent=1))
+        atomic_write_text(out / "run.json", json.dumps(info, indent=1))
+    info["out"] = str(out)
+    return info
+
+
+def _check_finite(model, name: str) -> None:
+    """The combined adapter must be finite before anything is written: extreme weights or a degenerate svd/ties
+    combination would otherwise give a run marked finished whose every prediction is NaN."""
+    bad = next((n for n, p in model.named_parameters() if name in n.split(".") and not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise MergeError(f"merge: the combined adapter has NaN or inf values ({bad}); nothing was written. "
+                         f"Check --weights and --method")
+
+
+def _write_merged(model, recipe, runs, weights, labels, method, density, out, tmp) -> dict:
+    """Everything of the merged run into `tmp`; returns its run.json info."""
+    from safetensors.torch import load_file, save_file
+
     model.save_pretrained(tmp / "peft", selected_adapters=["merged"])
     saved = tmp / "peft" / "merged" if (tmp / "peft" / "merged").is_dir() else tmp / "peft"
     shutil.move(str(saved), tmp / "adapter")
@@ -91,11 +122,12 @@ def merge(runs, weights: list[float] | None, out, method: str = "linear", densit
 
     # Heads are not adapters: combine them with the same weights, normalised to sum 1 (a weighted average),
     # so merging two heads with 0.5/0.5 gives their mean.
-    total = sum(weights)
-    if abs(total) < 1e-12:
-        raise MergeError("--weights: they sum to 0; the task heads are averaged with these weights, which needs a non-zero sum")
+    total = sum(weights)  # not 0: checked in merge()
     heads = [load_file(run / "head.safetensors") for run in runs]
     head = {k: sum(w * h[k].float() for w, h in zip(weights, heads)) / total for k in heads[0]}
+    bad = next((k for k, v in head.items() if not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise MergeError(f"merge: the averaged head has NaN or inf values ({bad}); nothing was written. Check --weights")
     save_file({k: v.to(heads[0][k].dtype).contiguous() for k, v in head.items()}, str(tmp / "head.safetensors"))
 
     cfg = json.loads((tmp / "adapter" / "adapter_config.json").read_text())
@@ -110,15 +142,6 @@ def merge(runs, weights: list[float] | None, out, method: str = "linear", densit
             "merged_from": [str(r.resolve()) for r in runs], "weights": weights, "combination": method,
             "density": density, "rank": cfg["r"]}
     atomic_write_text(tmp / "run.json", json.dumps(info, indent=1))
-    del model, first
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
-    if evaluate:
-        info["validation"] = eval_run(out) if merged_recipe.data.validation else None
-        atomic_write_text(out / "metrics.json", json.dumps({"validation": info["validation"]}, indent=1))
-        atomic_write_text(out / "run.json", json.dumps(info, indent=1))
-    info["out"] = str(out)
     return info
 
 

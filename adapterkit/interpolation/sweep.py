@@ -7,12 +7,14 @@ interpolated as 1 + s*(l - 1) (identity at 0). Writes sweep.json, sweep.md and s
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
 
 from ..adapters import METHODS
 from ..errors import AdapterkitError
+from ..files import check_out_dir
 from ..heads import HEADS
 from ..inference import verify
 from ..model import load_run
@@ -29,6 +31,9 @@ def parse_scales(text: str) -> list[float]:
         raise SweepError(f"--scales: {text!r}; expected comma-separated numbers, e.g. 0,0.25,0.5,0.75,1,1.25") from None
     if not scales:
         raise SweepError("--scales: give at least one scale, e.g. 0,0.5,1")
+    bad = next((s for s in scales if not math.isfinite(s)), None)
+    if bad is not None:  # float() reads nan and inf; a NaN scale makes every adapter weight NaN
+        raise SweepError(f"--scales: {bad} is not a finite number; expected comma-separated numbers, e.g. 0,0.5,1")
     return scales
 
 
@@ -68,6 +73,9 @@ def sweep(run_dir, scales: list[float], out: str | Path | None = None, split: st
     out = Path(out) if out else run_dir / "sweep"
     if quantization not in (None, "none", "int8", "nf4"):
         raise SweepError(f"--quantization: {quantization!r}; expected none, int8 or nf4")
+    if max_examples is not None and max_examples < 1:  # 0 used to mean "all" by accident (a falsy limit)
+        raise SweepError(f"--max-examples: {max_examples}; expected a positive number of examples (omit it for all)")
+    check_out_dir(out, "--out", SweepError)
     run = load_run(run_dir, quantization)
     model, tokenizer, recipe, labels = run.model, run.tokenizer, run.recipe, run.labels
     if METHODS[recipe.adapter.method].trains_base:

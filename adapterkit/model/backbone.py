@@ -147,7 +147,8 @@ def load_model(cfg: BackboneConfig, auto_class, quantization: str | None = None,
     """Load the checkpoint as `auto_class`. `quantization` overrides the recipe (export reloads in full precision)."""
     quantization = cfg.quantization if quantization is None else quantization
     dtype = DTYPES[cfg.dtype]
-    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, **config_kwargs)
+    # use_safetensors: transformers never falls back to a pickled pytorch_model.bin, whatever else the folder holds.
+    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_safetensors=True, **config_kwargs)
     if cfg.rope_scaling:  # merged into the model's own rope settings, so rope_theta and the rest stay
         own = dict(getattr(load_config(cfg), "rope_parameters", None) or {})
         kwargs["rope_parameters"] = {**own, **{("rope_type" if k == "type" else k): v for k, v in cfg.rope_scaling.items()}}

@@ -22,15 +22,31 @@ class LoadedRun:
     head_modules: list[str]
 
 
+RUN_FILES = ("recipe.yaml", "labels.json", "head.safetensors")
+
+
+def require_finished(run: Path, need=RUN_FILES, error=RunDirError) -> None:
+    """A run is usable only once training finished it: its files are present and run.json says `finished` (a
+    re-train or a crash leaves it `running`, `interrupted` or `failed`, whatever files sit beside it)."""
+    run = Path(run)
+    if (run / "run.json").is_file():  # its status says more than the files a crash left or did not leave
+        status = read_json(run / "run.json", "run status").get("status")
+        if status != "finished":
+            hint = {"interrupted": "continue it with `adapterkit train RECIPE --resume`",
+                    "failed": "see the error at the end of its log.jsonl, then retrain"}.get(status, "it is training, or stopped before it finished; retrain or --resume it")
+            raise error(f"{run}: the run is {status or 'unfinished'}, not finished; {hint}")
+    for name in (*need, "run.json"):
+        if not (run / name).is_file():
+            raise error(f"{run}: not a finished adapterkit run ({name} missing)")
+
+
 def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
     """Rebuild a trained model from its run directory, in eval mode."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
     run = Path(run_dir)
-    for need in ("recipe.yaml", "labels.json", "head.safetensors"):
-        if not (run / need).is_file():
-            raise RunDirError(f"{run}: not a finished adapterkit run ({need} missing)")
+    require_finished(run)
     recipe = load_recipe(run / "recipe.yaml")
     labels = read_json(run / "labels.json", "label map")["labels"]
     method = METHODS[recipe.adapter.method]
@@ -51,6 +67,13 @@ def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
     state = load_file(run / "head.safetensors")
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     device_of = next(inner.parameters()).device
+    own = inner.state_dict()
+    misfit = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if misfit:  # e.g. labels.json from another training than the head: scores would name the wrong classes
+        k = misfit[0]
+        raise RunDirError(f"{run / 'labels.json'}: {len(labels) if labels else 0} labels do not fit head.safetensors "
+                          f"({k} has shape {list(state[k].shape)}, this label map needs {list(own[k].shape)}); the run's files "
+                          f"come from different trainings: retrain it")
     result = inner.load_state_dict({k: v.to(device_of) for k, v in state.items()}, strict=False)
     if result.unexpected_keys:
         raise RunDirError(f"{run / 'head.safetensors'}: weights {result.unexpected_keys[:3]} do not fit the {recipe.task.type} head")

@@ -1,7 +1,8 @@
 """The training report: PNG plots of loss, learning rate and validation metrics against steps, and one
 self-contained `report.html` (plots embedded, final metrics table, the run's settings), built only from
-what the run directory already holds (log.jsonl, metrics.json, recipe.yaml, run.json). Works on a run that
-is still going or that stopped early: it reports what is there.
+what the run directory already holds (log.jsonl, metrics.json, recipe.yaml, run.json, and data_audit.json
+for its "Data" section when training wrote one). Works on a run that is still going or that stopped early: it
+reports what is there.
 
     plots/loss.png                 training loss (and validation loss) vs step
     plots/learning_rate.png        learning rate vs step
@@ -179,7 +180,31 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;p
 td{font-family:ui-monospace,monospace}img{max-width:100%;display:block;margin:.5em 0 1em}.note{color:#a60}"""
 
 
-def write_html(run_dir: Path, plots: list[Plot], final: dict, info: dict, recipe: dict | None, notes: list[str]) -> Path:
+def _data_section(audit: dict) -> str:
+    """The "Data" section from data_audit.json (data/audit.py `to_dict`; a multi-task run: {task: audit})."""
+    if "splits" not in audit:
+        return "".join(f"<h3>task {html.escape(str(n))}</h3>" + _data_section(a) for n, a in audit.items() if isinstance(a, dict))
+    cols = ["rows", "distinct_texts", "duplicate_rows", "conflicting_texts", "p50", "p90", "p99", "max", "truncated"]
+    names = {"distinct_texts": "distinct", "duplicate_rows": "dup rows", "conflicting_texts": "conflicting",
+             "truncated": f"&gt; {_fmt(audit.get('max_length'))} (truncated)"}
+    head = "".join(f"<th>{names.get(c, c)}</th>" for c in cols)
+    rows = ""
+    for split, sa in (audit.get("splits") or {}).items():
+        vals = dict(sa, **(sa.get("lengths") or {}))
+        rows += f"<tr><th>{html.escape(split)}</th>" + "".join(f"<td>{_fmt(vals.get(c))}</td>" for c in cols) + "</tr>"
+    out = f'<table class="data"><tr><th>split</th>{head}</tr>{rows}</table>'
+    labels = [(f"labels {split}", ", ".join(f"{k} {v}" for k, v in sa["labels"].items()))
+              for split, sa in (audit.get("splits") or {}).items() if sa.get("labels")]
+    overlaps = [(f"overlap {'/'.join(o['splits'])}", f"{o['exact']} verbatim, {o['normalized']} normalised, e.g. {o['example']!r}")
+                for o in audit.get("overlaps") or []]
+    if labels or overlaps:
+        out += _kv_table(labels + overlaps, "data-extra")
+    out += "".join(f'<p class="note">warning: {html.escape(w)}</p>' for w in audit.get("warnings") or [])
+    return out
+
+
+def write_html(run_dir: Path, plots: list[Plot], final: dict, info: dict, recipe: dict | None, notes: list[str],
+               data_audit: dict | None = None) -> Path:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>adapterkit report: {html.escape(run_dir.name)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>Training report: {html.escape(run_dir.name)}</h1>",
              f"<p>Run directory: <code>{html.escape(str(run_dir))}</code></p>"]
@@ -189,6 +214,8 @@ def write_html(run_dir: Path, plots: list[Plot], final: dict, info: dict, recipe
     summary += [(k, info[k]) for k in ("status", "started", "finished", "trainable_params", "total_params", "total_steps") if k in info]
     if summary:
         parts.append("<h2>Run</h2>" + _kv_table(summary, "run"))
+    if data_audit:
+        parts.append("<h2>Data</h2>" + _data_section(data_audit))
     if plots:
         parts.append("<h2>Plots</h2>")
     for p in plots:
@@ -228,7 +255,13 @@ def write_report(run_dir) -> Report:
         notes.append("log.jsonl has no training steps yet: nothing to plot.")
     for p in plots:
         draw(p, run_dir / "plots" / f"{p.name}.png", best_step)
-    out = write_html(run_dir, plots, final, info, recipe, notes)
+    audit = None
+    if (run_dir / "data_audit.json").is_file():
+        try:
+            audit = read_json(run_dir / "data_audit.json", "data audit")
+        except RunDirError as e:  # the audit is an extra: a damaged one costs its section, not the report
+            notes.append(str(e))
+    out = write_html(run_dir, plots, final, info, recipe, notes, audit)
     return Report(run_dir, out, plots, final, notes)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -39,6 +40,22 @@ def finished(status: Path) -> bool:
 
 
 INITIAL_ADAPTER = "adapter_init"
+# What may sit in an output folder before its run.json exists: a lock, a write probe, tracker logs.
+PRE_RUN_NAMES = {".adapterkit.lock", "trackers"}
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Entries of `folder` that adapterkit did not write, when it holds no run (empty when it does)."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / "run.json").is_file():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name not in PRE_RUN_NAMES and not p.name.startswith(".write-test-") and not _only_checkpoints(p))
+
+
+def _only_checkpoints(p: Path) -> bool:
+    """A checkpoints/ folder holding nothing but checkpoints (copied in to resume from)."""
+    return p.name == "checkpoints" and p.is_dir() and all(re.match(r"^\.?(tmp-)?step-\d+$", c.name) for c in p.iterdir())
 
 
 class RunWriter:
@@ -46,12 +63,18 @@ class RunWriter:
         self.dir = Path(run_dir)
         self.recipe = recipe
         self.on_log = None  # optional callback for each record, e.g. forwarding to experiment trackers
+        self.info = None    # run.json's content, once start() has written it
 
     def check_writable(self) -> None:
-        """Before any expensive work: refuse to clobber a finished run; make sure we can write."""
+        """Before any expensive work: refuse to clobber a finished run or a folder adapterkit did not create (training
+        clears a run's checkpoints/ and replaces its files: they must be ours); make sure we can write."""
         status = self.dir / "run.json"
         if finished(status) and not self.recipe.training.overwrite:
             raise RunDirError(f"training.output_dir: {self.dir} holds a finished run; choose another output_dir or set training.overwrite=true")
+        foreign = foreign_entries(self.dir)
+        if foreign:
+            raise RunDirError(f"training.output_dir: {self.dir} is not empty and is not an adapterkit run (no run.json; holds "
+                              f"{foreign[:3]}); choose a new or empty folder")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / f".write-test-{os.getpid()}"  # one per process: ranks probe the same folder at once
@@ -61,13 +84,15 @@ class RunWriter:
             raise RunDirError(f"training.output_dir: cannot write to {self.dir}: {e.strerror}") from None
 
     def start(self, tokenizer, labels, info: dict, resume: bool = False) -> None:
+        # The status first: from here until finish() the folder is not a usable run, so a crash in a re-train never
+        # leaves the new label map beside the old weights looking finished.
+        self.info = dict(info, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        atomic_write_text(self.dir / "run.json", json.dumps(self.info, indent=1))
         for stale in ("metrics.json",) if resume else ("metrics.json", "log.jsonl"):  # a resumed run appends to its log
             (self.dir / stale).unlink(missing_ok=True)
         save_recipe(self.recipe, self.dir / "recipe.yaml")
         atomic_write_text(self.dir / "labels.json", json.dumps({"labels": labels}, indent=1))
         tokenizer.save_pretrained(self.dir / "tokenizer")
-        self.info = dict(info, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        atomic_write_text(self.dir / "run.json", json.dumps(self.info, indent=1))
 
     def write_json(self, name: str, data) -> None:
         atomic_write_text(self.dir / name, json.dumps(data, indent=1))
@@ -112,6 +137,12 @@ class RunWriter:
             cfg = json.loads(config.read_text())
             cfg["base_model_name_or_path"], cfg["revision"] = base, self.recipe.backbone.revision
             atomic_write_text(config, json.dumps(cfg, indent=2))
+
+    def set_status(self, status: str, **extra) -> None:
+        """`interrupted` (a checkpoint to resume from) or `failed` (the error in the log); never usable as a run."""
+        if self.info is not None:
+            self.info.update(status=status, **extra)
+            atomic_write_text(self.dir / "run.json", json.dumps(self.info, indent=1))
 
     def finish(self, final: dict) -> None:
         """Final metrics, then the status that makes the run usable."""

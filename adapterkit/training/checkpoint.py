@@ -33,7 +33,8 @@ from ..runs.rundir import finished as run_finished
 
 DIRNAME = "checkpoints"
 STEP_RE = re.compile(r"^step-(\d+)$")
-# Test hook (tests/training/test_resume.py): "STEP:SECONDS" sleeps inside the save of that step, before the rename.
+# Test hook (tests/training/test_resume.py, test_faults.py): "STEP:SECONDS" sleeps inside the checkpoint save of that
+# step, before the rename; "final:SECONDS" after the final weights are written, before the run is marked finished.
 SLEEP_ENV = "ADAPTERKIT_TEST_SLEEP_IN_SAVE"
 
 
@@ -193,6 +194,34 @@ def check_output_dir(recipe, resume: str | None, run_dir=None) -> Path | None:
     return None
 
 
+# ---- what a resume must not change -----------------------------------------------------------------------------
+
+# Keys a resume may change: where the run writes, how often it logs, saves or evaluates, and the test split; not
+# what a training step computes (a changed batch size or learning rate would be ignored by the restored state).
+RESUME_MAY_CHANGE = ("training.output_dir", "training.overwrite", "training.checkpoint_every", "training.keep_checkpoints",
+                     "training.log_every", "training.trackers", "training.eval_batch_size", "training.eval_every",
+                     "data.test", "data.max_test_samples")
+
+
+def settings(recipe) -> dict:
+    """The resolved recipe as flat `section.key` values, without the keys a resume may change."""
+    flat: dict = {}
+
+    def walk(prefix: str, value):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = value
+
+    walk("", recipe.model_dump(mode="json"))
+    return {k: v for k, v in flat.items() if not k.startswith(RESUME_MAY_CHANGE)}
+
+
+def changed_settings(saved: dict, now: dict) -> list[str]:
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+
+
 # ---- saving and loading -----------------------------------------------------------------------------------------
 
 def trainable_state(model, keys: set[str] | None = None) -> dict[str, torch.Tensor]:
@@ -268,9 +297,10 @@ class Checkpointer:
     files, each writes its own RNG state."""
 
     def __init__(self, run_dir, accelerator, model, optimizer, scheduler, streams: dict[str, Stream], sampler=None,
-                 keep: int = 2, keys: set[str] | None = None):
+                 keep: int = 2, keys: set[str] | None = None, settings: dict | None = None):
         self.root = checkpoints_dir(run_dir)
         self.keys = keys
+        self.settings = settings
         self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.streams, self.sampler = streams, sampler
         self.keep = keep
@@ -309,10 +339,10 @@ class Checkpointer:
             if self.sampler is not None:
                 trees["task_sampler"] = _encode(self.sampler.state(), tensors, "task_sampler")
             _save_tensors(tensors, tmp / "optimizer.safetensors")
-            _sleep_hook(pos.step)
+            pause_for_tests(pos.step)
             _write_json(tmp / "state.json", dict(position=asdict(pos), streams=streams, has_best=best_state is not None,
                                                  processes=acc.num_processes, saved=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                 **trees))
+                                                 settings=self.settings, **trees))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -340,6 +370,10 @@ class Checkpointer:
         if state.get("processes", 1) != acc.num_processes:
             raise RunDirError(f"--resume: {ckpt} was written by {state['processes']} process(es); "
                               f"resume it with the same number (now {acc.num_processes}) to continue exactly")
+        changed = changed_settings(state["settings"], self.settings) if state.get("settings") is not None and self.settings is not None else []
+        if changed:
+            raise RunDirError(f"--resume: the recipe changed since {ckpt} was written ({'; '.join(changed[:3])}); resume with "
+                              f"the recipe that wrote it, or start over with training.overwrite=true")
         if sorted(state.get("streams", {})) != sorted(self.streams):
             raise RunDirError(f"--resume: {ckpt} holds the tasks {sorted(state.get('streams', {}))}, this recipe trains "
                               f"{sorted(self.streams)}; resume with the recipe that wrote it")
@@ -387,9 +421,9 @@ def sampler_generator(dataloader) -> torch.Generator | None:
     return getattr(dataloader, "generator", None)
 
 
-def _sleep_hook(step: int) -> None:
+def pause_for_tests(point) -> None:
     spec = os.environ.get(SLEEP_ENV)
     if spec:
         at, seconds = spec.split(":")
-        if int(at) == step:
+        if at == str(point):
             time.sleep(float(seconds))

@@ -9,7 +9,12 @@ with a `TaskSampler` choosing which task's next batch each step trains on. Every
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sys
 import time
+import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,13 +25,16 @@ from .. import data as data_mod
 from ..adapters import method_settings
 from ..adapters.lora import residual_init
 from ..config import Recipe
-from ..errors import RecipeError
+from ..data.audit import audit, to_dict as audit_dict
+from ..errors import Interrupted, RecipeError
 from ..heads import HEADS, Head
 from ..model import build, trainable_parameters, warmstart
 from ..model.backbone import load_tokenizer, pin_revision
 from ..progress import progress, stage  # bars quiet in non-interactive logs; see progress.py
 from ..runs import RunWriter, write_report_safely
+from ..runs.lock import locked
 from . import checkpoint, distributed, multitask, switches, tracking
+from .interrupt import StopRequest
 from .evaluate import evaluate, generated_text_metrics, lower_is_better
 from .nonfinite import NonFiniteGuard
 
@@ -145,15 +153,32 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
     """Train the recipe; write the run directory (and, for multi-task recipes, one per task); return the final
     metrics. `resume`: "latest" (the newest checkpoint in the run directory), a checkpoint folder, or a run folder.
     `on_eval(step, value)` sees the early-stopping metric after each evaluation (a search's pruner; it may raise to stop)."""
+    run_dir = Path(run_dir or recipe.training.output_dir)
+    writer = RunWriter(run_dir, recipe)
+    writer.check_writable()
+    # One writer per folder; under `accelerate launch` the main process holds the lock for all ranks.
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with locked(run_dir, "training.output_dir") if main_rank else nullcontext(), StopRequest() as stop_request:
+        try:
+            return _train(recipe, run_dir, writer, resume, on_eval, stop_request)
+        except Interrupted:
+            raise
+        except BaseException as e:
+            if writer.info is not None and writer.info.get("status") == "running":  # the run started: say why it stopped
+                reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {str(e)[:500]}"
+                writer.log(dict(event="error", error=reason, traceback=traceback.format_exc()))
+                writer.set_status("failed", error=reason)
+                e.add_note(f"adapterkit-log: {run_dir / 'log.jsonl'}")
+            raise
+
+
+def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None, on_eval, stop_request: StopRequest) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     t = recipe.training
     multi = bool(recipe.tasks)
-    run_dir = Path(run_dir or t.output_dir)
-    writer = RunWriter(run_dir, recipe)
-    writer.check_writable()
     resume_from = checkpoint.check_output_dir(recipe, resume, run_dir)
     switches.check(recipe, [s.task.type for s in recipe.tasks] if multi else [recipe.task.type])
     if multi:
@@ -213,12 +238,10 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
     es = t.early_stopping
     lower = lower_is_better(es.metric, es.mode)
     ckpt = checkpoint.Checkpointer(run_dir, accelerator, model, optimizer, scheduler, {n: k.stream for n, k in tasks.items()},
-                                   job.sampler, t.keep_checkpoints, trained_keys)
+                                   job.sampler, t.keep_checkpoints, trained_keys, checkpoint.settings(recipe))
     pos, best_state = checkpoint.Position(), None
     if resume_from is not None:
         pos, best_state = ckpt.load(resume_from)
-    else:
-        ckpt.clear()
     guard = NonFiniteGuard(t.on_nonfinite, accelerator, writer, run_dir)
     if accelerator.is_main_process:
         info = dict(trainable_params=n_train, total_params=n_total, total_steps=total_steps, backbone=backbone, **job.info)
@@ -227,6 +250,13 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
                         sampling_weights=multitask.sampling_weights(sizes, recipe.multitask.sampling, recipe.multitask.temperature))
         writer.start(tokenizer, {n: k.labels for n, k in tasks.items()} if multi else tasks["main"].labels, info,
                      resume=resume_from is not None)
+        audits = {n: audit(k.recipe, tokenizer) for n, k in tasks.items()}  # the data as read: duplicates, overlaps, truncation
+        writer.write_json("data_audit.json", {n: audit_dict(a) for n, a in audits.items()} if multi else audit_dict(audits["main"]))
+        writer.log(dict(event="data_audit", rows={n: {s: sa.rows for s, sa in a.splits.items()} for n, a in audits.items()},
+                        truncated={n: {s: sa.truncated for s, sa in a.splits.items()} for n, a in audits.items()},
+                        warnings=[w for a in audits.values() for w in a.warnings]))
+        for w in (w for a in audits.values() for w in a.warnings):
+            print(f"warning: {w}", file=sys.stderr)
         holdouts = {n: k.holdout for n, k in tasks.items() if k.holdout}
         if holdouts:
             writer.write_json("data_split.json", holdouts if multi else holdouts["main"])
@@ -235,6 +265,8 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
         start = dict(event="start", trainable_params=n_train, total_params=n_total, trainable_share=round(n_train / n_total, 6),
                      total_steps=total_steps, processes=n_proc)
         writer.log(dict(start, tasks=sizes) if multi else start)
+    if resume_from is None:  # after start() marked the folder unfinished: old checkpoints go only once it is
+        ckpt.clear()
 
     def evaluate_split(n: str, k: Task, loader, split: str) -> dict:
         result = evaluate(views[n], loader, k.head, accelerator, desc=f"{n} {split}" if multi else split, labels=k.labels, task=k.recipe.task)
@@ -263,6 +295,12 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
     counts = {n: pos.batches.get(n, 0) for n in tasks}
     bar = progress(total=total_steps, initial=step, desc="train", disable=not accelerator.is_main_process)
     stop = step >= total_steps
+
+    def position() -> checkpoint.Position:
+        return checkpoint.Position(step=step, seen=seen, best=best, best_step=best_step, bad_evals=bad_evals, windows=windows,
+                                   batches=dict(counts), elapsed_s=time.perf_counter() - t0, eval_s=eval_s)
+
+    stop_request.armed = True  # from here a signal waits for the end of the step
     while not stop:
         name = job.sampler.next() if job.sampler is not None else "main"
         task = tasks[name]
@@ -331,11 +369,17 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
                 if accelerator.is_main_process:
                     writer.log(dict(event="early_stop", step=step, best_step=best_step))
                 stop = True
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps and not stop:
-            ckpt.save(checkpoint.Position(step=step, seen=seen, best=best, best_step=best_step, bad_evals=bad_evals, windows=windows,
-                                          batches=dict(counts), elapsed_s=time.perf_counter() - t0, eval_s=eval_s), best_state)
+        saved = t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps and not stop
+        if saved:
+            ckpt.save(position(), best_state)
         if step >= total_steps:
             stop = True
+        signum = None if stop else stop_request.poll(accelerator)
+        if signum is not None:
+            stop_request.armed = False
+            bar.close()
+            _interrupt(signum, step, total_steps, None if saved else ckpt.save(position(), best_state), ckpt, writer, accelerator)
+    stop_request.armed = False
     bar.close()
     train_s = max(time.perf_counter() - t0 - eval_s, 1e-9)
     unwrapped = accelerator.unwrap_model(model)
@@ -366,6 +410,7 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
             _write_task_runs(job, unwrapped, final, tokenizer, run_dir, total_steps, n_train)
         else:
             writer.save_weights(unwrapped, job.head_modules)
+        checkpoint.pause_for_tests("final")
         writer.finish(final)
         tracking.log_final(accelerator, final, step)
         for k in tasks.values() if multi else ():
@@ -374,6 +419,18 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
+
+
+def _interrupt(signum: int, step: int, total: int, saved, ckpt, writer: RunWriter, accelerator) -> None:
+    """The loop was asked to stop: the checkpoint of this step is written; mark the run and say how to go on."""
+    where = saved or checkpoint.list_checkpoints(ckpt.root.parent)[-1]
+    name = signal.Signals(signum).name
+    if accelerator.is_main_process:
+        writer.log(dict(event="interrupted", signal=name, step=step, checkpoint=str(where)))
+        writer.set_status("interrupted", signal=name, step=step)
+    accelerator.end_training()
+    raise Interrupted(f"interrupted by {name} at step {step} of {total}; checkpoint {where}; continue with the same "
+                      f"command and --resume", signum)
 
 
 def _write_task_runs(job: Job, joint, final: dict, tokenizer, run_dir: Path, total_steps: int, n_train: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import data as data_mod
 from ..adapters import METHODS, check_targets
 from ..errors import ModelError, RecipeError
+from ..files import check_safetensors
 from ..heads import HEADS
 from ..model.backbone import load_config, resolve_path
 from ..model.assemble import uses_native
@@ -64,10 +65,37 @@ def check_model(recipe, head) -> None:
             model = auto_class.from_config(config, trust_remote_code=recipe.backbone.trust_remote_code)
         check_targets(model, targets)
     folder = resolve_path(recipe.backbone)
-    if not any(folder.glob("*.safetensors")):
+    check_weights(folder)
+    check_tokenizer(folder)
+    positions = getattr(config, "max_position_embeddings", None)
+    factor = (recipe.backbone.rope_scaling or {}).get("factor", 1)
+    if positions and recipe.data.max_length > positions * factor:  # found here, not as an index error in the first batch
+        longer = "; backbone.rope_scaling trains longer sequences" if head.label_kind == "text" else ""
+        raise RecipeError(f"data.max_length: {recipe.data.max_length} is more than the {int(positions * factor)} positions "
+                          f"{recipe.backbone.path} has (max_position_embeddings{' x rope_scaling.factor' if factor != 1 else ''}){longer}")
+
+
+# The weights transformers loads with use_safetensors=True: a stray small *.safetensors beside pickled weights must
+# not pass, or the pickle would be read after all.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+
+
+def check_weights(folder) -> None:
+    if not any((folder / n).is_file() for n in WEIGHT_FILES):
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-        raise ModelError(f"backbone.path: {folder} has no .safetensors weights{f' (found {pickles[:3]})' if pickles else ''}; "
-                         f"adapterkit loads weights only through safetensors (pickled checkpoints can run code)")
+        raise ModelError(f"backbone.path: {folder} has no model.safetensors weights{f' (found {pickles[:3]})' if pickles else ''}; "
+                         f"adapterkit loads weights only through safetensors (pickled checkpoints can run code); convert it once, "
+                         f"where you trust the file: AutoModel.from_pretrained(DIR).save_pretrained(NEW_DIR)")
+    single = folder / "model.safetensors"
+    if single.is_file():  # a truncated download fails here in a second, not inside the loader
+        check_safetensors(single, "backbone")
+
+
+def check_tokenizer(folder) -> None:
+    if not any((folder / n).is_file() for n in TOKENIZER_FILES):
+        raise ModelError(f"backbone.path: {folder} has no tokenizer files (one of {list(TOKENIZER_FILES)}); without them every "
+                         f"word would become an unknown token: copy the tokenizer of the model into the folder")
 
 
 def check_labels(recipe, head) -> None:
@@ -75,6 +103,8 @@ def check_labels(recipe, head) -> None:
     if head.label_kind not in ("class", "multi", "tokens"):
         return
     cfg = recipe.data
+    if cfg.allow_unseen_labels and not recipe.task.labels:  # they join the label map (data/prepare.py label_map)
+        return
     raw, _ = data_mod.raw_splits(recipe, head, check=False)
     known = recipe.task.labels
     source = "task.labels"
@@ -90,7 +120,8 @@ def check_labels(recipe, head) -> None:
             continue
         unknown = [l for l in data_mod.label_names(ds[cfg.label_column], head.label_kind) if l not in set(known)]
         if unknown:
-            raise RecipeError(f"data.{split}: label(s) {unknown[:5]} in {where} are not among {source} {list(known)[:20]}")
+            hint = "" if recipe.task.labels else " (data.allow_unseen_labels: true adds them to the label map, untrained)"
+            raise RecipeError(f"data.{split}: label(s) {unknown[:5]} in {where} are not among {source} {list(known)[:20]}{hint}")
 
 
 GENERATED_KEYS = {"rouge": "rougeL"}  # generated-text modules reporting under another key (rouge: rouge1/2/L/Lsum)

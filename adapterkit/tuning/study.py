@@ -7,22 +7,21 @@ best_recipe.yaml, trials.csv / trials.md and report.html with the optimisation h
 from __future__ import annotations
 
 import csv
-import fcntl
 import gc
 import io
 import json
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ..config import apply_override, resolve_paths
-from ..errors import AdapterkitError, RecipeError, RunDirError
+from ..errors import AdapterkitError, RecipeError
 from ..files import atomic_write_text
 from ..progress import quiet_libraries
+from ..runs.lock import locked
 from ..model import load_recipe
 from ..stats import mean_sd
 from ..training import preflight, train
@@ -211,22 +210,6 @@ def _base_data(s: Search) -> dict:
     return data
 
 
-@contextmanager
-def locked(out: Path):
-    out.mkdir(parents=True, exist_ok=True)
-    f = open(out / "tune.lock", "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise RunDirError(f"--out: another adapterkit tune is running in {out} (tune.lock)") from None
-    try:
-        yield
-    finally:
-        fcntl.flock(f, fcntl.LOCK_UN)
-        f.close()
-
-
 def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", metric: str | None = None,
          timeout: float | None = None, jobs: int = 1, pruner: str = "median", out=None, folds: int | None = None,
          seed: int = 0) -> dict:
@@ -254,7 +237,7 @@ def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", me
     check_space(s)
     check_parent(out)
     preflight(base)
-    with locked(out):
+    with locked(out, "--out", "tune.lock"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = open_study(s)
         record = settings_record(s)

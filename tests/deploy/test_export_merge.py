@@ -262,7 +262,7 @@ def test_merge_rejects_bad_input(runs, tmp_path):
         merge([a, b], None, tmp_path / "m", method="average")
     with pytest.raises(MergeError, match="--weights: 3 weights for 2 runs"):
         merge([a, b], [1, 1, 1], tmp_path / "m")
-    with pytest.raises(MergeError, match="not a finished adapter run"):
+    with pytest.raises(MergeError, match="not a finished adapterkit run"):
         merge([a, tmp_path], None, tmp_path / "m")
     assert not (tmp_path / "m").exists()
 

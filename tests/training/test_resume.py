@@ -1,8 +1,6 @@
 """Checkpoints and exact resume: SIGKILL mid-epoch and during a checkpoint save, then `--resume` gives the same
 final adapter and head weights, bit for bit, as a run that was never interrupted. The killed runs are real
 subprocesses; the reference and the resumed runs go through the same CLI in this process (faster)."""
-import contextlib
-import io
 import json
 import os
 import signal
@@ -17,8 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from adapterkit.training import checkpoint
-from adapterkit.cli import main
-from conftest import ROOT, tiny_recipe, write_sentiment
+from conftest import ROOT, run_cli, tiny_recipe, write_sentiment
 
 pytestmark = pytest.mark.slow  # every test here trains a model
 
@@ -44,16 +41,7 @@ def setup(tiny_bert, tmp_path_factory):
     return d, recipe
 
 
-def _main(*argv) -> tuple[int, str]:
-    """`adapterkit ARGV` in this process: (exit code, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as e:
-            code = e.code
-    return code, err.getvalue()
+_main = run_cli
 
 
 def _env(**extra):
@@ -146,6 +134,42 @@ def test_sigkill_during_checkpoint_save_keeps_previous_checkpoint(setup):
     code, err = _main("train", str(r), "--resume", str(found[-1]))
     assert code == 0, err
     assert not tmp.exists()  # the next save cleaned the half-written folder up
+    _assert_bit_identical(run, d / "reference")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_training_writes_a_checkpoint_then_resume_is_bit_exact(setup, sig):
+    """Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, a checkpoint of it is written, the command exits
+    128 + the signal number with one line saying how to continue; --resume then ends bit-identical. A changed
+    batch size is refused on resume (the restored state would ignore it)."""
+    d, recipe = setup
+    name = f"signalled_{sig.name}"
+    r, run = recipe(name), d / name
+    # The save of step 12 pauses 2 s: the signal lands during it or in the steps right after.
+    proc = subprocess.Popen([sys.executable, "-m", "adapterkit.cli", "train", str(r)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=_env(**{checkpoint.SLEEP_ENV: "12:2"}))
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / ".tmp-step-00000012" / "optimizer.safetensors").is_file():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "step 12 not reached"
+        time.sleep(0.01)
+    os.kill(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=120)
+    err = [l for l in stderr.splitlines() if l.strip()]
+    assert proc.returncode == 128 + sig, stderr[-2000:]
+    assert len(err) == 1 and f"interrupted by {sig.name} at step" in err[0] and "--resume" in err[0], err
+    info = json.loads((run / "run.json").read_text())
+    step = info["step"]
+    assert info["status"] == "interrupted" and 12 <= step < 24
+    assert checkpoint.list_checkpoints(run)[-1].name == f"step-{step:08d}"
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["event"] == "interrupted"
+
+    code, err = _main("eval", str(run))  # not a usable run until it finishes
+    assert code == 2 and "the run is interrupted, not finished" in err
+    code, err = _main("train", str(r), "--resume", "--set", "training.batch_size=4")
+    assert code == 2 and err.strip().count("\n") == 0 and "the recipe changed" in err and "training.batch_size: 8 -> 4" in err, err
+    code, err = _main("train", str(r), "--resume")
+    assert code == 0, err
     _assert_bit_identical(run, d / "reference")
 
 

@@ -121,7 +121,7 @@ def test_bad_space_value_and_lock_are_one_line(tiny_bert, tmp_path, capsys):
     from adapterkit.cli import main
     from adapterkit.errors import RecipeError, RunDirError
     from adapterkit.tuning import tune
-    from adapterkit.tuning.study import locked
+    from adapterkit.runs.lock import locked
 
     r, s = _setup(tmp_path, tiny_bert, space={"adapter.dropout": {"low": 0.0, "high": 1.5}})
     with pytest.raises(RecipeError, match=r"space.yaml: adapter.dropout: 1.5 does not give a valid recipe: .*adapter.dropout"):
@@ -131,9 +131,9 @@ def test_bad_space_value_and_lock_are_one_line(tiny_bert, tmp_path, capsys):
             main(["tune", str(r), *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and expected in err[0], err
-    with locked(tmp_path / "x"):
-        with pytest.raises(RunDirError, match=r"another adapterkit tune is running in .*x \(tune.lock\)"):
-            with locked(tmp_path / "x"):
+    with locked(tmp_path / "x", "--out", "tune.lock"):
+        with pytest.raises(RunDirError, match=rf"--out: .*x is in use by another adapterkit process \(PID {os.getpid()}\)"):
+            with locked(tmp_path / "x", "--out", "tune.lock"):
                 pass
 
 
