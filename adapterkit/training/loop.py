@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -26,7 +25,7 @@ from ..adapters import method_settings
 from ..adapters.lora import residual_init
 from ..config import Recipe
 from ..data.audit import audit, to_dict as audit_dict
-from ..errors import Interrupted, RecipeError
+from ..errors import AdapterkitError, Interrupted, RecipeError
 from ..heads import HEADS, Head
 from ..model import build, trainable_parameters, warmstart
 from ..model.backbone import load_tokenizer, pin_revision
@@ -166,9 +165,10 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
         except BaseException as e:
             if writer.info is not None and writer.info.get("status") == "running":  # the run started: say why it stopped
                 reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {str(e)[:500]}"
-                writer.log(dict(event="error", error=reason, traceback=traceback.format_exc()))
+                if not isinstance(e, (AdapterkitError, FloatingPointError, KeyboardInterrupt)):  # those already said why
+                    writer.log(dict(event="error", error=reason, traceback=traceback.format_exc()))
+                    e.add_note(f"adapterkit-log: {run_dir / 'log.jsonl'}")
                 writer.set_status("failed", error=reason)
-                e.add_note(f"adapterkit-log: {run_dir / 'log.jsonl'}")
             raise
 
 
@@ -255,8 +255,6 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
         writer.log(dict(event="data_audit", rows={n: {s: sa.rows for s, sa in a.splits.items()} for n, a in audits.items()},
                         truncated={n: {s: sa.truncated for s, sa in a.splits.items()} for n, a in audits.items()},
                         warnings=[w for a in audits.values() for w in a.warnings]))
-        for w in (w for a in audits.values() for w in a.warnings):
-            print(f"warning: {w}", file=sys.stderr)
         holdouts = {n: k.holdout for n, k in tasks.items() if k.holdout}
         if holdouts:
             writer.write_json("data_split.json", holdouts if multi else holdouts["main"])
@@ -364,7 +362,13 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
                 bad_evals += 1
             log_evals(results, step, best=improved)
             if on_eval is not None:
-                on_eval(step, value)
+                try:
+                    on_eval(step, value)
+                except Exception as e:  # the caller stopped the run (a search's pruner): not a failure
+                    if accelerator.is_main_process:
+                        writer.log(dict(event="stopped", step=step, reason=str(e)[:200] or type(e).__name__))
+                        writer.set_status("stopped", step=step)
+                    raise
             if es.patience and bad_evals >= es.patience:
                 if accelerator.is_main_process:
                     writer.log(dict(event="early_stop", step=step, best_step=best_step))

@@ -14,7 +14,8 @@ from . import multitask
 from .checkpoint import check_output_dir
 
 
-def preflight(recipe, resume: str | None = None) -> None:
+def preflight(recipe, resume: str | None = None, output: bool = True) -> None:
+    """`output=False`: the recipe's output_dir is not where it trains (a search's trials each get their own)."""
     resolve_path(recipe.backbone)
     method = METHODS[recipe.adapter.method]
     if method.trains_base and recipe.backbone.quantization != "none":
@@ -26,14 +27,16 @@ def preflight(recipe, resume: str | None = None) -> None:
         subs = [recipe]
     for sub in subs:
         check_data_files(sub, HEADS[sub.task.type])
-    RunWriter(recipe.training.output_dir, recipe).check_writable()
+    if output:
+        RunWriter(recipe.training.output_dir, recipe).check_writable()
     for sub in subs:
         head = HEADS[sub.task.type]
         check_model(sub, head)
         check_labels(sub, head)
         if not recipe.tasks:  # a multi-task run selects on TASK/METRIC or a mean: checked at the first evaluation
             check_early_stopping(sub, head)
-    check_output_dir(recipe, resume)
+    if output:
+        check_output_dir(recipe, resume)
 
 
 def check_data_files(recipe, head) -> None:

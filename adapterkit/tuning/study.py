@@ -236,7 +236,7 @@ def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", me
             p.grid(s.space_file)
     check_space(s)
     check_parent(out)
-    preflight(base)
+    preflight(base, output=False)  # trials write below --out, each into its own folder
     with locked(out, "--out", "tune.lock"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = open_study(s)

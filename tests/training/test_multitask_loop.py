@@ -136,7 +136,7 @@ def test_nan_in_one_task_stops_like_a_single_task_run(tiny_bert, tmp_path, nan_h
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "run")] == ["step-00000002", "step-00000004"]
     log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[-1] == {"event": "stopped", "step": 5, "reason": "loss is nan"}
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "running"
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
     NAN.update(call=None)
     final = train(recipe_from_dict(data), resume="latest")  # fixed: continue from the last good checkpoint
     assert final["train"]["steps"] == 12

@@ -58,7 +58,7 @@ def test_nan_stops_with_step_and_last_checkpoint_loads(tiny_bert, sentiment_file
     assert all(torch.isfinite(v).all() for v in weights.values())
     events = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert events[-1] == {"event": "stopped", "step": 5, "reason": "loss is nan"}
-    assert json.loads((run / "run.json").read_text())["status"] == "running"  # not marked finished
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"  # not marked finished
 
     NAN_AT.update(call=None)  # the cause is fixed: continue from the last good checkpoint
     final = train(_recipe(tiny_bert, sentiment_files, run, "stop"), resume="latest")
