@@ -1,6 +1,7 @@
 """Text inputs (one text, or a text pair, per row) -> token ids and encoded labels."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from ..errors import DataError
@@ -44,8 +45,10 @@ def tokenize(ds, tokenizer, cfg, labels, kind: str, path: str, target_norm=None,
                 out["labels"] = [(y - mean) / std for y in out["labels"]]
         return out
 
+    # An explicit fingerprint: `datasets` would otherwise hash `encode` with dill, tokenizer and all (seconds per map).
+    key = repr((ds._fingerprint, tokenizer.name_or_path, len(tokenizer), cfg.model_dump_json(), labels, kind, target_norm))
     return ds.map(encode, batched=True, batch_size=4096, with_indices=True, remove_columns=ds.column_names,
-                  desc=f"tokenizing {Path(str(path)).name}")
+                  desc=f"tokenizing {Path(str(path)).name}", new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32])
 
 
 def encode_text(ds, tokenizer, recipe, head, labels, path: str, train: bool = False):
