@@ -226,3 +226,17 @@ def run_cli(*argv) -> tuple[int, str]:
         except SystemExit as e:
             code = e.code
     return code, err.getvalue()
+
+
+def wait_for(proc, ready, what: str = "the pause point", timeout: float = 240) -> None:
+    """Poll until `ready()` while the subprocess `proc` runs; fail (killing it) if it ends first or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before {what}: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{what} not reached in time")
+        time.sleep(0.01)

@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from adapterkit.training import checkpoint
-from conftest import ROOT, run_cli, tiny_recipe, write_sentiment
+from conftest import ROOT, run_cli, tiny_recipe, wait_for, write_sentiment
 
 pytestmark = pytest.mark.slow  # every test here trains a model
 
@@ -38,15 +37,7 @@ def _start(recipe: Path, pause: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def _wait(proc: subprocess.Popen, ready) -> None:
-    deadline = time.monotonic() + 240
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"training ended early: {proc.stderr.read()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("pause point not reached in time")
-        time.sleep(0.01)
+
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -71,7 +62,7 @@ def test_a_retrain_killed_midway_leaves_no_run_that_loads(tiny_bert, tmp_path):
     second = _recipe(tmp_path, tiny_bert, out, "second.yaml", task={"type": "sequence_classification", "labels": ["pos", "neg"]},
                      training={"overwrite": True})
     proc = _start(second, "4:300")
-    _wait(proc, lambda: (out / "checkpoints" / ".tmp-step-00000004" / "optimizer.safetensors").is_file())
+    wait_for(proc, lambda: (out / "checkpoints" / ".tmp-step-00000004" / "optimizer.safetensors").is_file())
     _kill(proc)
     assert json.loads((out / "labels.json").read_text())["labels"] == ["pos", "neg"]
     _refused_everywhere(out, tmp_path, "running")
@@ -81,7 +72,7 @@ def test_a_run_killed_during_its_final_save_is_not_usable_and_trains_again(tiny_
     out = tmp_path / "run"
     recipe = _recipe(tmp_path, tiny_bert, out)
     proc = _start(recipe, "final:300")  # the final weights are written, the run not yet marked finished
-    _wait(proc, lambda: (out / "head.safetensors").is_file())
+    wait_for(proc, lambda: (out / "head.safetensors").is_file())
     _kill(proc)
     _refused_everywhere(out, tmp_path, "running")
     code, err = _main("train", str(recipe), "--resume")  # from its last checkpoint, to the end
@@ -94,7 +85,7 @@ def test_a_second_writer_is_refused_while_the_first_trains(tiny_bert, tmp_path):
     recipe = _recipe(tmp_path, tiny_bert, out)
     proc = _start(recipe, "2:60")
     try:
-        _wait(proc, lambda: (out / "checkpoints" / ".tmp-step-00000002" / "optimizer.safetensors").is_file())
+        wait_for(proc, lambda: (out / "checkpoints" / ".tmp-step-00000002" / "optimizer.safetensors").is_file())
         code, err = _main("train", str(recipe), "--set", "training.overwrite=true")
         assert code == 2 and len(err) == 1, err
         assert f"in use by another adapterkit process (PID {proc.pid})" in err[0]

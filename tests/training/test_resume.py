@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from adapterkit.training import checkpoint
-from conftest import ROOT, run_cli, tiny_recipe, write_sentiment
+from conftest import ROOT, run_cli, tiny_recipe, wait_for, write_sentiment
 
 pytestmark = pytest.mark.slow  # every test here trains a model
 
@@ -56,14 +55,7 @@ def _start_and_kill(recipe: Path, run: Path, ready, sleep_spec: str):
     proc = subprocess.Popen([sys.executable, "-m", "adapterkit.cli", "train", str(recipe)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=_env(**{checkpoint.SLEEP_ENV: sleep_spec}))
-    deadline = time.monotonic() + 240
-    while not ready(run):
-        if proc.poll() is not None:
-            pytest.fail(f"training ended before the kill point: {proc.stderr.read()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("kill point not reached in time")
-        time.sleep(0.01)
+    wait_for(proc, lambda: ready(run), "the kill point")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -148,11 +140,7 @@ def test_a_signal_mid_training_writes_a_checkpoint_then_resume_is_bit_exact(setu
     # The save of step 12 pauses 2 s: the signal lands during it or in the steps right after.
     proc = subprocess.Popen([sys.executable, "-m", "adapterkit.cli", "train", str(r)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=_env(**{checkpoint.SLEEP_ENV: "12:2"}))
-    deadline = time.monotonic() + 240
-    while not (run / "checkpoints" / ".tmp-step-00000012" / "optimizer.safetensors").is_file():
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert time.monotonic() < deadline, "step 12 not reached"
-        time.sleep(0.01)
+    wait_for(proc, lambda: (run / "checkpoints" / ".tmp-step-00000012" / "optimizer.safetensors").is_file(), "step 12")
     os.kill(proc.pid, sig)
     _, stderr = proc.communicate(timeout=120)
     err = [l for l in stderr.splitlines() if l.strip()]
