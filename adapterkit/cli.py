@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import AdapterkitError, Interrupted
+from .errors import AdapterkitError, Collapsed, Interrupted
 from .progress import quiet_libraries  # noqa: F401  (also imported from here by scripts)
 
 # Each command imports what it needs when it runs, so `adapterkit --help` and one-line errors stay quick.
@@ -30,9 +30,27 @@ def _echo_metrics(result: dict) -> None:
         typer.echo(f"\n{name + ': ' if name else ''}entity-level report\n{text}")
 
 
+def _echo_headline(selection: dict | None) -> None:
+    """One line: the headline metric, its split and which weights it scores."""
+    h = (selection or {}).get("headline")
+    if h:
+        note = f" ({h['note']})" if h.get("note") else ""
+        typer.echo(f"headline: {h['split']} {h['metric']} {h['value']} with the {selection['weights']} weights{note}")
+
+
 def _fail(msg: str):
     # typer.Exit is swallowed under standalone_mode=False; main() turns this into the one-line error, exit 2.
     raise AdapterkitError(msg)
+
+
+def _process_started() -> float | None:
+    """When this process began (the command's start-up: interpreter, imports, recipe checks)."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # psutil comes with Accelerate; without it the timings leave start-up out
+        return None
 
 
 @app.command()
@@ -65,8 +83,9 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         return
     r = resolve_paths(load_recipe(recipe, overrides))
     preflight(r, resume=resume)
-    final = run_train(r, resume=resume)
+    final = run_train(r, resume=resume, started=_process_started())
     _echo_metrics(final)
+    _echo_headline(final.get("selection"))
     typer.echo(f"run directory: {r.training.output_dir}")
 
 
@@ -301,6 +320,9 @@ def main(argv=None):
     except Interrupted as e:
         typer.echo(f"adapterkit: {e}", err=True)
         sys.exit(e.exit_code)
+    except Collapsed as e:
+        typer.echo(f"adapterkit: error: {e}", err=True)
+        sys.exit(3)
     except AdapterkitError as e:
         typer.echo(f"adapterkit: error: {e}", err=True)
         sys.exit(2)

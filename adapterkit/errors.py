@@ -21,6 +21,10 @@ class RunDirError(AdapterkitError):
     pass
 
 
+class Collapsed(AdapterkitError):
+    """An evaluation found degenerate predictions and the recipe says `training.on_collapse: stop` (exit 3)."""
+
+
 class Interrupted(AdapterkitError):
     """SIGINT or SIGTERM stopped training after writing a checkpoint: the CLI exits with 128 + the signal number."""
 

@@ -134,7 +134,10 @@ def tiny_recipe(model_dir: Path, files: dict, out: Path, **sections) -> dict:
         "adapter": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
         "task": {"type": "sequence_classification"},
         "data": {"train": str(files["train"]), "validation": str(files["validation"]), "max_length": 32},
-        "training": {"output_dir": str(out), "epochs": 2, "batch_size": 8, "lr": 5e-3, "log_every": 2, "seed": 0},
+        # float32: thresholds tuned on tiny random models stay put on any CPU (`auto` picks bf16 where the CPU has it;
+        # tests/model/test_fast_paths.py and tests/training/test_collapse.py train under it)
+        "training": {"output_dir": str(out), "epochs": 2, "batch_size": 8, "lr": 5e-3, "log_every": 2, "seed": 0,
+                     "mixed_precision": "no"},
     }
     for k, v in sections.items():
         r.setdefault(k, {}).update(v)

@@ -98,7 +98,7 @@ class BackboneConfig(Section):
     rope_scaling: dict[str, Any] | None = Field(None, description="Position interpolation for a longer context, as transformers' config takes it: "
                                                                   "{rope_type: linear | dynamic | yarn, factor: F, ...}; merged into the model's own "
                                                                   "rope settings (rope_theta kept), saved with the run and in exports.")
-    int8_matmul: Literal["bitsandbytes", "dequantize"] = Field("bitsandbytes", description="How frozen int8 weights are multiplied in training: bitsandbytes' int8 matmul, or `dequantize` each layer to the compute dtype + dense GEMM (same int8 storage; faster on GPU, no activation quantization). See adapterkit/fast_int8.py.")
+    int8_matmul: Literal["bitsandbytes", "dequantize"] = Field("dequantize", description="How frozen int8 weights are multiplied: `dequantize` each layer to the compute dtype (bf16 under bf16 mixed precision) + dense GEMM (same int8 storage; no activation quantization, the input is not kept for backward; several times faster than bitsandbytes' CPU inference matmul), or `bitsandbytes`' own int8 matmul. See adapterkit/model/fast_int8.py.")
 
     @model_validator(mode="after")
     def _check_rope(self):
@@ -270,14 +270,15 @@ class TrainingConfig(Section):
     log_every: int = Field(10, gt=0, description="Write a metrics line to log.jsonl every N optimizer steps.")
     trackers: list[str] = Field(default_factory=list, description="Experiment trackers through Accelerate, by name: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio (or all). Local ones write under RUN_DIR/trackers/.")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="`auto`: bf16 on GPUs that support it, fp16 on other GPUs, none on CPU.")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="`auto`: bf16 on GPUs that support it, fp16 on other GPUs; on CPU bf16 where the CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), none elsewhere. `no`: float32 throughout.")
     group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
     packing: bool = Field(False, description="Causal LM only: pack each batch's samples into rows of data.max_length tokens with no padding between them; position ids restart per sample and attention never crosses samples.")
-    loss_chunk_tokens: int | None = Field(None, gt=0, description="Causal LM only: compute the LM head and cross-entropy this many tokens at a time, never holding the full logits; off when null.")
+    loss_chunk_tokens: int | None = Field(None, ge=0, description="Causal LM only: compute the LM head and cross-entropy this many tokens at a time, never holding the full logits (the same loss). null: 1024 for causal LM heads whose LM head has no adapter (a SmolLM2 run's peak memory fell by more than half, benchmarks/results/smollm2_causal_cpu.md); 0: off, the model's own loss over the full logits.")
     compile: bool = Field(False, description="Run the model through torch.compile (Accelerate's dynamo_backend=inductor). Off by default: compiling costs minutes up front and recompiles for new batch shapes; measure it with benchmarks/sst2_cpu.py (arm adapterkit_compile).")
     overwrite: bool = Field(False, description="Allow training into an output_dir that holds a finished run (or an unfinished run's checkpoints, which are then deleted).")
     checkpoint_every: int | None = Field(500, gt=0, description="Write a resumable checkpoint (adapter, head, optimizer, scheduler, RNG states, data position) to OUTPUT_DIR/checkpoints every N optimizer steps; off when null. Continue with `adapterkit train RECIPE --resume`.")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the latest checkpoints to keep (the one at the best evaluation is kept as well).")
+    on_collapse: Literal["warn", "stop"] = Field("warn", description="When an evaluation after warmup finds degenerate predictions (one class for every example or token, entity F1 0 while the gold has entities, accuracy no better than the commonest class): `warn` in the console, log.jsonl, metrics.json `warnings` and the report, or `stop` the run (status failed, exit 3).")
     on_nonfinite: Literal["stop", "skip"] = Field("stop", description="On a NaN/inf loss or gradient: `stop` with the step number (the last checkpoint stays intact), or `skip` that optimizer step and go on.")
 
     @field_validator("seed")

@@ -42,7 +42,7 @@ def _numeric(d: dict) -> dict:
 def score_run(run: LoadedRun, name: str, split: str, data_file: str | None) -> Scored:
     recipe, labels = run.recipe, run.labels
     head = HEADS[recipe.task.type]
-    dl, rows = eval_data(run, split, data_file)
+    dl, rows = eval_data(run, split, data_file, by_length=False)  # both sides in the file's order: paired by index
     if rows is not None:  # generated-text metrics: one generation per prompt, corpus metrics on any subset
         names = tuple(task_settings(recipe.task).generation_metrics)
         prompts, references = rows

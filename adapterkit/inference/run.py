@@ -11,6 +11,7 @@ from ..model import LoadedRun, load_base, load_run
 from ..progress import chunks
 from ..training import evaluate
 from ..training.evaluate import generated_text_metrics
+from ..training.precision import autocast
 
 
 def load_for_eval(run_dir, quantization=None, zero_shot: bool = False) -> LoadedRun:
@@ -19,9 +20,10 @@ def load_for_eval(run_dir, quantization=None, zero_shot: bool = False) -> Loaded
     return load_base(run_dir, quantization) if zero_shot else load_run(run_dir, quantization)
 
 
-def eval_data(run: LoadedRun, split: str = "validation", data_file: str | None = None):
+def eval_data(run: LoadedRun, split: str = "validation", data_file: str | None = None, by_length: bool = True):
     """The loader of a split of the run's recipe (or of a file with the same columns), and the (prompts, references)
-    for generated-text metrics when the recipe asks for them (else None)."""
+    for generated-text metrics when the recipe asks for them (else None). `by_length`: longest examples first, as
+    training's evaluations batch them (metrics ignore order); False keeps the file's order (per-example pairing)."""
     tokenizer, recipe, labels = run.tokenizer, run.recipe, run.labels
     head = HEADS[recipe.task.type]
     if data_file:
@@ -34,7 +36,8 @@ def eval_data(run: LoadedRun, split: str = "validation", data_file: str | None =
         ds, has_labels = data_mod.load_eval_split(recipe, tokenizer, head, labels, split)
     if not has_labels:
         raise DataError(f"{path}: no {recipe.data.label_column!r} column to score against")
-    dl = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False)
+    # Longest first, as training's evaluations batch (metrics ignore order): the same batches, the same numbers.
+    dl = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False, by_length=by_length)
     rows = None
     if data_mod.wants_generation(recipe, head):  # generated-text metrics, before (--zero-shot) or after tuning alike
         rows = data_mod.load_generation_rows(recipe, tokenizer, head, split=None if data_file else split, path=data_file)
@@ -46,8 +49,9 @@ def eval_run(run_dir, split: str = "validation", data_file: str | None = None, q
         check_utf8(data_file, "--data")  # before the model loads
     run = load_for_eval(run_dir, quantization, zero_shot)
     dl, rows = eval_data(run, split, data_file)
-    result = evaluate(run.model, dl, HEADS[run.recipe.task.type], labels=run.labels, task=run.recipe.task)
-    result.update(generated_text_metrics(run.model, run.tokenizer, run.recipe.task, rows))
+    with autocast(run.recipe.training.mixed_precision, next(run.model.parameters()).device.type):
+        result = evaluate(run.model, dl, HEADS[run.recipe.task.type], labels=run.labels, task=run.recipe.task)
+        result.update(generated_text_metrics(run.model, run.tokenizer, run.recipe.task, rows))
     return result
 
 

@@ -10,6 +10,7 @@ from ..adapters import is_mergeable as adapter_mergeable
 from ..errors import ModelError
 from ..heads import HEADS, Head, HeadContext, HeadModel
 from .backbone import checkpoint_dir, is_decoder, load_config, load_model, load_tokenizer
+from .fast_dropout import use_fast_dropout
 from .fast_int8 import use_dequantize_path
 
 
@@ -143,9 +144,11 @@ def prepare_backbone(model, recipe) -> None:
 
 
 def finish_model(model, recipe, quantization=None) -> None:
-    """After the adapter: frozen int8 layers through dequantize + dense GEMM when the recipe asks for it."""
+    """After the adapter: frozen int8 layers through dequantize + dense GEMM (unless the recipe asks for
+    bitsandbytes' matmul), and dropout from the cheaper CPU mask (fast_dropout.py)."""
     if recipe.backbone.int8_matmul == "dequantize" and (quantization or recipe.backbone.quantization) == "int8":
         use_dequantize_path(model)
+    use_fast_dropout(model)
 
 
 def build(recipe, labels, quantization=None, device=None, tokenizer=None):

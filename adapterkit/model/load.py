@@ -9,7 +9,7 @@ from ..adapters import METHODS
 from ..errors import DataError, RunDirError
 from ..files import check_safetensors, read_json
 from ..heads import HEADS
-from .assemble import after_peft, build_task_model
+from .assemble import after_peft, build_task_model, finish_model
 from .recipe import load_recipe
 
 
@@ -77,6 +77,7 @@ def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
     result = inner.load_state_dict({k: v.to(device_of) for k, v in state.items()}, strict=False)
     if result.unexpected_keys:
         raise RunDirError(f"{run / 'head.safetensors'}: weights {result.unexpected_keys[:3]} do not fit the {recipe.task.type} head")
+    finish_model(model, recipe, quantization)
     model.eval()
     return LoadedRun(model, tokenizer, recipe, labels, head_modules)
 
@@ -96,5 +97,6 @@ def load_base(run_dir, quantization=None) -> LoadedRun:
     labels = read_json(run / "labels.json", "label map")["labels"]
     tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
     model, head_modules = build_task_model(recipe, labels, quantization, tokenizer=tokenizer)
+    finish_model(model, recipe, quantization)
     model.eval()
     return LoadedRun(model, tokenizer, recipe, labels, head_modules)

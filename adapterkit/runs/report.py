@@ -141,8 +141,12 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
+# Keys of metrics.json that are not evaluated splits.
+NOT_SPLITS = ("train", "timings", "peak_rss_mib", "selection", "warnings")
+
+
 def _metrics_table(final: dict) -> str:
-    eval_splits = {s: m for s, m in final.items() if s != "train" and isinstance(m, dict)}
+    eval_splits = {s: m for s, m in final.items() if s not in NOT_SPLITS and isinstance(m, dict)}
     if not eval_splits:
         return "<p>No final metrics yet (the run has not finished).</p>"
     names = sorted({k for m in eval_splits.values() for k, v in m.items() if _number(v)}, key=lambda k: (k != "loss", k))
@@ -209,11 +213,21 @@ def write_html(run_dir: Path, plots: list[Plot], final: dict, info: dict, recipe
              f"<style>{_CSS}</style></head><body>", f"<h1>Training report: {html.escape(run_dir.name)}</h1>",
              f"<p>Run directory: <code>{html.escape(str(run_dir))}</code></p>"]
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
+    if final.get("warnings"):
+        parts.append("<h2>Warnings</h2>" + "".join(f'<p class="note">warning: {html.escape(w)}</p>' for w in final["warnings"]))
     parts.append("<h2>Final metrics</h2>" + _metrics_table(final))
-    summary = [(k, v) for k, v in (final.get("train") or {}).items()]
+    sel = final.get("selection") or {}
+    summary = [("weights scored", sel["weights"])] if sel.get("weights") else []
+    if sel.get("headline"):
+        h = sel["headline"]
+        summary.append(("headline", f"{h['split']} {h['metric']} {h['value']}" + (f" ({h['note']})" if h.get("note") else "")))
+    summary += [(k, v) for k, v in (final.get("train") or {}).items()]
     summary += [(k, info[k]) for k in ("status", "started", "finished", "trainable_params", "total_params", "total_steps") if k in info]
     if summary:
         parts.append("<h2>Run</h2>" + _kv_table(summary, "run"))
+    if final.get("timings"):
+        parts.append("<h2>Time</h2><p>Wall seconds of each part of the command (the report's own time is not in this "
+                     "page's copy).</p>" + _kv_table(list(final["timings"].items()), "timings"))
     if data_audit:
         parts.append("<h2>Data</h2>" + _data_section(data_audit))
     if plots:

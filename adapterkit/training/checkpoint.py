@@ -200,7 +200,7 @@ def check_output_dir(recipe, resume: str | None, run_dir=None) -> Path | None:
 # what a training step computes (a changed batch size or learning rate would be ignored by the restored state).
 RESUME_MAY_CHANGE = ("training.output_dir", "training.overwrite", "training.checkpoint_every", "training.keep_checkpoints",
                      "training.log_every", "training.trackers", "training.eval_batch_size", "training.eval_every",
-                     "data.test", "data.max_test_samples")
+                     "data.test", "data.max_test_samples", "training.on_collapse")
 
 
 def settings(recipe) -> dict:

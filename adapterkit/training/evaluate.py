@@ -59,7 +59,11 @@ def collect(model, loader, head, accelerator=None, desc="eval") -> Collected:
 
 def evaluate(model, loader, head, accelerator=None, desc="eval", labels=None, task=None) -> dict[str, float]:
     """Loss and the head's metrics over a dataloader."""
-    c = collect(model, loader, head, accelerator, desc)
+    return score(collect(model, loader, head, accelerator, desc), head, labels, task)
+
+
+def score(c: Collected, head, labels=None, task=None) -> dict[str, float]:
+    """Loss and the head's metrics of one collected pass."""
     result = {"loss": round(c.loss_sum / max(c.n, 1), 6)}
     if c.preds is not None:
         result.update(head_metrics(head, c.preds, c.refs, labels, task))

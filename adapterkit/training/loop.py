@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -25,7 +26,7 @@ from ..adapters import method_settings
 from ..adapters.lora import residual_init
 from ..config import Recipe
 from ..data.audit import audit, to_dict as audit_dict
-from ..errors import AdapterkitError, Interrupted, RecipeError
+from ..errors import AdapterkitError, Collapsed, Interrupted, RecipeError
 from ..heads import HEADS, Head
 from ..model import build, trainable_parameters, warmstart
 from ..model.backbone import load_tokenizer, pin_revision
@@ -34,16 +35,10 @@ from ..runs import RunWriter, write_report_safely
 from ..runs.lock import locked
 from . import checkpoint, distributed, multitask, switches, tracking
 from .interrupt import StopRequest
-from .evaluate import evaluate, generated_text_metrics, lower_is_better
+from . import collapse
+from .evaluate import collect, generated_text_metrics, lower_is_better, score
 from .nonfinite import NonFiniteGuard
-
-
-def mixed_precision(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
+from .precision import cpu_has_bf16, mixed_precision  # noqa: F401  (cpu_has_bf16: re-exported)
 
 
 def param_groups(model, recipe: Recipe, head_modules):
@@ -148,10 +143,11 @@ def selection(results: dict[str, dict], metric: str, multi: bool) -> float:
 
 
 def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None,
-          on_eval: Callable[[int, float], None] | None = None) -> dict:
+          on_eval: Callable[[int, float], None] | None = None, started: float | None = None) -> dict:
     """Train the recipe; write the run directory (and, for multi-task recipes, one per task); return the final
     metrics. `resume`: "latest" (the newest checkpoint in the run directory), a checkpoint folder, or a run folder.
-    `on_eval(step, value)` sees the early-stopping metric after each evaluation (a search's pruner; it may raise to stop)."""
+    `on_eval(step, value)` sees the early-stopping metric after each evaluation (a search's pruner; it may raise to stop).
+    `started`: when the command began (time.time()), so the timings name its start-up too."""
     run_dir = Path(run_dir or recipe.training.output_dir)
     writer = RunWriter(run_dir, recipe)
     writer.check_writable()
@@ -159,7 +155,7 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
     main_rank = os.environ.get("RANK", "0") == "0"
     with locked(run_dir, "training.output_dir") if main_rank else nullcontext(), StopRequest() as stop_request:
         try:
-            return _train(recipe, run_dir, writer, resume, on_eval, stop_request)
+            return _train(recipe, run_dir, writer, resume, on_eval, stop_request, Timings(started))
         except Interrupted:
             raise
         except BaseException as e:
@@ -172,7 +168,41 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
             raise
 
 
-def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None, on_eval, stop_request: StopRequest) -> dict:
+@dataclass
+class Timings:
+    """Wall seconds of each part of a training command, what the user waits for (metrics.json `timings`), and the
+    process's peak resident memory at the end of each part (`peak_rss_mib`), which says which part raised it."""
+    started: float | None = None
+    parts: dict = field(default_factory=dict)
+    peaks: dict = field(default_factory=dict)
+    _mark: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self):
+        if self.started is not None:
+            self.parts["start-up"] = round(max(time.time() - self.started, 0.0), 2)
+            self.peaks["start-up"] = _peak_rss_mib()
+
+    def lap(self, name: str, seconds: float | None = None) -> None:
+        """Close the part `name` (the time since the last lap, or `seconds` when given)."""
+        now = time.perf_counter()
+        self.parts[name] = round(self.parts.get(name, 0.0) + (now - self._mark if seconds is None else seconds), 2)
+        self.peaks[name] = _peak_rss_mib()
+        self._mark = now
+
+    def total(self) -> dict:
+        return dict(self.parts, total=round(sum(self.parts.values()), 2))
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None, on_eval, stop_request: StopRequest,
+           timings: Timings) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -183,6 +213,7 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
     switches.check(recipe, [s.task.type for s in recipe.tasks] if multi else [recipe.task.type])
     if multi:
         multitask.check_method(recipe)
+    _fresh_state_for(mixed_precision(t.mixed_precision))
     accelerator = Accelerator(mixed_precision=mixed_precision(t.mixed_precision), gradient_accumulation_steps=t.gradient_accumulation,
                               **tracking.accelerator_kwargs(t.trackers, run_dir),
                               **distributed.accelerator_kwargs(find_unused_parameters=multi),
@@ -191,8 +222,10 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
     tracking.start(accelerator, recipe, writer, run_dir)
     set_seed(t.seed)
     tokenizer = load_tokenizer(recipe.backbone)
+    timings.lap("set-up")
     with stage("reading and tokenizing data"):
         tasks = _prepare_tasks(recipe, tokenizer)
+    timings.lap("reading and tokenizing data")
     source = None
     if recipe.adapter.init_from:  # checked before any model loads: a head fits only its own classes
         if multi:
@@ -202,6 +235,7 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
     set_seed(t.seed)
     with stage("loading backbone and adapter"):
         job = _build_job(recipe, tasks, accelerator.device if accelerator.device.type == "cuda" else None, tokenizer)
+    timings.lap("loading the model")
     model = job.model
     if source is not None:
         job.info["init_from"] = warmstart.apply(model, source, tasks["main"].labels)
@@ -215,7 +249,7 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
     n_proc = accelerator.num_processes
     train_dls = {n: data_mod.dataloader(k.splits["train"], tokenizer, t.batch_size, True, t.seed, t.group_by_length, n_proc,
                                         collate_fn=switches.train_collator(k.recipe, tokenizer)) for n, k in tasks.items()}
-    eval_dls = {n: data_mod.dataloader(k.splits["validation"], tokenizer, t.eval_batch_size, False, t.seed, False)
+    eval_dls = {n: data_mod.dataloader(k.splits["validation"], tokenizer, t.eval_batch_size, False, t.seed, False, by_length=True)
                 for n, k in tasks.items() if "validation" in k.splits}
     sizes = {n: len(dl) for n, dl in train_dls.items()}  # batches per epoch of each task
     steps_per_epoch = math.ceil(sum(sizes.values()) / (t.gradient_accumulation * n_proc))
@@ -268,11 +302,39 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
     if resume_from is None:  # after start() marked the folder unfinished: old checkpoints go only once it is
         ckpt.clear()
 
+    warnings: list[str] = []  # metrics.json `warnings`: each finding once, with the step it was first seen
+    # Early evaluations are often one-class (a healthy tiny NER run tagged all-O for its first quarter): a finding counts
+    # when two evaluations in a row in the second half of training show it, or when the weights the run ends with do.
+    collapse_from = max(int(t.warmup_ratio * total_steps), total_steps // 2)
+    findings: dict[str, list[str]] = {}  # task -> findings of its latest validation evaluation
+
     def evaluate_split(n: str, k: Task, loader, split: str) -> dict:
-        result = evaluate(views[n], loader, k.head, accelerator, desc=f"{n} {split}" if multi else split, labels=k.labels, task=k.recipe.task)
+        c = collect(views[n], loader, k.head, accelerator, desc=f"{n} {split}" if multi else split)
+        result = score(c, k.head, k.labels, k.recipe.task)
         if not multi:  # generated-text metrics (causal LM): batched generation with the adapter in place
             result.update(generated_text_metrics(accelerator.unwrap_model(model), tokenizer, k.recipe.task, k.generation.get(split)))
+        if split == "validation":
+            findings[n] = collapse.findings(k.head, c.preds, c.refs, result, k.labels)
         return result
+
+    def check_collapse(at: int, previous: dict[str, list[str]], at_end: bool) -> None:
+        for n, found in findings.items():
+            seen = found if at_end else [f for f in found if f in previous.get(n, ())] if at >= collapse_from else []
+            report_collapse(at, f"task {n}: " if multi else "", seen)
+
+    def report_collapse(at: int, prefix: str, found: list[str]) -> None:
+        new = [f for f in found if not any(w.endswith(prefix + f) for w in warnings)]
+        if not new:
+            return
+        msg = collapse.message(at, [prefix + f for f in new])
+        warnings.extend(f"step {at}: {prefix}{f}" for f in new)
+        if accelerator.is_main_process:
+            writer.log(dict(event="warning", step=at, kind="collapse", message=msg))
+            print(f"adapterkit: warning: {msg}", file=sys.stderr, flush=True)
+        if t.on_collapse == "stop":
+            if accelerator.is_main_process:
+                writer.log(dict(event="stopped", step=at, reason="collapsed"))
+            raise Collapsed(msg)
 
     def evaluate_all() -> dict[str, dict]:
         return {n: evaluate_split(n, k, k.eval_loader, "validation") for n, k in tasks.items() if k.eval_loader is not None}
@@ -300,6 +362,7 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
         return checkpoint.Position(step=step, seen=seen, best=best, best_step=best_step, bad_evals=bad_evals, windows=windows,
                                    batches=dict(counts), elapsed_s=time.perf_counter() - t0, eval_s=eval_s)
 
+    timings.lap("set-up")
     stop_request.armed = True  # from here a signal waits for the end of the step
     while not stop:
         name = job.sampler.next() if job.sampler is not None else "main"
@@ -351,6 +414,7 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
         at_epoch_end = step % steps_per_epoch == 0
         if eval_dls and ((t.eval_every and step % t.eval_every == 0) or (not t.eval_every and at_epoch_end) or step == total_steps):
             e0 = time.perf_counter()
+            previous = dict(findings)
             results = evaluate_all()
             last_eval = (step, results)
             eval_s += time.perf_counter() - e0
@@ -371,6 +435,7 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
                         writer.log(dict(event="stopped", step=step, reason=str(e)[:200] or type(e).__name__))
                         writer.set_status("stopped", step=step)
                     raise
+            check_collapse(step, previous, at_end=step >= total_steps and best_step == step)
             if es.patience and bad_evals >= es.patience:
                 if accelerator.is_main_process:
                     writer.log(dict(event="early_stop", step=step, best_step=best_step))
@@ -388,6 +453,8 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
     stop_request.armed = False
     bar.close()
     train_s = max(time.perf_counter() - t0 - eval_s, 1e-9)
+    timings.lap("training", train_s - pos.elapsed_s + pos.eval_s)
+    timings.lap("evaluations during training", eval_s - pos.eval_s)
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None and best_step != step:
         unwrapped.load_state_dict(best_state, strict=False)
@@ -398,9 +465,12 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
             same = last_eval is not None and last_eval[0] == step and best_step == step and n in last_eval[1]
             res["validation"] = last_eval[1][n] if same else evaluate_split(n, k, k.eval_loader, "validation")
         if "test" in k.splits:
-            test_dl = accelerator.prepare(data_mod.dataloader(k.splits["test"], tokenizer, t.eval_batch_size, False, t.seed, False))
+            test_dl = accelerator.prepare(data_mod.dataloader(k.splits["test"], tokenizer, t.eval_batch_size, False, t.seed, False,
+                                                              by_length=True))
             res["test"] = evaluate_split(n, k, test_dl, "test")
         results[n] = res
+    if eval_dls:
+        check_collapse(best_step or step, {}, at_end=True)  # the weights the run ends with
     train_info = dict(steps=step, examples=seen, seconds=round(train_s, 2), examples_per_s=round(seen / train_s, 2),
                       best_step=best_step, trainable_params=n_train)
     if multi:
@@ -410,6 +480,10 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
         log_evals({n: res["validation"] for n, res in results.items() if "validation" in res}, step)
     else:
         final = dict(results["main"], train=train_info)
+        final["selection"] = _selection(results["main"], es.metric, best_step, step, bool(eval_dls) and best_state is not None)
+    if warnings:
+        final["warnings"] = list(warnings)
+    timings.lap("final evaluation")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if multi:
@@ -417,14 +491,42 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
         else:
             writer.save_weights(unwrapped, job.head_modules)
         checkpoint.pause_for_tests("final")
-        writer.finish(final)
+        writer.finish(dict(final, timings=timings.total()))
+        timings.lap("saving")
         tracking.log_final(accelerator, final, step)
         for k in tasks.values() if multi else ():
             write_report_safely(k.recipe.training.output_dir)
         write_report_safely(run_dir)
+        timings.lap("report")
+        final.update(timings=timings.total(), peak_rss_mib=timings.peaks)
+        writer.write_json("metrics.json", final)  # again, with the report's time and the memory peaks
+        writer.log(dict(event="timings", **final["timings"], peak_rss_mib=timings.peaks))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
+
+
+def _selection(result: dict, metric: str, best_step: int | None, step: int, selected: bool) -> dict:
+    """Which weights the final metrics come from and which split is the honest headline: a split that chose the
+    checkpoint reports an optimistic number, so the held-out test split heads the run when there is one."""
+    chosen = selected and best_step is not None and best_step != step
+    out = dict(weights=f"best step {best_step}" if chosen else f"final (step {step})", chosen_on="validation" if chosen else None)
+    split = "test" if "test" in result else ("validation" if "validation" in result else None)
+    if split is not None and metric in result[split]:
+        out["headline"] = dict(split=split, metric=metric, value=result[split][metric])
+        if split == "validation" and chosen:
+            out["headline"]["note"] = "validation chose these weights: optimistic; add data.test for a held-out number"
+    return out
+
+
+def _fresh_state_for(precision: str) -> None:
+    """Accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision; a
+    single-process run (a notebook, a search, tests) training recipes of different precisions starts it afresh."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != precision and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state()
 
 
 def _interrupt(signum: int, step: int, total: int, saved, ckpt, writer: RunWriter, accelerator) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..data.packing import PackingCollator, check_packing_support, examples
 from ..errors import RecipeError
-from .losses import causal_lm_loss
+from .losses import _decoder_and_head, causal_lm_loss
 
 LM_HEADS = ("causal_lm",)
 
@@ -49,8 +49,22 @@ def training_loss(recipe, model, batch, task: str | None = None):
     kw = {"task": task} if task is not None else {}
     if chunk:
         return causal_lm_loss(model, batch, chunk, task), None
+    if chunk is None and recipe.task.type in LM_HEADS and auto_chunk_fits(model, task):
+        return causal_lm_loss(model, batch, AUTO_CHUNK_TOKENS, task), None
     out = model(**kw, **batch)
     return out.loss, out
+
+
+AUTO_CHUNK_TOKENS = 1024
+
+
+def auto_chunk_fits(model, task: str | None = None) -> bool:
+    """The chunked loss by default needs a plain LM head (an adapter on it would be skipped): else the model's loss."""
+    try:
+        _decoder_and_head(model, task)
+    except ValueError:
+        return False
+    return True
 
 
 def batch_examples(batch) -> int:

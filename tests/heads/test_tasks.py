@@ -129,7 +129,7 @@ def test_token_classification_trains_reports_entities_and_reloads(tiny_bert, tmp
     files = write_ner(tmp_path)
     run = tmp_path / "ner"
     r = _recipe(tiny_bert, files, run, {"type": "token_classification"},
-                training={"epochs": 4, "lr": 1e-2, "batch_size": 16}, data={"test": str(files["validation"])})
+                training={"epochs": 5, "lr": 1e-2, "batch_size": 16}, data={"test": str(files["validation"])})
     final = train(r)
     val = final["validation"]
     assert val["f1"] > 0.8, val["report"]

@@ -60,7 +60,7 @@ def test_an_unexpected_error_is_one_line_with_the_traceback_in_the_run_log(tiny_
     def broken(*a, **k):
         raise RuntimeError("boom in evaluation")
 
-    monkeypatch.setattr(loop, "evaluate", broken)
+    monkeypatch.setattr(loop, "score", broken)
     out = tmp_path / "run"
     recipe = _recipe(tmp_path, tiny_bert, out, training={"epochs": 1})
     code, err = _run(["train", recipe], capsys)

@@ -103,7 +103,8 @@ def test_joint_training_shares_the_backbone_and_exports_each_task(tiny_bert, tmp
     from adapterkit.training import train
     from adapterkit.training.multitask import build_joint, task_recipe
 
-    recipe = joint_recipe(tiny_bert, tmp_path)
+    # 48 steps: at 24 the sentiment accuracy of six seeds averaged 0.69 (0.59 with the CPU dropout's stream), at 48 0.86 (0.84)
+    recipe = joint_recipe(tiny_bert, tmp_path, max_steps=48)
     subs = {s.name: task_recipe(recipe, s) for s in recipe.tasks}
 
     # One backbone in memory: the encoder blocks of both task models are the same modules (and adapted once).
@@ -122,7 +123,7 @@ def test_joint_training_shares_the_backbone_and_exports_each_task(tiny_bert, tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(final))
     assert set(metrics["tasks"]) == {"sentiment", "ner"}
-    assert metrics["train"]["batches_per_task"] == {"sentiment": 12, "ner": 12}  # round robin over 24 steps
+    assert metrics["train"]["batches_per_task"] == {"sentiment": 24, "ner": 24}  # round robin over 48 steps
     # Both tasks learned in one run (chance: accuracy 0.5; entity F1 0).
     assert metrics["tasks"]["sentiment"]["validation"]["accuracy"] >= 0.75
     assert metrics["summary"] == {"sentiment": {"accuracy": metrics["tasks"]["sentiment"]["validation"]["accuracy"]},

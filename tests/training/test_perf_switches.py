@@ -331,7 +331,7 @@ def test_packing_and_chunked_loss_train_like_the_plain_path(tiny_llama, tmp_path
 
     files = _lm_files(tmp_path)
     runs = {}
-    for name, extra in {"plain": {}, "both": {"packing": True, "loss_chunk_tokens": 16}}.items():
+    for name, extra in {"plain": {"loss_chunk_tokens": 0}, "both": {"packing": True, "loss_chunk_tokens": 16}}.items():
         r = recipe_from_dict(tiny_recipe(tiny_llama, files, tmp_path / name, task={"type": "causal_lm"},
                                          data={"max_length": 48, "chat_template": False},
                                          training={"epochs": 1, "batch_size": 6, "log_every": 1, "lr": 1e-3,
@@ -346,6 +346,23 @@ def test_packing_and_chunked_loss_train_like_the_plain_path(tiny_llama, tmp_path
         for a, b in zip(losses, plain):
             assert abs(a - b) < 1e-4 * max(1.0, abs(b)), (name, losses, plain)
         assert abs(final["validation"]["loss"] - final_plain["validation"]["loss"]) < 1e-3
+
+
+def test_causal_lm_uses_the_chunked_loss_by_default():
+    """loss_chunk_tokens null: a causal LM never builds the full logits in training, with the same loss; 0 turns it off."""
+    from types import SimpleNamespace
+
+    from adapterkit.training import switches
+
+    model = tiny_llama().train()
+    batch = padded(samples([9, 14, 5], seed=3))
+    recipe = lambda chunk, kind="causal_lm": SimpleNamespace(training=SimpleNamespace(loss_chunk_tokens=chunk), task=SimpleNamespace(type=kind))
+    auto, out_auto = switches.training_loss(recipe(None), model, batch)
+    full, out_full = switches.training_loss(recipe(0), model, batch)
+    assert out_auto is None and out_full is not None and out_full.logits.shape[-1] == 211
+    torch.testing.assert_close(auto, full, rtol=1e-5, atol=1e-6)
+    _, out_other = switches.training_loss(recipe(None, "label_words"), model, batch)
+    assert out_other is not None  # other heads keep the model's own loss
 
 
 def test_lm_only_switches_are_refused_for_other_heads(tiny_bert, sentiment_files, tmp_path):

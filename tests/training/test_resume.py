@@ -28,13 +28,13 @@ def setup(tiny_bert, tmp_path_factory):
     d = tmp_path_factory.mktemp("resume")
     files = write_sentiment(d)
 
-    def recipe(name: str) -> Path:
-        r = tiny_recipe(tiny_bert, files, d / name, training=TRAINING, adapter={"dropout": 0.1})
+    def recipe(name: str, **training) -> Path:
+        r = tiny_recipe(tiny_bert, files, d / name, training={**TRAINING, **training}, adapter={"dropout": 0.1})
         path = d / f"{name}.yaml"
         path.write_text(yaml.safe_dump(r))
         return path
 
-    ref = recipe("reference")
+    ref = recipe("reference", keep_checkpoints=12)  # every checkpoint stays: tests resume from chosen steps
     code, err = _main("train", str(ref))
     assert code == 0, err
     return d, recipe
@@ -209,7 +209,7 @@ def test_resume_at_an_epoch_boundary_in_process(setup):
     d, recipe = setup
     r = recipe("from_epoch_end")
     run = d / "from_epoch_end"
-    src = d / "reference" / "checkpoints" / "step-00000008"  # kept as the best evaluation's checkpoint
+    src = d / "reference" / "checkpoints" / "step-00000008"
     assert checkpoint.verify(src)["streams"]["main"] == {"epoch": 1, "batch": 0}
     shutil.copytree(src, run / "checkpoints" / src.name)
     train(resolve_paths(load_recipe(r)), resume="latest")

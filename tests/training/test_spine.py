@@ -106,7 +106,8 @@ def test_decoder_backbone_with_last_token_pooling(tiny_llama, sentiment_files, t
 
 def test_mean_pooling_uses_custom_head_and_learns(tiny_bert, sentiment_files, tmp_path):
     # On a tiny random encoder the CLS token carries little signal; mean pooling learns the task quickly.
-    final, _ = _train(tiny_bert, sentiment_files, tmp_path / "run", task={"pooling": "mean"}, training={"epochs": 4, "lr": 1e-2})
+    # 6 epochs: at 4, two of ten seeds (dropout streams) stayed under 0.7 (mean 0.88); at 6 all ten reached 0.9
+    final, _ = _train(tiny_bert, sentiment_files, tmp_path / "run", task={"pooling": "mean"}, training={"epochs": 6, "lr": 1e-2})
     assert set(load_file(tmp_path / "run" / "head.safetensors")) == {"head.out.weight", "head.out.bias"}
     assert final["validation"]["accuracy"] >= 0.9
     assert eval_run(tmp_path / "run")["accuracy"] == pytest.approx(final["validation"]["accuracy"])
