@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "webnlg"
 RECIPE = ROOT / "recipes" / "smollm2-webnlg-lora-int8.yaml"
 OUT = ROOT / "benchmarks" / "results"
-BACKBONES = {"int8": [], "fp32": ["backbone.quantization=none"]}
+BACKBONES = {"int8": [], "fp32": ["backbone.quantization=none"],
+             # this checkout's defaults but without gradient checkpointing (on by default for causal LM since #22)
+             "int8-nockpt": ["backbone.gradient_checkpointing=false"]}
 ARM = "import sys\nsys.path.insert(0, {src!r})\nfrom adapterkit.cli import main\nsys.argv = ['adapterkit', *sys.argv[1:]]\nmain()\n"
 
 
@@ -33,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default="84c8bc9", help="the commit whose code is 'before'")
     ap.add_argument("--train-samples", type=int, default=320)
-    ap.add_argument("--arms", default="after_int8,after_fp32,before_int8,before_fp32")
+    ap.add_argument("--arms", default="after_int8,after_int8-nockpt,before_int8,after_fp32,before_fp32")
     a = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"{DATA}: WebNLG not found (see ../shared/data/README)")
@@ -44,7 +46,7 @@ def main() -> None:
     try:
         results = {}
         for arm in pick(a.arms, [f"{c}_{b}" for c in sources for b in BACKBONES], "--arms"):
-            code, backbone = arm.split("_")
+            code, backbone = arm.split("_", 1)
             script = tmp / f"{code}.py"
             script.write_text(ARM.format(src=str(sources[code])))
             out = tmp / arm
@@ -63,7 +65,7 @@ def main() -> None:
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], capture_output=True)
     for b in BACKBONES:
-        old, new = results.get(f"before_{b}", {}), results.get(f"after_{b}", {})
+        old, new = results.get(f"before_{b.split('-')[0]}", {}), results.get(f"after_{b}", {})
         if old.get("ex_per_s") and new.get("ex_per_s"):
             new["speed_vs_before"] = round(new["ex_per_s"] / old["ex_per_s"], 2)
             new["rss_vs_before"] = round(new["peak_rss_mib"] / old["peak_rss_mib"], 2)

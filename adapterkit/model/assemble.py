@@ -134,9 +134,17 @@ def check_precision(recipe, quantization=None) -> None:
         raise ModelError(f"adapter.method: {method.name} fine-tuning needs backbone.quantization: none (quantized weights cannot train)")
 
 
+def checkpointing_on(recipe) -> bool:
+    """backbone.gradient_checkpointing resolved: `auto` is on for a single-task causal LM recipe."""
+    setting = recipe.backbone.gradient_checkpointing
+    if setting == "auto":
+        return recipe.task is not None and not recipe.tasks and recipe.task.type == "causal_lm"
+    return bool(setting)
+
+
 def prepare_backbone(model, recipe) -> None:
     """Before the adapter goes in: gradient checkpointing (non-reentrant, so it works with a frozen base)."""
-    if recipe.backbone.gradient_checkpointing:
+    if checkpointing_on(recipe):
         inner = getattr(model, "backbone", model)
         inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(inner, "enable_input_require_grads"):

@@ -373,3 +373,13 @@ def test_lm_only_switches_are_refused_for_other_heads(tiny_bert, sentiment_files
         r = recipe_from_dict(tiny_recipe(tiny_bert, sentiment_files, tmp_path / "x", training=extra))
         with pytest.raises(RecipeError, match=r"training\.(packing|loss_chunk_tokens): only for task.type causal_lm"):
             train(r)
+
+
+def test_gradient_checkpointing_auto_is_on_for_causal_lm_only():
+    from adapterkit.model.assemble import checkpointing_on
+
+    def recipe(kind, setting="auto"):
+        return recipe_from_dict({"backbone": {"path": "x", "gradient_checkpointing": setting}, "task": {"type": kind}})
+
+    assert checkpointing_on(recipe("causal_lm")) and not checkpointing_on(recipe("sequence_classification"))
+    assert not checkpointing_on(recipe("causal_lm", False)) and checkpointing_on(recipe("token_classification", True))
