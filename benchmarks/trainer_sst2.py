@@ -57,8 +57,8 @@ model = AutoModelForSequenceClassification.from_pretrained(
     quantization_config=BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["classifier", "pooler"]))
 model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear"))
 args = TrainingArguments(output_dir=out, learning_rate=1.5e-3, per_device_train_batch_size=32, per_device_eval_batch_size=64,
-                         num_train_epochs=1, weight_decay=0.01, warmup_ratio=0.06, lr_scheduler_type="linear",
-                         group_by_length=True, seed=seed, report_to=[], save_strategy="no", eval_strategy="no",
+                         num_train_epochs=1, weight_decay=0.01, warmup_steps=0.06, lr_scheduler_type="linear",
+                         train_sampling_strategy="group_by_length", seed=seed, report_to=[], save_strategy="no", eval_strategy="no",
                          logging_steps=50, use_cpu=True, dataloader_num_workers=0)
 acc = lambda p: {{"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}}
 trainer = Trainer(model=model, args=args, train_dataset=splits["train"], data_collator=DataCollatorWithPadding(tok),
