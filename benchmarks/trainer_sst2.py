@@ -90,8 +90,12 @@ def main() -> None:
         t = time.time()
         if arm == "adapterkit":
             out = WORK / "adapterkit"
-            adapterkit(["train", RECIPE, "--seeds", a.seeds, "-o", str(out), *[x for s in SETS for x in ("--set", s)]],
-                       WORK / "adapterkit.log", ROOT)
+            sets = [x for s in SETS for x in ("--set", s)]
+            if len(seeds) > 1:
+                adapterkit(["train", RECIPE, "--seeds", a.seeds, "-o", str(out), *sets], WORK / "adapterkit.log", ROOT)
+            else:  # one seed: `--seeds 0` would be a count
+                adapterkit(["train", RECIPE, "-o", str(out / f"seed-{seeds[0]}"), *sets, "--set", f"training.seed={seeds[0]}"],
+                           WORK / "adapterkit.log", ROOT)
             runs = [json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in seeds]
             rows = [dict(val_acc=m["validation"]["accuracy"], test_acc=m["test"]["accuracy"], ex_per_s=m["train"]["examples_per_s"],
                          trainable=m["train"]["trainable_params"]) for m in runs]
