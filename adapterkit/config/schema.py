@@ -100,6 +100,14 @@ class BackboneConfig(Section):
                                                                   "rope settings (rope_theta kept), saved with the run and in exports.")
     int8_matmul: Literal["bitsandbytes", "dequantize"] = Field("dequantize", description="How frozen int8 weights are multiplied: `dequantize` each layer to the compute dtype (bf16 under bf16 mixed precision) + dense GEMM (same int8 storage; no activation quantization, the input is not kept for backward; several times faster than bitsandbytes' CPU inference matmul), or `bitsandbytes`' own int8 matmul. See adapterkit/model/fast_int8.py.")
 
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_word(cls, value):
+        # One message for the union (bool or "auto") instead of one per member.
+        if isinstance(value, str) and value.strip().lower() not in ("auto", "true", "false", "yes", "no", "on", "off", "1", "0"):
+            raise ValueError(f"{value!r}; expected true, false or auto")
+        return value
+
     @model_validator(mode="after")
     def _check_rope(self):
         rs = self.rope_scaling
