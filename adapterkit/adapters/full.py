@@ -44,5 +44,6 @@ def _full(settings: FullSettings, model, ctx):
     return None
 
 
-register_method(Method("full", FullSettings, _full, mergeable=True, trains_base=True,
+# 1e-4: every weight moves; the adapters' 5e-4..2e-3 wreck a pretrained encoder (CoNLL: benchmarks/results/conll_ner.md).
+register_method(Method("full", FullSettings, _full, mergeable=True, trains_base=True, default_lr=1e-4,
                        description="Full fine-tuning (reference; needs quantization: none); `trainable_layers` freezes all but the top blocks."))

@@ -44,6 +44,7 @@ class Method:
     # (peft_model, settings, MethodContext) after wrapping a freshly built model only (not when a run is loaded):
     # initialisations PEFT does on a wrapped model, e.g. LoftQ's from the original weights.
     init_weights: Optional[Callable[[Any, Any, MethodContext], None]] = None
+    default_lr: Optional[float] = None  # training.lr when a recipe gives none; None: the generic 5e-4
     description: str = ""
 
     def __post_init__(self):
@@ -51,6 +52,9 @@ class Method:
             raise AdapterkitError(f"register_method: name must be a non-empty string, got {self.name!r}")
         if not (isinstance(self.settings, type) and issubclass(self.settings, BaseModel)):
             raise AdapterkitError(f"register_method({self.name!r}): settings must be a pydantic model class (e.g. a MethodSettings subclass)")
+        if self.default_lr is not None and not (isinstance(self.default_lr, (int, float)) and not isinstance(self.default_lr, bool)
+                                                and 0 < self.default_lr < float("inf")):
+            raise AdapterkitError(f"register_method({self.name!r}): default_lr must be a positive number, got {self.default_lr!r}")
         for f in ("build", "after_wrap", "mergeable_for", "init_weights"):
             value = getattr(self, f)
             if value is not None and not callable(value):

@@ -19,6 +19,10 @@ def key_error(key: str, msg: str) -> PydanticCustomError:
     return PydanticCustomError("recipe_key", "{msg}", {"key": key, "msg": msg})
 
 
+# The learning rate of methods that name none of their own (Method.default_lr).
+DEFAULT_LR = 5e-4
+
+
 @dataclass(frozen=True)
 class Registries:
     """What recipe validation looks names up in: adapter methods (`adapter.method`) and task heads (`task.type`).
@@ -267,7 +271,7 @@ class TrainingConfig(Section):
     batch_size: int = Field(32, gt=0, description="Examples per device per forward pass.")
     eval_batch_size: int = Field(64, gt=0, description="Examples per device per evaluation pass.")
     gradient_accumulation: int = Field(1, gt=0, description="Forward passes per optimizer step.")
-    lr: float = Field(5e-4, gt=0, description="Peak learning rate for the adapter.")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate for the adapter; when omitted, the method's default (`adapterkit.adapters.METHODS[name].default_lr`: LoRA family 5e-4, bottleneck 1e-3, full fine-tuning 1e-4, the others 5e-4; the evidence is in docs/methods.md).")
     head_lr: float | None = Field(None, gt=0, description="Learning rate of the task head; `lr` when omitted.")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up from zero.")
@@ -363,6 +367,14 @@ class Recipe(Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"tasks: task names must be unique; repeated: {dup}")
+        return self
+
+    @model_validator(mode="after")
+    def _default_lr(self, info: ValidationInfo):
+        if self.training.lr is None:
+            reg = registries(info)
+            method = reg.methods.get(self.adapter.method) if reg is not None else None
+            self.training.lr = getattr(method, "default_lr", None) or DEFAULT_LR
         return self
 
     @model_validator(mode="after")

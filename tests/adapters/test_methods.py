@@ -28,11 +28,13 @@ METHODS = {
     "ia3": {"method": "ia3"},
     "prompt_tuning": {"method": "prompt_tuning", "num_virtual_tokens": 5},
     "prefix_tuning": {"method": "prefix_tuning", "num_virtual_tokens": 5},
-    "houlsby": {"method": "bottleneck", "placement": "houlsby", "bottleneck_size": 8},
-    "pfeiffer": {"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 8, "layer_norm": True},
+    "houlsby": {"method": "bottleneck", "placement": "houlsby", "bottleneck_size": 8, "init_weights": True},
+    "pfeiffer": {"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 8, "layer_norm": True, "init_weights": True},
     "parallel": {"method": "bottleneck", "placement": "parallel", "bottleneck_size": 8, "scaling": 4.0},
-    "houlsby_layer1": {"method": "bottleneck", "placement": "houlsby", "reduction_factor": 4, "bottleneck_size": None, "layers": [1]},
-    "pfeiffer_norms": {"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 8, "train_layer_norms": True},
+    "houlsby_layer1": {"method": "bottleneck", "placement": "houlsby", "reduction_factor": 4, "bottleneck_size": None, "layers": [1],
+                       "init_weights": True},
+    "pfeiffer_norms": {"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 8, "train_layer_norms": True,
+                       "init_weights": True},
 }
 IDENTITY_AT_INIT = {"lora", "dora", "rslora", "ia3", "houlsby", "pfeiffer", "parallel", "houlsby_layer1", "pfeiffer_norms"}
 

@@ -8,6 +8,8 @@ from typing import Optional, Union
 from peft.config import PeftConfig
 
 PLACEMENTS = ("houlsby", "pfeiffer", "parallel")
+INPUTS = ("projection", "post_norm")
+INITS = (True, False, "bert")
 
 
 @dataclass
@@ -17,7 +19,11 @@ class BottleneckConfig(PeftConfig):
     placement: `houlsby` (after the attention output and after the feed-forward output projection of each layer),
     `pfeiffer` (after the feed-forward output only) or `parallel` (beside the feed-forward block, reading its input,
     added to its output times `scaling`). `bottleneck_size` wins over `reduction_factor` (size = hidden // factor).
-    With `init_weights` the up-projection starts at zero, so the adapted model starts equal to the base model.
+    With `init_weights` the up-projection starts at zero, so the adapted model starts equal to the base model;
+    `"bert"` draws both projections from N(0, 0.02) (AdapterHub's default), a small non-identity start.
+    `adapter_input`: `projection` reads the output projection (before the block's residual and LayerNorm);
+    `post_norm` (post-norm encoders) reads LayerNorm(projection + residual) and adds its output to the projection
+    before that same LayerNorm, as AdapterHub's `original_ln_before=True, residual_before_ln=True` do.
     """
 
     placement: str = field(default="pfeiffer", metadata={"help": "houlsby, pfeiffer or parallel"})
@@ -27,7 +33,8 @@ class BottleneckConfig(PeftConfig):
     dropout: float = field(default=0.0, metadata={"help": "Dropout after the activation."})
     scaling: float = field(default=1.0, metadata={"help": "Multiplier on the adapter output (He et al. use 4 for parallel)."})
     layer_norm: bool = field(default=False, metadata={"help": "LayerNorm on the adapter input."})
-    init_weights: bool = field(default=True, metadata={"help": "Zero up-projection (identity at start); False: random (tests)."})
+    init_weights: Union[bool, str] = field(default=True, metadata={"help": "True: zero up-projection (identity at start); 'bert': N(0, 0.02) for both projections; False: random (tests)."})
+    adapter_input: str = field(default="projection", metadata={"help": "projection or post_norm (post-norm encoders only)."})
     layers_to_transform: Optional[list[int]] = field(default=None, metadata={"help": "Layer indices to adapt; all when None."})
     target_modules: Optional[Union[list[str], str]] = field(
         default=None, metadata={"help": "Regex of modules to wrap; derived from placement and model type when None."})
@@ -45,6 +52,12 @@ class BottleneckConfig(PeftConfig):
         self.peft_type = PeftType.BOTTLENECK
         if self.placement not in PLACEMENTS:
             raise ValueError(f"placement: {self.placement!r} is not one of {list(PLACEMENTS)}")
+        if self.adapter_input not in INPUTS:
+            raise ValueError(f"adapter_input: {self.adapter_input!r} is not one of {list(INPUTS)}")
+        if self.adapter_input == "post_norm" and self.placement == "parallel":
+            raise ValueError("adapter_input: post_norm is for the sequential placements (houlsby, pfeiffer)")
+        if self.init_weights not in INITS:
+            raise ValueError(f"init_weights: {self.init_weights!r} is not one of {list(INITS)}")
         if self.bottleneck_size is not None and self.bottleneck_size <= 0:
             raise ValueError("bottleneck_size must be positive")
         if self.reduction_factor <= 0:

@@ -13,6 +13,8 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
     Parallel: the adapter reads the block's input x and its output joins the block's output, before the residual.
     For blocks that add the residual themselves (BERT's BertOutput(h, residual)), adding it to the residual argument
     is the same sum, so the wrapped block stays untouched.
+    Post-norm input (`post_norm`, wrapping a whole BERT output block dense -> dropout -> LayerNorm(. + residual)):
+    h = dropout(dense(x)); y = LayerNorm(h + residual + s * adapter(LayerNorm(h + residual))).
 
     Adapter weights are float32 whatever the base dtype (int8, bf16): they compute in float and cast back."""
 
@@ -20,10 +22,10 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
     other_param_names = ("bottleneck_scaling",)
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config, dim: int, parallel: bool = False,
-                 residual_inside: bool = False, **kwargs) -> None:
+                 residual_inside: bool = False, post_norm: bool = False, **kwargs) -> None:
         super().__init__()
         self.base_layer = base_layer
-        self.dim, self.parallel, self.residual_inside = dim, parallel, residual_inside
+        self.dim, self.parallel, self.residual_inside, self.post_norm = dim, parallel, residual_inside, post_norm
         self.bottleneck_down = nn.ModuleDict()
         self.bottleneck_up = nn.ModuleDict()
         self.bottleneck_ln = nn.ModuleDict()
@@ -48,7 +50,11 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         self.bottleneck_act[adapter_name] = ACT2FN[config.activation]
         self.bottleneck_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.bottleneck_scaling[adapter_name] = config.scaling
-        if config.init_weights:
+        if config.init_weights == "bert":
+            for lin in (self.bottleneck_down[adapter_name], self.bottleneck_up[adapter_name]):
+                nn.init.normal_(lin.weight, std=0.02)
+                nn.init.zeros_(lin.bias)
+        elif config.init_weights:
             # Down keeps nn.Linear's default init; a zero up-projection makes the adapter the identity at start.
             nn.init.zeros_(self.bottleneck_up[adapter_name].weight)
             nn.init.zeros_(self.bottleneck_up[adapter_name].bias)
@@ -81,6 +87,14 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         active = self._active()
         if not active:
             return self.base_layer(*args, **kwargs)
+        if self.post_norm:
+            blk = self.base_layer
+            hidden, residual = args[0], args[1] if len(args) > 1 else kwargs["input_tensor"]
+            h = blk.dropout(blk.dense(hidden)) + residual
+            normed = blk.LayerNorm(h)
+            for name in active:
+                h = h + self._delta(name, normed)
+            return blk.LayerNorm(h)
         if not self.parallel:
             y = self.base_layer(*args, **kwargs)
             out = y
