@@ -17,6 +17,7 @@ from pydantic_core import PydanticUndefined
 
 from .adapters import BUILTIN_METHODS, METHODS
 from .config import Recipe
+from .config.schema import DEFAULT_LR
 from .heads import BUILTIN_HEADS, HEADS
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "recipe-reference.md"
@@ -167,7 +168,8 @@ def _methods_section(methods) -> str:
         else:
             merge = "merges into the weights on export" if m.mergeable else "not mergeable: export with `--format adapter`"
         parts.append(f"#### `method: {name}`\n")
-        parts.append(f"{_cell(m.description) or _doc_first_line(m.settings)} ({merge}.)\n")
+        lr = m.default_lr or DEFAULT_LR
+        parts.append(f"{_cell(m.description) or _doc_first_line(m.settings)} ({merge}; `training.lr` when omitted: `{lr:g}`.)\n")
         rows = field_rows(m.settings, "adapter.")
         parts.append((table(rows) if rows else "No settings.") + "\n")
     return "\n".join(parts)

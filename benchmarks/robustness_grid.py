@@ -4,7 +4,7 @@
 
 Cells: method x data set x learning rate (the method's default, `training.lr` omitted, and twice it), 3 seeds each,
 through `adapterkit train RECIPE --seeds ...` on the int8 all-MiniLM-L6-v2:
-- conll1k: recipes/conll2003-lora-int8.yaml on a seeded 1,000-sentence subset of CoNLL-2003 train (5 epochs, batch 16),
+- conll1k: recipes/conll2003-lora-int8.yaml on a seeded 1,000-sentence subset of CoNLL-2003 train (`--ner-epochs`, 3; batch 16),
   scored on the first 1,000 validation sentences;
 - sparse_ner: the same recipe on a low-resource set built from CoNLL-2003: 1,500 training sentences holding at most one
   entity each (seeded draw, written under runs/), validation the first 1,000 validation sentences with at most one
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -67,10 +68,10 @@ def write_sparse(dest: Path) -> tuple[Path, Path, dict]:
     return dest / "train.txt", dest / "validation.txt", stats
 
 
-def data_sets(stats: dict) -> dict[str, tuple[str, list[str], str]]:
+def data_sets(stats: dict, ner_epochs: float) -> dict[str, tuple[str, list[str], str]]:
     conll = SHARED / "conll2003"
     tr, va, stats["sparse_ner"] = write_sparse(WORK / "sparse_ner")
-    ner = ["data.test=null", "data.max_eval_samples=1000"]
+    ner = ["data.test=null", "data.max_eval_samples=1000", f"training.epochs={ner_epochs:g}"]
     return {
         "conll1k": ("recipes/conll2003-lora-int8.yaml", [f"data.train={conll / 'train.txt'}", f"data.validation={conll / 'validation.txt'}",
                                                           "data.max_train_samples=1000", *ner], "f1"),
@@ -95,13 +96,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default="lora,bottleneck")
     ap.add_argument("--sets", default="conll1k,sparse_ner,sst2_1k")
+    ap.add_argument("--ner-epochs", type=float, default=3, help="epochs for the two NER sets (the CoNLL recipe trains 5)")
+    ap.add_argument("--redo", action="store_true", help="re-run cells already in the work folder's results.json")
     a = ap.parse_args()
     if not (SHARED / "conll2003").is_dir() or not (SHARED / "sst2").is_dir():
         sys.exit(f"{SHARED}: CoNLL-2003 and SST-2 are needed (see ../shared/data/README)")
     seeds = [int(s) for s in a.seeds.split(",")]
     WORK.mkdir(parents=True, exist_ok=True)
     stats: dict = {}
-    sets = data_sets(stats)
+    sets = data_sets(stats, a.ner_epochs)
     done = WORK / "results.json"
     res = json.loads(done.read_text()) if done.exists() else {}
     for method in pick(a.methods, METHODS, "--methods"):
@@ -109,6 +112,9 @@ def main() -> None:
             recipe, extra, metric = sets[name]
             for mult in (1, 2):
                 cell = f"{method}/{name}/lr{mult}x"
+                if cell in res and not a.redo:
+                    print(cell, "(done)", flush=True)
+                    continue
                 lr = DEFAULT_LR[method] * mult
                 out = WORK / cell.replace("/", "-")
                 over = [*extra, f"training.lr={lr:g}" if mult == 2 else "training.lr=null", "training.overwrite=true",
@@ -120,21 +126,23 @@ def main() -> None:
                            WORK / f"{cell.replace('/', '-')}.log", ROOT)
                 runs = [final_metric(out / f"seed-{s}", metric) for s in seeds]
                 vals = [r[0] for r in runs]
-                res[cell] = dict(method=method, set=name, lr=lr, metric=metric, seeds=seeds, values=[round(v, 4) for v in vals],
+                epochs = next((float(o.split("=")[1]) for o in extra if o.startswith("training.epochs=")), 5.0)
+                res[cell] = dict(method=method, set=name, lr=lr, metric=metric, epochs=epochs, threads=os.environ.get("OMP_NUM_THREADS", "all"), seeds=seeds, values=[round(v, 4) for v in vals],
                                  mean=round(statistics.mean(vals), 4), sd=round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
                                  collapsed=[s for s, r in zip(seeds, runs) if r[1]], warnings=sorted({w for r in runs for w in r[2]}),
                                  wall_s=round(time.time() - t, 1))
                 print(cell, json.dumps(res[cell]), flush=True)
                 done.write_text(json.dumps(res, indent=1))
     (OUT / "robustness_grid.json").write_text(json.dumps(dict(data=stats, cells=res), indent=1))
-    lines = ["| method | data | lr | metric | mean ± sd | seeds | collapsed seeds |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | data | lr | epochs | metric | mean ± sd | seeds | collapsed seeds |", "|---|---|---|---|---|---|---|---|"]
     for c in res.values():
-        lines.append(f"| {c['method']} | {c['set']} | {c['lr']:g} | {c['metric']} | {c['mean']:.4f} ± {c['sd']:.4f} | "
+        lines.append(f"| {c['method']} | {c['set']} | {c['lr']:g} | {c.get('epochs', 5):g} | {c['metric']} | {c['mean']:.4f} ± {c['sd']:.4f} | "
                      f"{', '.join(f'{v:.4f}' for v in c['values'])} | {', '.join(map(str, c['collapsed'])) or 'none'} |")
     sp = stats.get("sparse_ner", {})
     md = (f"# Robustness grid: default learning rate and twice it\n\n`python benchmarks/robustness_grid.py --seeds {a.seeds}` "
-          f"({time.strftime('%Y-%m-%d %H:%M')}), int8 all-MiniLM-L6-v2, final weights scored on validation. Data: conll1k "
-          "(1,000 CoNLL-2003 train sentences, 5 epochs, batch 16; first 1,000 validation sentences), sparse_ner (CoNLL-2003 "
+          f"({time.strftime('%Y-%m-%d %H:%M')}), int8 all-MiniLM-L6-v2, final weights scored on validation, each run on "
+          f"{os.environ.get('OMP_NUM_THREADS', 'all')} thread(s) (the first cell on 2, beside other jobs). Data: conll1k "
+          "(1,000 CoNLL-2003 train sentences, batch 16; first 1,000 validation sentences), sparse_ner (CoNLL-2003 "
           f"sentences with at most one entity: {sp.get('train', {}).get('sentences', '?')} train, "
           f"{sp.get('train', {}).get('with_entity', '?')} of them with an entity; {sp.get('validation', {}).get('sentences', '?')} "
           "validation), sst2_1k (1,000 SST-2 train sentences, 3 epochs, batch 32; 872 validation). lora = the recipes' "

@@ -158,6 +158,7 @@ class TaskConfig(Section):
     type: str = Field("sequence_classification", description="Task head: see `adapterkit.heads.HEADS`.")
     labels: list[str] | None = Field(None, description="Label names in index order; inferred from the training data when omitted.")
     pooling: Literal["auto", "cls", "mean", "last"] = Field("auto", description="How a sequence is pooled for sequence heads. `auto` uses the backbone family's own transformers head (cls for encoders, last token for decoders), which exports to plain transformers.")
+    train_pooler: Literal["full", "adapter"] = Field("full", description="A pretrained pooler between the encoder and the classifier (BERT's): `full` trains it with the head, every weight at the head's learning rate; `adapter` keeps its weights frozen and lets the adapter reach it like any backbone layer (PEFT's SEQ_CLS with all-linear targets). On SST-2 LoRA, `adapter` scored lower over seeds 0-2 (benchmarks/results/trainer_sst2.md).")
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Dropout before the head; the backbone's default when omitted.")
     plugin: str | None = Field(None, description="Python module to import before the head is looked up (e.g. `examples.custom_head`), so it can "
                                                  "register its own head. This runs that module's code like a Python import; recipe strings are never evaluated.")
@@ -271,7 +272,7 @@ class TrainingConfig(Section):
     batch_size: int = Field(32, gt=0, description="Examples per device per forward pass.")
     eval_batch_size: int = Field(64, gt=0, description="Examples per device per evaluation pass.")
     gradient_accumulation: int = Field(1, gt=0, description="Forward passes per optimizer step.")
-    lr: float | None = Field(None, gt=0, description="Peak learning rate for the adapter; when omitted, the method's default (`adapterkit.adapters.METHODS[name].default_lr`: LoRA family 5e-4, bottleneck 1e-3, full fine-tuning 1e-4, the others 5e-4; the evidence is in docs/methods.md).")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate for the adapter; when omitted, the method's default (`adapterkit.adapters.METHODS[name].default_lr`: LoRA family 5e-4, bottleneck 1e-3, full fine-tuning 1e-4, the others 5e-4; the evidence is in docs/methods-and-heads.md).")
     head_lr: float | None = Field(None, gt=0, description="Learning rate of the task head; `lr` when omitted.")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up from zero.")

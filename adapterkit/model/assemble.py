@@ -22,6 +22,12 @@ def uses_native(head: Head, task, config) -> bool:
     return head.auto_class is not None and (head.module is None or task.pooling in ("auto", native_pooling(config)))
 
 
+def pooler_in_head(recipe) -> bool:
+    """task.train_pooler: whether a pretrained pooler trains fully with the head, or stays in the backbone (frozen,
+    within the adapter's reach)."""
+    return getattr(recipe.task, "train_pooler", "full") == "full"
+
+
 def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=None):
     """Load backbone + head. Returns (model, head_module_names): the head modules train fully and are
     saved beside the adapter; they are never quantized and never get adapters."""
@@ -42,8 +48,8 @@ def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=N
         prefix = model.base_model_prefix
         names = [n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())]
         base = getattr(model, prefix, None)
-        if base is not None and getattr(base, "pooler", None) is not None and head.label_kind != "text":
-            names.append(f"{prefix}.pooler")  # BERT's pooler feeds the classifier: it is part of the head
+        if base is not None and getattr(base, "pooler", None) is not None and head.label_kind != "text" and pooler_in_head(recipe):
+            names.append(f"{prefix}.pooler")  # BERT's pooler feeds the classifier: trained with the head
         return model, names
     backbone = load_model(recipe.backbone, AutoModel, quantization, device)
     module = head.module(backbone.config.hidden_size, recipe.task, labels)

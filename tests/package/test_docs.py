@@ -7,6 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from adapterkit import docs
+from adapterkit.config.schema import DEFAULT_LR
 from adapterkit.adapters import BUILTIN_METHODS, METHODS
 from adapterkit.config import Recipe
 from adapterkit.heads import BUILTIN_HEADS, HEADS
@@ -64,12 +65,13 @@ def test_every_key_type_and_default_is_documented():
             assert " ".join(field.description.split()).replace("|", "\\|") in row
         if not field.is_required() and field.default is not None and not isinstance(field.default, bool) and field.default_factory is None:
             assert f"`{field.default}`" in row, (path, row)
-    assert "| `training.lr` | float (> 0) | `0.0005` |" in text
+    assert "| `training.lr` | float \\| null (> 0) | null |" in text
     assert "| `backbone.path` | str | **required** |" in text
     assert {"lora", "full", "bottleneck"} <= BUILTIN_METHODS and {"causal_lm", "regression"} <= BUILTIN_HEADS
     for name, method in ((n, METHODS[n]) for n in sorted(BUILTIN_METHODS)):  # plugins document themselves
         assert f"#### `method: {name}`" in text
         section = text.split(f"#### `method: {name}`")[1].split("####")[0]
+        assert f"`training.lr` when omitted: `{method.default_lr or DEFAULT_LR:g}`" in section, name
         for key in method.settings.model_fields:
             assert f"| `adapter.{key}` |" in section, (name, key)
     for name, head in ((n, HEADS[n]) for n in sorted(BUILTIN_HEADS)):
