@@ -147,7 +147,7 @@ def main() -> None:
           f"{sp.get('train', {}).get('with_entity', '?')} of them with an entity; {sp.get('validation', {}).get('sentences', '?')} "
           "validation), sst2_1k (1,000 SST-2 train sentences, 3 epochs, batch 32; 872 validation). lora = the recipes' "
           "LoRA r 16; bottleneck = every default (pfeiffer, size 64). lr: the method's default (`training.lr` omitted) and "
-          "twice it. A seed collapsed when its run raised a collapse warning at any evaluation.\n\n" + "\n".join(lines) + "\n")
+          "twice it. A seed counts as collapsed when its run carries a collapse warning in metrics.json (the guard: degenerate predictions at two consecutive evaluations in the second half of training, or at the final weights).\n\n" + "\n".join(lines) + "\n")
     (OUT / "robustness_grid.md").write_text(md)
     print(md)
 

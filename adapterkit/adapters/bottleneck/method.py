@@ -12,9 +12,9 @@ from .model import FAMILIES
 from .config import BottleneckConfig
 
 
-# Each placement's design when a recipe leaves it open: AdapterHub's seq_bn (pfeiffer) and double_seq_bn (houlsby), which
-# scored higher than zero-init adapters reading the projection (benchmarks/results/adapterhub_sst2.md); parallel as
-# He et al. (zero up-projection, reading the block input).
+# Each placement's design when a recipe leaves it open: AdapterHub's seq_bn (pfeiffer) and double_seq_bn (houlsby), so a
+# recipe compares like for like with AdapterHub (benchmarks/results/adapterhub_sst2.md); parallel as He et al. (zero
+# up-projection, reading the block input).
 DESIGNS = {"pfeiffer": dict(activation="relu", init_weights="bert", adapter_input="post_norm"),
            "houlsby": dict(activation="swish", init_weights="bert", adapter_input="projection"),
            "parallel": dict(activation="relu", init_weights=True, adapter_input="projection")}
