@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -69,3 +70,9 @@ def adapterkit(args: list[str], log: Path, cwd) -> float:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(args[:2])}: failed, see {log}: {Path(log).read_text().strip().splitlines()[-1:]}")
     return round(time.perf_counter() - t0, 1)
+
+
+def mean_sd(values) -> dict:
+    """Mean, sample sd (0 for one value) and the values, rounded to 4 places: one table cell over seeds."""
+    return dict(mean=round(statistics.mean(values), 4), sd=round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+                values=[round(v, 4) for v in values])

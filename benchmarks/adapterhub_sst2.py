@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import adapterkit, pick  # noqa: E402
+from _measure import adapterkit, mean_sd, pick  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2"
@@ -122,11 +121,6 @@ def child(py: str, code_file: Path, argv: list[str]) -> dict:
     return json.loads(lines[-1])
 
 
-def ms(values):
-    return dict(mean=round(statistics.mean(values), 4), sd=round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
-                values=[round(v, 4) for v in values])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
@@ -165,7 +159,7 @@ def main() -> None:
             rows = [dict(val_acc=m["validation"]["accuracy"], test_acc=m["test"]["accuracy"], ex_per_s=m["train"]["examples_per_s"],
                          trainable=m["train"]["trainable_params"]) for m in runs]
         res[arm] = dict(seeds=seeds, wall_s=round(time.time() - t, 1), trainable=rows[0]["trainable"],
-                        **{k: ms([r[k] for r in rows]) for k in ("val_acc", "test_acc", "ex_per_s")})
+                        **{k: mean_sd([r[k] for r in rows]) for k in ("val_acc", "test_acc", "ex_per_s")})
         print(arm, json.dumps(res[arm]), flush=True)
         done.write_text(json.dumps(res, indent=1))
     (OUT / "adapterhub_sst2.json").write_text(json.dumps(res, indent=1))

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import adapterkit, pick, run_script  # noqa: E402
+from _measure import adapterkit, mean_sd, pick, run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2"
@@ -71,11 +70,6 @@ print(json.dumps(dict(val_acc=round(val, 6), test_acc=round(test, 6), ex_per_s=r
 '''
 
 
-def ms(values):
-    return dict(mean=round(statistics.mean(values), 4), sd=round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
-                values=[round(v, 4) for v in values])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
@@ -109,7 +103,7 @@ def main() -> None:
                     sys.exit(f"trainer seed {s}: {r['error']}")
                 rows.append(r)
         res[arm] = dict(seeds=seeds, wall_s=round(time.time() - t, 1), trainable=rows[0]["trainable"],
-                        **{k: ms([r[k] for r in rows]) for k in ("val_acc", "test_acc", "ex_per_s")})
+                        **{k: mean_sd([r[k] for r in rows]) for k in ("val_acc", "test_acc", "ex_per_s")})
         print(arm, json.dumps(res[arm]), flush=True)
     (OUT / "trainer_sst2.json").write_text(json.dumps(res, indent=1))
     f = lambda x: f"{x['mean']:.4f} ± {x['sd']:.4f} ({', '.join(f'{v:.4f}' for v in x['values'])})"
