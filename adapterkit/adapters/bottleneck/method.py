@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...errors import ModelError
 from ..registry import Method, MethodSettings, register_method
@@ -41,6 +41,14 @@ class BottleneckSettings(MethodSettings):
     adapter_input: Literal["projection", "post_norm"] | None = Field(None, description="What a sequential adapter reads: projection (the output projection, before the block's residual and LayerNorm) or post_norm (LayerNorm(projection + residual), its output added before that LayerNorm: AdapterHub's seq_bn; post-norm encoders only); when omitted, the placement's design: post_norm for pfeiffer on post-norm encoders (BERT family) without train_layer_norms, projection otherwise.")
     layers: LayerSpec = Field(None, description="Blocks to adapt: `top:N`, `bottom:N` or a list of indices; every block when omitted.")
     train_layer_norms: bool = Field(False, description="Also train the layer norms of every block (BERT: and the embeddings'), as Houlsby et al. do; saved with the adapter.")
+
+    @field_validator("init_weights", mode="before")
+    @classmethod
+    def _init_word(cls, value):
+        # one line naming the choices, not pydantic's report per member of the union
+        if value is not None and not isinstance(value, bool) and value != "bert":
+            raise ValueError(f"{value!r} is not an initialisation; expected true, false or bert")
+        return value
 
 
 def _bottleneck_config(s: BottleneckSettings, model, ctx):
