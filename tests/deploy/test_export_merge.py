@@ -41,8 +41,8 @@ def runs(tiny_bert, tmp_path_factory):
     d = tmp_path_factory.mktemp("issue5_runs")
     files = write_sentiment(d)
     return {"files": files,
-            "a": _train(tiny_bert, files, d / "a", training={"lr": 2e-2, "seed": 0}),
-            "b": _train(tiny_bert, files, d / "b", training={"lr": 2e-2, "seed": 1})}
+            "a": _train(tiny_bert, files, d / "a", training={"lr": 5e-2, "seed": 0}),
+            "b": _train(tiny_bert, files, d / "b", training={"lr": 5e-2, "seed": 1})}
 
 
 def _adapter_for(method):
@@ -65,7 +65,7 @@ def test_merged_matches_unmerged_in_float32(method, tiny_bert, runs, tmp_path):
     assert {"lora", "dora", "rslora", "ia3"} <= set(MERGEABLE)
     run = runs["a"] if method == "lora" else \
         _train(tiny_bert, runs["files"], tmp_path / "run", adapter=_adapter_for(method),
-               training={"lr": 2e-2})
+               training={"lr": 5e-2 if method == "dora" else 2e-2})
     if method == "ia3":  # eight tiny steps barely move IA3's vectors; push them off 1 so merging has something to get wrong
         from safetensors.torch import save_file
 
@@ -135,7 +135,7 @@ def test_a_wrong_merge_fails_the_default_check(fault, tiny_bert, runs, tmp_path,
     shutil.copytree(runs["a"], run)
     f = run / "adapter" / "adapter_model.safetensors"
     g = torch.Generator().manual_seed(0)
-    save_file({k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in load_file(f).items()}, str(f))
+    save_file({k: v + 0.2 * torch.randn(v.shape, generator=g) for k, v in load_file(f).items()}, str(f))
     ok = export(run, tmp_path / "ok", requantize=False)["merged_vs_unmerged"]  # the honest merge passes by default
     assert ok["max_abs_diff"] <= ok["allowed_abs_diff"] and ok["examples"] == 32  # the validation split has 32
     real = BaseTuner.merge_and_unload

@@ -284,7 +284,7 @@ def test_custom_head_example_trains_from_a_recipe_file(tiny_bert, sentiment_file
     monkeypatch.chdir(ROOT)  # the plugin module is examples/custom_head.py, found like `python -m` would
     run = tmp_path / "mlp"
     rec = tiny_recipe(tiny_bert, sentiment_files, run, task={"plugin": "examples.custom_head", "type": "mlp_classifier", "mlp_hidden": 32},
-                      training={"epochs": 4, "lr": 1e-2})
+                      training={"epochs": 8, "lr": 1e-2})
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(rec))
     main(["train", str(path)])  # a user error would exit 2 here
