@@ -17,7 +17,7 @@ from pydantic_core import PydanticUndefined
 
 from .adapters import BUILTIN_METHODS, METHODS
 from .config import Recipe
-from .config.schema import DEFAULT_LR
+from .config.schema import DEFAULT_LR, DEFAULT_WARMUP
 from .heads import BUILTIN_HEADS, HEADS
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "recipe-reference.md"
@@ -169,7 +169,9 @@ def _methods_section(methods) -> str:
             merge = "merges into the weights on export" if m.mergeable else "not mergeable: export with `--format adapter`"
         parts.append(f"#### `method: {name}`\n")
         lr = m.default_lr or DEFAULT_LR
-        parts.append(f"{_cell(m.description) or _doc_first_line(m.settings)} ({merge}; `training.lr` when omitted: `{lr:g}`.)\n")
+        warmup = DEFAULT_WARMUP if m.default_warmup is None else m.default_warmup
+        parts.append(f"{_cell(m.description) or _doc_first_line(m.settings)} ({merge}; when omitted, `training.lr`: `{lr:g}`, "
+                     f"`training.warmup_ratio`: `{warmup:g}`.)\n")
         rows = field_rows(m.settings, "adapter.")
         parts.append((table(rows) if rows else "No settings.") + "\n")
     return "\n".join(parts)

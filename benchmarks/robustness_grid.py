@@ -12,7 +12,7 @@ through `adapterkit train RECIPE --seeds ...` on the int8 all-MiniLM-L6-v2:
 - sst2_1k: recipes/sst2-lora-int8.yaml on a seeded 1,000-example subset of SST-2 train (3 epochs, batch 32), all 872
   validation sentences.
 lora: the recipe's LoRA (r 16, alpha 32, dropout 0.05, all linear layers); bottleneck: `adapter.method: bottleneck` with
-every default. Evaluation at each epoch's end; a cell collapsed when any seed's run carries a collapse warning
+every default. Warmup: the method's default (`training.warmup_ratio` omitted). Evaluation at each epoch's end; a cell collapsed when any seed's run carries a collapse warning
 (metrics.json `warnings`: one tag or class for everything, entity F1 0 with gold entities, accuracy at the majority
 rate). Reported: the validation metric of the final weights (mean, sd, values). Writes
 benchmarks/results/robustness_grid.{json,md}.
@@ -117,7 +117,7 @@ def main() -> None:
                     continue
                 lr = DEFAULT_LR[method] * mult
                 out = WORK / cell.replace("/", "-")
-                over = [*extra, f"training.lr={lr:g}" if mult == 2 else "training.lr=null", "training.overwrite=true",
+                over = [*extra, f"training.lr={lr:g}" if mult == 2 else "training.lr=null", "training.warmup_ratio=null", "training.overwrite=true",
                         "training.checkpoint_every=null"]
                 if METHODS[method]:
                     over.append(f"adapter={json.dumps(METHODS[method])}")
@@ -147,7 +147,7 @@ def main() -> None:
           f"{sp.get('train', {}).get('with_entity', '?')} of them with an entity; {sp.get('validation', {}).get('sentences', '?')} "
           "validation), sst2_1k (1,000 SST-2 train sentences, 3 epochs, batch 32; 872 validation). lora = the recipes' "
           "LoRA r 16; bottleneck = every default (pfeiffer, size 64). lr: the method's default (`training.lr` omitted) and "
-          "twice it. A seed counts as collapsed when its run carries a collapse warning in metrics.json (the guard: degenerate predictions at two consecutive evaluations in the second half of training, or at the final weights).\n\n" + "\n".join(lines) + "\n")
+          "twice it; warmup: the method's default (`training.warmup_ratio` omitted: lora 0.06, bottleneck 0.1). A seed counts as collapsed when its run carries a collapse warning in metrics.json (the guard: degenerate predictions at two consecutive evaluations in the second half of training, or at the final weights).\n\n" + "\n".join(lines) + "\n")
     (OUT / "robustness_grid.md").write_text(md)
     print(md)
 

@@ -45,6 +45,7 @@ class Method:
     # initialisations PEFT does on a wrapped model, e.g. LoftQ's from the original weights.
     init_weights: Optional[Callable[[Any, Any, MethodContext], None]] = None
     default_lr: Optional[float] = None  # training.lr when a recipe gives none; None: the generic 5e-4
+    default_warmup: Optional[float] = None  # training.warmup_ratio when a recipe gives none; None: the generic 0.06
     description: str = ""
 
     def __post_init__(self):
@@ -55,6 +56,9 @@ class Method:
         if self.default_lr is not None and not (isinstance(self.default_lr, (int, float)) and not isinstance(self.default_lr, bool)
                                                 and 0 < self.default_lr < float("inf")):
             raise AdapterkitError(f"register_method({self.name!r}): default_lr must be a positive number, got {self.default_lr!r}")
+        if self.default_warmup is not None and not (isinstance(self.default_warmup, (int, float))
+                                                    and not isinstance(self.default_warmup, bool) and 0 <= self.default_warmup < 1):
+            raise AdapterkitError(f"register_method({self.name!r}): default_warmup must be a share of steps in [0, 1), got {self.default_warmup!r}")
         for f in ("build", "after_wrap", "mergeable_for", "init_weights"):
             value = getattr(self, f)
             if value is not None and not callable(value):

@@ -19,8 +19,9 @@ def key_error(key: str, msg: str) -> PydanticCustomError:
     return PydanticCustomError("recipe_key", "{msg}", {"key": key, "msg": msg})
 
 
-# The learning rate of methods that name none of their own (Method.default_lr).
+# The learning rate and warmup of methods that name none of their own (Method.default_lr, Method.default_warmup).
 DEFAULT_LR = 5e-4
+DEFAULT_WARMUP = 0.06
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ class TrainingConfig(Section):
     lr: float | None = Field(None, gt=0, description="Peak learning rate for the adapter; when omitted, the method's default (`adapterkit.adapters.METHODS[name].default_lr`: LoRA family 5e-4, bottleneck 1e-3, full fine-tuning 1e-4, the others 5e-4; the evidence is in docs/methods-and-heads.md).")
     head_lr: float | None = Field(None, gt=0, description="Learning rate of the task head; `lr` when omitted.")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up from zero.")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Share of steps spent warming the learning rate up from zero; when omitted, the method's default (`Method.default_warmup`: bottleneck 0.1, the others 0.06; the evidence is in docs/methods-and-heads.md).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norms).")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; off when null.")
     seed: int = Field(0, description="Seed for weights, shuffling and dropout (0 to 2**32-1).")
@@ -376,6 +377,11 @@ class Recipe(Section):
             reg = registries(info)
             method = reg.methods.get(self.adapter.method) if reg is not None else None
             self.training.lr = getattr(method, "default_lr", None) or DEFAULT_LR
+        if self.training.warmup_ratio is None:
+            reg = registries(info)
+            method = reg.methods.get(self.adapter.method) if reg is not None else None
+            warmup = getattr(method, "default_warmup", None)
+            self.training.warmup_ratio = DEFAULT_WARMUP if warmup is None else warmup
         return self
 
     @model_validator(mode="after")

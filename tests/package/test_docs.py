@@ -7,7 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from adapterkit import docs
-from adapterkit.config.schema import DEFAULT_LR
+from adapterkit.config.schema import DEFAULT_LR, DEFAULT_WARMUP
 from adapterkit.adapters import BUILTIN_METHODS, METHODS
 from adapterkit.config import Recipe
 from adapterkit.heads import BUILTIN_HEADS, HEADS
@@ -71,7 +71,8 @@ def test_every_key_type_and_default_is_documented():
     for name, method in ((n, METHODS[n]) for n in sorted(BUILTIN_METHODS)):  # plugins document themselves
         assert f"#### `method: {name}`" in text
         section = text.split(f"#### `method: {name}`")[1].split("####")[0]
-        assert f"`training.lr` when omitted: `{method.default_lr or DEFAULT_LR:g}`" in section, name
+        warmup = DEFAULT_WARMUP if method.default_warmup is None else method.default_warmup
+        assert f"`training.lr`: `{method.default_lr or DEFAULT_LR:g}`, `training.warmup_ratio`: `{warmup:g}`" in section, name
         for key in method.settings.model_fields:
             assert f"| `adapter.{key}` |" in section, (name, key)
     for name, head in ((n, HEADS[n]) for n in sorted(BUILTIN_HEADS)):
