@@ -36,7 +36,7 @@ SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "runs" / "bench-robustness"
 OUT = ROOT / "benchmarks" / "results"
 METHODS = {"lora": None, "bottleneck": {"method": "bottleneck"}}   # None: the recipe's own adapter
-DEFAULT_LR = {"lora": 5e-4, "bottleneck": 1e-3}                     # what adapterkit picks when training.lr is omitted
+DEFAULT_LR = {"lora": 5e-4, "bottleneck": 1.5e-3}                     # what adapterkit picks when training.lr is omitted
 
 
 def sentences(path: Path) -> list[list[str]]:
@@ -135,13 +135,13 @@ def main() -> None:
                 done.write_text(json.dumps(res, indent=1))
     (OUT / "robustness_grid.json").write_text(json.dumps(dict(data=stats, cells=res), indent=1))
     lines = ["| method | data | lr | epochs | metric | mean ± sd | seeds | collapsed seeds |", "|---|---|---|---|---|---|---|---|"]
-    for c in res.values():
+    for c in sorted(res.values(), key=lambda c: (c['method'], c['set'], c['lr'])):
         lines.append(f"| {c['method']} | {c['set']} | {c['lr']:g} | {c.get('epochs', 5):g} | {c['metric']} | {c['mean']:.4f} ± {c['sd']:.4f} | "
                      f"{', '.join(f'{v:.4f}' for v in c['values'])} | {', '.join(map(str, c['collapsed'])) or 'none'} |")
     sp = stats.get("sparse_ner", {})
     md = (f"# Robustness grid: default learning rate and twice it\n\n`python benchmarks/robustness_grid.py --seeds {a.seeds}` "
           f"({time.strftime('%Y-%m-%d %H:%M')}), int8 all-MiniLM-L6-v2, final weights scored on validation, each run on "
-          f"{os.environ.get('OMP_NUM_THREADS', 'all')} thread(s) (the first cell on 2, beside other jobs). Data: conll1k "
+          f"{os.environ.get('OMP_NUM_THREADS', 'all')} thread(s). Data: conll1k "
           "(1,000 CoNLL-2003 train sentences, batch 16; first 1,000 validation sentences), sparse_ner (CoNLL-2003 "
           f"sentences with at most one entity: {sp.get('train', {}).get('sentences', '?')} train, "
           f"{sp.get('train', {}).get('with_entity', '?')} of them with an entity; {sp.get('validation', {}).get('sentences', '?')} "

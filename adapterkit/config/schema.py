@@ -273,7 +273,7 @@ class TrainingConfig(Section):
     batch_size: int = Field(32, gt=0, description="Examples per device per forward pass.")
     eval_batch_size: int = Field(64, gt=0, description="Examples per device per evaluation pass.")
     gradient_accumulation: int = Field(1, gt=0, description="Forward passes per optimizer step.")
-    lr: float | None = Field(None, gt=0, description="Peak learning rate for the adapter; when omitted, the method's default (`adapterkit.adapters.METHODS[name].default_lr`: LoRA family 5e-4, bottleneck 1e-3, full fine-tuning 1e-4, the others 5e-4; the evidence is in docs/methods-and-heads.md).")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate for the adapter; when omitted, the method's default (`adapterkit.adapters.METHODS[name].default_lr`: LoRA family 5e-4, bottleneck 1.5e-3, full fine-tuning 1e-4, the others 5e-4; the evidence is in docs/methods-and-heads.md).")
     head_lr: float | None = Field(None, gt=0, description="Learning rate of the task head; `lr` when omitted.")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
     warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Share of steps spent warming the learning rate up from zero; when omitted, the method's default (`Method.default_warmup`: bottleneck 0.1, the others 0.06; the evidence is in docs/methods-and-heads.md).")

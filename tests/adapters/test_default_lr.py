@@ -15,7 +15,7 @@ def _recipe(adapter, **training):
             "training": {"output_dir": "runs/x", **training}}
 
 
-@pytest.mark.parametrize("adapter,want", [({"method": "lora"}, 5e-4), ({"method": "dora"}, 5e-4), ({"method": "bottleneck"}, 1e-3),
+@pytest.mark.parametrize("adapter,want", [({"method": "lora"}, 5e-4), ({"method": "dora"}, 5e-4), ({"method": "bottleneck"}, 1.5e-3),
                                           ({"method": "full"}, 1e-4), ({"method": "ia3"}, DEFAULT_LR)])
 def test_a_recipe_without_lr_takes_its_methods_default(adapter, want):
     r = recipe_from_dict(_recipe(adapter))
