@@ -31,12 +31,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import adapterkit, pick  # noqa: E402
 
+from adapterkit.adapters import METHODS as REGISTRY  # noqa: E402
+from adapterkit.config.schema import DEFAULT_LR as GENERIC_LR  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "runs" / "bench-robustness"
 OUT = ROOT / "benchmarks" / "results"
 METHODS = {"lora": None, "bottleneck": {"method": "bottleneck"}}   # None: the recipe's own adapter
-DEFAULT_LR = {"lora": 5e-4, "bottleneck": 1.5e-3}                     # what adapterkit picks when training.lr is omitted
+DEFAULT_LR = {m: REGISTRY[m].default_lr or GENERIC_LR for m in METHODS}  # read from the registry, so the 2x cell follows the shipped default
 
 
 def sentences(path: Path) -> list[list[str]]:
