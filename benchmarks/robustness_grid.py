@@ -39,6 +39,7 @@ SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "runs" / "bench-robustness"
 OUT = ROOT / "benchmarks" / "results"
 METHODS = {"lora": None, "bottleneck": {"method": "bottleneck"}}   # None: the recipe's own adapter
+NOTES = "<!-- notes:"  # results/robustness_grid.md: what follows this marker is kept
 DEFAULT_LR = {m: REGISTRY[m].default_lr or GENERIC_LR for m in METHODS}  # read from the registry, so the 2x cell follows the shipped default
 
 
@@ -151,7 +152,10 @@ def main() -> None:
           "validation), sst2_1k (1,000 SST-2 train sentences, 3 epochs, batch 32; 872 validation). lora = the recipes' "
           "LoRA r 16; bottleneck = every default (pfeiffer, size 64). lr: the method's default (`training.lr` omitted) and "
           "twice it; warmup: the method's default (`training.warmup_ratio` omitted: lora 0.06, bottleneck 0.1). A seed counts as collapsed when its run carries a collapse warning in metrics.json (the guard: degenerate predictions at two consecutive evaluations in the second half of training, or at the final weights).\n\n" + "\n".join(lines) + "\n")
-    (OUT / "robustness_grid.md").write_text(md)
+    old = OUT / "robustness_grid.md"
+    if old.exists() and NOTES in old.read_text():  # hand-written findings below the marker survive a re-run
+        md += "\n" + NOTES + old.read_text().split(NOTES, 1)[1]
+    old.write_text(md)
     print(md)
 
 
