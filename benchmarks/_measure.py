@@ -76,3 +76,14 @@ def mean_sd(values) -> dict:
     """Mean, sample sd (0 for one value) and the values, rounded to 4 places: one table cell over seeds."""
     return dict(mean=round(statistics.mean(values), 4), sd=round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
                 values=[round(v, 4) for v in values])
+
+
+NOTES = "<!-- notes:"  # in a results .md: what follows this marker is hand-written and kept
+
+
+def write_md(path: Path, md: str) -> None:
+    """Write a rendered results table, keeping the hand-written findings below NOTES of the file it replaces."""
+    path = Path(path)
+    if path.exists() and NOTES in path.read_text():
+        md += "\n" + NOTES + path.read_text().split(NOTES, 1)[1]
+    path.write_text(md)

@@ -11,7 +11,10 @@ reduction factor 6 (384 / 64), its default classification head (2 layers, tanh),
 adapterkit arms: `adapterkit train recipes/sst2-lora-int8.yaml --seeds ...` on the int8 backbone with the bottleneck
 settings of each arm (`*-ah`: the AdapterHub-equivalent design: Pfeiffer `adapter_input: post_norm` and
 `init_weights: bert`; Houlsby `activation: swish` and `init_weights: bert`; `*-zero`: the previous design, reading
-the projection, zero up-projection, relu). Writes benchmarks/results/adapterhub_sst2.{json,md}.
+the projection, zero up-projection, relu; `*-random`: the `*-ah` design trained on AdapterHub's batch order,
+`training.group_by_length=false`, random batches as `Trainer` draws them, where adapterkit's default is length groups
+in random order). Writes benchmarks/results/adapterhub_sst2.{json,md}; notes below the marker `<!-- notes:` in the
+.md survive a re-run.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import adapterkit, mean_sd, pick  # noqa: E402
+from _measure import adapterkit, mean_sd, pick, write_md  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2"
@@ -35,11 +38,16 @@ BUDGET = ["data.max_train_samples=8000", "training.eval_every=100000", "training
           "training.warmup_ratio=0.06", "training.weight_decay=0.01", f"data.train={DATA / 'train.tsv'}",
           f"data.validation={DATA / 'validation.tsv'}", f"data.test={DATA / 'test.tsv'}"]
 BN = {"method": "bottleneck", "bottleneck_size": 64}
-AK_ARMS = {
-    "adapterkit-pfeiffer-ah": {**BN, "placement": "pfeiffer", "adapter_input": "post_norm", "init_weights": "bert"},
-    "adapterkit-houlsby-ah": {**BN, "placement": "houlsby", "activation": "swish", "init_weights": "bert"},
-    "adapterkit-pfeiffer-zero": {**BN, "placement": "pfeiffer", "adapter_input": "projection", "init_weights": True, "activation": "relu"},
-    "adapterkit-houlsby-zero": {**BN, "placement": "houlsby", "adapter_input": "projection", "init_weights": True, "activation": "relu"},
+PFEIFFER_AH = {**BN, "placement": "pfeiffer", "adapter_input": "post_norm", "init_weights": "bert"}
+HOULSBY_AH = {**BN, "placement": "houlsby", "activation": "swish", "init_weights": "bert"}
+RANDOM_ORDER = ["training.group_by_length=false"]  # AdapterHub's Trainer draws random batches
+AK_ARMS = {  # arm: (adapter settings, extra --set values)
+    "adapterkit-pfeiffer-ah": (PFEIFFER_AH, []),
+    "adapterkit-houlsby-ah": (HOULSBY_AH, []),
+    "adapterkit-pfeiffer-ah-random": (PFEIFFER_AH, RANDOM_ORDER),
+    "adapterkit-houlsby-ah-random": (HOULSBY_AH, RANDOM_ORDER),
+    "adapterkit-pfeiffer-zero": ({**BN, "placement": "pfeiffer", "adapter_input": "projection", "init_weights": True, "activation": "relu"}, []),
+    "adapterkit-houlsby-zero": ({**BN, "placement": "houlsby", "adapter_input": "projection", "init_weights": True, "activation": "relu"}, []),
 }
 AH_ARMS = {"adapterhub-pfeiffer": "seq_bn", "adapterhub-houlsby": "double_seq_bn"}
 ARMS = [*AH_ARMS, *AK_ARMS]
@@ -149,7 +157,8 @@ def main() -> None:
                 rows.append(child(py, WORK / "ah_arm.py", [str(data), AH_ARMS[arm], str(s), str(WORK / f"{arm}-{s}")]))
         else:
             out = WORK / arm
-            sets = [x for s in [*BUDGET, f"adapter={json.dumps(AK_ARMS[arm])}"] for x in ("--set", s)]
+            adapter, extra = AK_ARMS[arm]
+            sets = [x for s in [*BUDGET, *extra, f"adapter={json.dumps(adapter)}"] for x in ("--set", s)]
             if len(seeds) > 1:
                 adapterkit(["train", RECIPE, "--seeds", a.seeds, "-o", str(out), *sets], WORK / f"{arm}.log", ROOT)
             else:  # one seed: `--seeds 0` would be a count
@@ -164,17 +173,18 @@ def main() -> None:
         done.write_text(json.dumps(res, indent=1))
     (OUT / "adapterhub_sst2.json").write_text(json.dumps(res, indent=1))
     f = lambda x: f"{x['mean']:.4f} ± {x['sd']:.4f} ({', '.join(f'{v:.4f}' for v in x['values'])})"
-    lines = ["| arm | backbone | seeds | trainable params | validation acc | test acc |", "|---|---|---|---|---|---|"]
+    order = lambda arm: "random" if arm in AH_ARMS or RANDOM_ORDER[0] in AK_ARMS[arm][1] else "length groups, random order"
+    lines = ["| arm | backbone | batch order | seeds | trainable params | validation acc | test acc |", "|---|---|---|---|---|---|---|"]
     for arm in [x for x in ARMS if x in res]:
         r = res[arm]
-        lines.append(f"| {arm} | {'float32' if arm in AH_ARMS else 'int8'} | {','.join(map(str, r['seeds']))} | {r['trainable']:,} "
+        lines.append(f"| {arm} | {'float32' if arm in AH_ARMS else 'int8'} | {order(arm)} | {','.join(map(str, r['seeds']))} | {r['trainable']:,} "
                      f"| {f(r['val_acc'])} | {f(r['test_acc'])} |")
     md = (f"# SST-2 bottleneck adapters: adapterkit vs AdapterHub, final weights\n\n`python benchmarks/adapterhub_sst2.py "
           f"--seeds {a.seeds}` (arms run one after another, rendered {time.strftime('%Y-%m-%d %H:%M')}): per seed the same 8,000-example subset and token ids, "
           "1 epoch, batch 16, lr 1.5e-3, linear schedule with 6% warmup, weight decay 0.01, bottleneck 64, all-MiniLM-L6-v2; "
-          "final weights, validation 872, test 1,821; mean ± sd (values). Examples/s are not compared (the arms ran beside "
-          "other jobs on 2 shared cores).\n\n" + "\n".join(lines) + "\n")
-    (OUT / "adapterhub_sst2.md").write_text(md)
+          "final weights, validation 872, test 1,821; mean ± sd (values). Examples/s per arm are in the .json (a rough "
+          "guide on shared cores).\n\n" + "\n".join(lines) + "\n")
+    write_md(OUT / "adapterhub_sst2.md", md)
     print(md)
 
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import adapterkit, pick  # noqa: E402
+from _measure import adapterkit, pick, write_md  # noqa: E402
 
 from adapterkit.adapters import METHODS as REGISTRY  # noqa: E402
 from adapterkit.config.schema import DEFAULT_LR as GENERIC_LR  # noqa: E402
@@ -39,7 +39,6 @@ SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "runs" / "bench-robustness"
 OUT = ROOT / "benchmarks" / "results"
 METHODS = {"lora": None, "bottleneck": {"method": "bottleneck"}}   # None: the recipe's own adapter
-NOTES = "<!-- notes:"  # results/robustness_grid.md: what follows this marker is kept
 DEFAULT_LR = {m: REGISTRY[m].default_lr or GENERIC_LR for m in METHODS}  # read from the registry, so the 2x cell follows the shipped default
 
 
@@ -145,17 +144,14 @@ def main() -> None:
     sp = stats.get("sparse_ner", {})
     md = (f"# Robustness grid: default learning rate and twice it\n\n`python benchmarks/robustness_grid.py --seeds {a.seeds}` "
           f"({time.strftime('%Y-%m-%d %H:%M')}), int8 all-MiniLM-L6-v2, final weights scored on validation, each run on "
-          f"{os.environ.get('OMP_NUM_THREADS', 'all')} thread(s). Data: conll1k "
+          f"{'/'.join(sorted({str(c.get('threads', '?')) for c in res.values()}))} thread(s). Data: conll1k "
           "(1,000 CoNLL-2003 train sentences, batch 16; first 1,000 validation sentences), sparse_ner (CoNLL-2003 "
           f"sentences with at most one entity: {sp.get('train', {}).get('sentences', '?')} train, "
           f"{sp.get('train', {}).get('with_entity', '?')} of them with an entity; {sp.get('validation', {}).get('sentences', '?')} "
           "validation), sst2_1k (1,000 SST-2 train sentences, 3 epochs, batch 32; 872 validation). lora = the recipes' "
           "LoRA r 16; bottleneck = every default (pfeiffer, size 64). lr: the method's default (`training.lr` omitted) and "
           "twice it; warmup: the method's default (`training.warmup_ratio` omitted: lora 0.06, bottleneck 0.1). A seed counts as collapsed when its run carries a collapse warning in metrics.json (the guard: degenerate predictions at two consecutive evaluations in the second half of training, or at the final weights).\n\n" + "\n".join(lines) + "\n")
-    old = OUT / "robustness_grid.md"
-    if old.exists() and NOTES in old.read_text():  # hand-written findings below the marker survive a re-run
-        md += "\n" + NOTES + old.read_text().split(NOTES, 1)[1]
-    old.write_text(md)
+    write_md(OUT / "robustness_grid.md", md)  # hand-written findings below the notes marker survive a re-run
     print(md)
 
 
