@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import adapterkit, mean_sd, pick, run_script  # noqa: E402
+from _measure import adapterkit, mean_sd, pick, run_script, write_md  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2"
@@ -113,7 +113,7 @@ def main() -> None:
     md = (f"# SST-2 LoRA: adapterkit vs PEFT + Trainer, final weights\n\n`python benchmarks/trainer_sst2.py --seeds {a.seeds}` "
           f"({time.strftime('%Y-%m-%d %H:%M')}): the same 8,000-example subset per seed, the same tokenization, 1 epoch, batch 32, "
           f"int8 all-MiniLM-L6-v2; final weights, validation 872, test 1,821; mean ± sd over seeds {a.seeds}.\n\n" + "\n".join(lines) + "\n")
-    (OUT / "trainer_sst2.md").write_text(md)
+    write_md(OUT / "trainer_sst2.md", md)  # hand-written notes below the marker survive a re-run
     print(md)
 
 
