@@ -22,12 +22,18 @@ WRAP = (
 )
 
 
+def bad_input(msg: str) -> None:
+    """One line on stderr and exit 2, the CLI's code for bad input."""
+    print(msg, file=sys.stderr)
+    sys.exit(2)
+
+
 def pick(csv: str, known, flag: str) -> list[str]:
     """Names from a comma list, each one of `known`; otherwise exit with one line naming the flag."""
     names = csv.split(",")
     unknown = sorted(set(names) - set(known))
     if unknown:
-        sys.exit(f"{flag}: unknown {unknown}; expected a comma list of {list(known)}")
+        bad_input(f"{flag}: unknown {unknown}; expected a comma list of {list(known)}")
     return names
 
 
@@ -84,6 +90,7 @@ NOTES = "<!-- notes:"  # in a results .md: what follows this marker is hand-writ
 def write_md(path: Path, md: str) -> None:
     """Write a rendered results table, keeping the hand-written findings below NOTES of the file it replaces."""
     path = Path(path)
-    if path.exists() and NOTES in path.read_text():
-        md += "\n" + NOTES + path.read_text().split(NOTES, 1)[1]
+    old = path.read_text() if path.exists() else ""
+    if NOTES in old:
+        md += "\n" + NOTES + old.split(NOTES, 1)[1]
     path.write_text(md)

@@ -24,10 +24,11 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import adapterkit, mean_sd, pick, write_md  # noqa: E402
+from _measure import adapterkit, bad_input, mean_sd, pick, write_md  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2"
@@ -40,14 +41,26 @@ BUDGET = ["data.max_train_samples=8000", "training.eval_every=100000", "training
 BN = {"method": "bottleneck", "bottleneck_size": 64}
 PFEIFFER_AH = {**BN, "placement": "pfeiffer", "adapter_input": "post_norm", "init_weights": "bert"}
 HOULSBY_AH = {**BN, "placement": "houlsby", "activation": "swish", "init_weights": "bert"}
-RANDOM_ORDER = ["training.group_by_length=false"]  # AdapterHub's Trainer draws random batches
-AK_ARMS = {  # arm: (adapter settings, extra --set values)
-    "adapterkit-pfeiffer-ah": (PFEIFFER_AH, []),
-    "adapterkit-houlsby-ah": (HOULSBY_AH, []),
-    "adapterkit-pfeiffer-ah-random": (PFEIFFER_AH, RANDOM_ORDER),
-    "adapterkit-houlsby-ah-random": (HOULSBY_AH, RANDOM_ORDER),
-    "adapterkit-pfeiffer-zero": ({**BN, "placement": "pfeiffer", "adapter_input": "projection", "init_weights": True, "activation": "relu"}, []),
-    "adapterkit-houlsby-zero": ({**BN, "placement": "houlsby", "adapter_input": "projection", "init_weights": True, "activation": "relu"}, []),
+
+
+@dataclass(frozen=True)
+class Arm:
+    """An adapterkit arm: its bottleneck settings and batch order."""
+    adapter: dict
+    random_order: bool = False  # AdapterHub's Trainer draws random batches; adapterkit's default is length groups
+
+    def sets(self) -> list[str]:
+        return [*(["training.group_by_length=false"] if self.random_order else []), f"adapter={json.dumps(self.adapter)}"]
+
+
+ZERO = {**BN, "adapter_input": "projection", "init_weights": True, "activation": "relu"}
+AK_ARMS = {
+    "adapterkit-pfeiffer-ah": Arm(PFEIFFER_AH),
+    "adapterkit-houlsby-ah": Arm(HOULSBY_AH),
+    "adapterkit-pfeiffer-ah-random": Arm(PFEIFFER_AH, random_order=True),
+    "adapterkit-houlsby-ah-random": Arm(HOULSBY_AH, random_order=True),
+    "adapterkit-pfeiffer-zero": Arm({**ZERO, "placement": "pfeiffer"}),
+    "adapterkit-houlsby-zero": Arm({**ZERO, "placement": "houlsby"}),
 }
 AH_ARMS = {"adapterhub-pfeiffer": "seq_bn", "adapterhub-houlsby": "double_seq_bn"}
 ARMS = [*AH_ARMS, *AK_ARMS]
@@ -157,8 +170,7 @@ def main() -> None:
                 rows.append(child(py, WORK / "ah_arm.py", [str(data), AH_ARMS[arm], str(s), str(WORK / f"{arm}-{s}")]))
         else:
             out = WORK / arm
-            adapter, extra = AK_ARMS[arm]
-            sets = [x for s in [*BUDGET, *extra, f"adapter={json.dumps(adapter)}"] for x in ("--set", s)]
+            sets = [x for s in [*BUDGET, *AK_ARMS[arm].sets()] for x in ("--set", s)]
             if len(seeds) > 1:
                 adapterkit(["train", RECIPE, "--seeds", a.seeds, "-o", str(out), *sets], WORK / f"{arm}.log", ROOT)
             else:  # one seed: `--seeds 0` would be a count
@@ -171,9 +183,11 @@ def main() -> None:
                         **{k: mean_sd([r[k] for r in rows]) for k in ("val_acc", "test_acc", "ex_per_s")})
         print(arm, json.dumps(res[arm]), flush=True)
         done.write_text(json.dumps(res, indent=1))
+    if not res:  # --render before any arm ran: keep the committed tables
+        bad_input(f"{done}: no arm results to render; run the arms first (without --render)")
     (OUT / "adapterhub_sst2.json").write_text(json.dumps(res, indent=1))
     f = lambda x: f"{x['mean']:.4f} ± {x['sd']:.4f} ({', '.join(f'{v:.4f}' for v in x['values'])})"
-    order = lambda arm: "random" if arm in AH_ARMS or RANDOM_ORDER[0] in AK_ARMS[arm][1] else "length groups, random order"
+    order = lambda arm: "random" if arm in AH_ARMS or AK_ARMS[arm].random_order else "length groups, random order"
     lines = ["| arm | backbone | batch order | seeds | trainable params | validation acc | test acc |", "|---|---|---|---|---|---|---|"]
     for arm in [x for x in ARMS if x in res]:
         r = res[arm]
