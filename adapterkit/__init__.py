@@ -13,20 +13,20 @@ Imports run one way, each package using only those before it:
     deploy/  interpolation/               verified exports; merging and scaling adapters
     cli.py, docs.py                       the command line and the generated recipe reference
 """
-import logging
+from .console import library_call
 
-# bitsandbytes warns at import about optional CPU kernels; the CLI's one-line errors must stay one line.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-
-from .adapters import METHODS, Method, MethodSettings, register_method  # noqa: E402
-from .adapters.bottleneck import BottleneckConfig  # noqa: E402
-from .config import Recipe  # noqa: E402
-from .errors import AdapterkitError, RecipeError  # noqa: E402
-from .heads import HEADS, Head, register_head  # noqa: E402
-from .deploy import export  # noqa: E402
-from .model import build, load_recipe, load_run, recipe_from_dict  # noqa: E402
-from .model.backbone import load_tokenizer  # noqa: E402
-from .training import train as _train  # noqa: E402
+# Importing the stack prints whoever imports it (bitsandbytes looks up a Hub kernel for its CPU 4-bit path, and says
+# so): held for the run's log, so the CLI's one-line errors stay one line.
+with library_call():
+    from .adapters import METHODS, Method, MethodSettings, register_method
+    from .adapters.bottleneck import BottleneckConfig
+    from .config import Recipe
+    from .errors import AdapterkitError, RecipeError
+    from .heads import HEADS, Head, register_head
+    from .deploy import export
+    from .model import build, load_recipe, load_run, recipe_from_dict
+    from .model.backbone import load_tokenizer
+    from .training import train as _train
 
 __version__ = "0.1.0"
 

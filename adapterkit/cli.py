@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import sys
@@ -10,12 +11,30 @@ from typing import List, Optional
 
 import typer
 
+from . import console
+from .console import echo
 from .errors import AdapterkitError, Collapsed, Interrupted
 from .progress import quiet_libraries  # noqa: F401  (also imported from here by scripts)
 
 # Each command imports what it needs when it runs, so `adapterkit --help` and one-line errors stay quick.
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Parameter-efficient fine-tuning: recipes, adapters, heads, verified exports.")
+_capture = False  # main() sets it for the `adapterkit` process itself (not with --debug, not for main(argv) callers)
+
+
+def _command(group: typer.Typer, *args, **kw):
+    """A command whose body runs with library output captured (console.py): help and usage errors, printed while
+    the arguments are parsed, still reach the terminal."""
+    def wrap(f):
+        @functools.wraps(f)
+        def body(*a, **k):
+            if _capture:
+                console.capture_library_output()
+            return f(*a, **k)
+
+        return group.command(*args, **kw)(body)
+
+    return wrap
 
 
 def _echo_metrics(result: dict) -> None:
@@ -23,11 +42,11 @@ def _echo_metrics(result: dict) -> None:
     def strip(d):
         return {k: strip(v) for k, v in d.items() if k != "report"} if isinstance(d, dict) else d
 
-    typer.echo(json.dumps(strip(result), indent=1))
+    echo(json.dumps(strip(result), indent=1))
     reports = {"": result["report"]} if isinstance(result.get("report"), str) else \
         {k: v["report"] for k, v in result.items() if isinstance(v, dict) and isinstance(v.get("report"), str)}
     for name, text in reports.items():
-        typer.echo(f"\n{name + ': ' if name else ''}entity-level report\n{text}")
+        echo(f"\n{name + ': ' if name else ''}entity-level report\n{text}")
 
 
 def _echo_headline(selection: dict | None) -> None:
@@ -35,7 +54,7 @@ def _echo_headline(selection: dict | None) -> None:
     h = (selection or {}).get("headline")
     if h:
         note = f" ({h['note']})" if h.get("note") else ""
-        typer.echo(f"headline: {h['split']} {h['metric']} {h['value']} with the {selection['weights']} weights{note}")
+        echo(f"headline: {h['split']} {h['metric']} {h['value']} with the {selection['weights']} weights{note}")
 
 
 def _fail(msg: str):
@@ -53,7 +72,7 @@ def _process_started() -> float | None:
         return None
 
 
-@app.command()
+@_command(app)
 def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           set_: List[str] = typer.Option([], "--set", help="Override a recipe value, e.g. --set training.lr=3e-4 (repeatable)."),
           output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Shortcut for --set training.output_dir=DIR."),
@@ -78,18 +97,18 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         base = load_recipe(recipe, overrides)
         train_repeats(recipe, overrides, parse_seeds(seeds, base.training.seed) if seeds else None, cv)
         out = Path(resolve_paths(base).training.output_dir)
-        typer.echo((out / "summary.md").read_text(), nl=False)
-        typer.echo(f"runs and summary in {out}")
+        echo((out / "summary.md").read_text(), nl=False)
+        echo(f"runs and summary in {out}")
         return
     r = resolve_paths(load_recipe(recipe, overrides))
     preflight(r, resume=resume)
     final = run_train(r, resume=resume, started=_process_started())
     _echo_metrics(final)
     _echo_headline(final.get("selection"))
-    typer.echo(f"run directory: {r.training.output_dir}")
+    echo(f"run directory: {r.training.output_dir}")
 
 
-@app.command()
+@_command(app)
 def tune(recipe: Path = typer.Argument(..., help="Recipe YAML file (the starting point; the space overrides its keys)."),
          space: Path = typer.Option(..., "--space", help="Search space YAML: recipe keys -> {low, high[, log, step]} or {choices}, optional `when`."),
          trials: int = typer.Option(20, "--trials", min=1, help="Trials to finish (completed, pruned or failed), counting earlier ones of this study."),
@@ -106,10 +125,10 @@ def tune(recipe: Path = typer.Argument(..., help="Recipe YAML file (the starting
     from .tuning import tune as run_tune
 
     result = run_tune(recipe, space, list(set_), trials, sampler, metric, timeout, jobs, pruner, out, cv, seed)
-    typer.echo(json.dumps(result, indent=1, default=str))
+    echo(json.dumps(result, indent=1, default=str))
 
 
-@app.command("eval")
+@_command(app, "eval")
 def eval_cmd(run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train`."),
              split: str = typer.Option("validation", help="Split of the run's recipe to evaluate."),
              data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this file instead (same columns)."),
@@ -120,7 +139,7 @@ def eval_cmd(run_dir: Path = typer.Argument(..., help="Run directory from `adapt
     _echo_metrics(eval_run(run_dir, split, data, zero_shot=zero_shot))
 
 
-@app.command()
+@_command(app)
 def generate(run_dir: Path = typer.Argument(..., help="Run directory of a causal_lm or label_words run."),
              prompt: List[str] = typer.Option([], "--prompt", help="Prompt to complete (repeatable)."),
              file: Optional[Path] = typer.Option(None, "--file", help="JSON Lines file of prompts (the run's data.prompt_column); each row keeps its fields."),
@@ -136,13 +155,13 @@ def generate(run_dir: Path = typer.Argument(..., help="Run directory of a causal
         _fail("give --prompt TEXT or --file PROMPTS.jsonl")
     rows = run_generate(run_dir, list(prompt), max_new_tokens, temperature, zero_shot, file=file, out=out, batch_size=batch_size)
     if out:
-        typer.echo(f"{len(rows)} completions written to {out}")
+        echo(f"{len(rows)} completions written to {out}")
     else:
         for row in rows:
-            typer.echo(json.dumps(row))
+            echo(json.dumps(row))
 
 
-@app.command()
+@_command(app)
 def predict(run_dir: Path = typer.Argument(...),
             text: List[str] = typer.Option([], "--text", help="Text to classify (repeatable)."),
             file: Optional[Path] = typer.Option(None, "--file", help="File with one text per line.")):
@@ -157,10 +176,10 @@ def predict(run_dir: Path = typer.Argument(...),
     if not texts:
         _fail("give --text TEXT or --file FILE")
     for row in run_predict(run_dir, texts):
-        typer.echo(json.dumps(row))
+        echo(json.dumps(row))
 
 
-@app.command()
+@_command(app)
 def export(run_dir: Path = typer.Argument(...),
            out: Path = typer.Option(..., "--out", help="Output folder."),
            dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 (also fp32/bf16/fp16)."),
@@ -178,11 +197,11 @@ def export(run_dir: Path = typer.Argument(...),
 
     with stage(f"exporting {run_dir} (load, merge, verify, save)"):
         report = run_export(run_dir, out, dtype, fmt, verify_samples, tolerance, requantize, quantize, gguf_type)
-    typer.echo(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=1))
-    typer.echo(f"exported to {out} (report: {out / 'export_report.json'})")
+    echo(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=1))
+    echo(f"exported to {out} (report: {out / 'export_report.json'})")
 
 
-@app.command()
+@_command(app)
 def merge(runs: List[Path] = typer.Argument(..., help="Two or more run directories trained on the same backbone."),
           out: Path = typer.Option(..., "--out", help="New run directory for the combined adapter."),
           weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weight per run (equal by default)."),
@@ -196,10 +215,10 @@ def merge(runs: List[Path] = typer.Argument(..., help="Two or more run directori
         w = [float(x) for x in weights.split(",")] if weights else None
     except ValueError:
         raise MergeError(f"--weights: {weights!r}; expected comma-separated numbers, e.g. 0.5,0.5") from None
-    typer.echo(json.dumps(run_merge(runs, w, out, method, density, evaluate), indent=1))
+    echo(json.dumps(run_merge(runs, w, out, method, density, evaluate), indent=1))
 
 
-@app.command()
+@_command(app)
 def sweep(run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-family or IA3 adapter."),
           scales: str = typer.Option("0,0.25,0.5,0.75,1,1.25", "--scales", help="Comma-separated adapter scales (0 = base model + trained head)."),
           out: Optional[Path] = typer.Option(None, "--out", help="Folder for sweep.json, sweep.md and sweep.png (RUN_DIR/sweep by default)."),
@@ -210,11 +229,11 @@ def sweep(run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-fa
     from .interpolation import parse_scales, sweep as run_sweep
 
     result = run_sweep(run_dir, parse_scales(scales), out, split, max_examples, quantization)
-    typer.echo((Path(result["out"]) / "sweep.md").read_text())
-    typer.echo(f"table and plot in {result['out']}")
+    echo((Path(result["out"]) / "sweep.md").read_text())
+    echo(f"table and plot in {result['out']}")
 
 
-@app.command()
+@_command(app)
 def compare(run_a: Path = typer.Argument(..., help="Run directory A."),
             run_b: Optional[Path] = typer.Argument(None, help="Run directory B (omit with --baseline)."),
             split: str = typer.Option("test", "--split", help="Split of the runs' recipes both are scored on."),
@@ -226,21 +245,21 @@ def compare(run_a: Path = typer.Argument(..., help="Run directory A."),
     """Score two runs on the same examples: each metric, A - B with a paired bootstrap 95% interval, McNemar's exact test."""
     from .inference.compare import compare as run_compare, format_compare
 
-    typer.echo(format_compare(run_compare(run_a, run_b, split, data, baseline, samples, seed, out)), nl=False)
+    echo(format_compare(run_compare(run_a, run_b, split, data, baseline, samples, seed, out)), nl=False)
 
 
-@app.command()
+@_command(app)
 def report(run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train` (finished or not).")):
     """Rebuild a run's report.html and plots/*.png from its log, metrics and recipe."""
     from .runs import write_report
 
     rep = write_report(run_dir)
     for note in rep.notes:
-        typer.echo(f"note: {note}", err=True)
-    typer.echo(json.dumps({"report": str(rep.html), "plots": [str(p.path) for p in rep.plots]}, indent=1))
+        echo(f"note: {note}", err=True)
+    echo(json.dumps({"report": str(rep.html), "plots": [str(p.path) for p in rep.plots]}, indent=1))
 
 
-@app.command()
+@_command(app)
 def inspect(model_path: str = typer.Argument(..., help="Model folder or package:NAME."),
             method: List[str] = typer.Option([], "--method", "-m", help="Method to report (repeatable); all registered methods by default."),
             set_: List[str] = typer.Option([], "--set", help="Adapter setting for the methods that have it, e.g. --set r=16 (repeatable)."),
@@ -254,14 +273,26 @@ def inspect(model_path: str = typer.Argument(..., help="Model folder or package:
     from .model.inspect import format_report, inspect_model, parse_settings
 
     report = inspect_model(model_path, list(method) or None, parse_settings(list(set_)), gguf_file, quantization, task, num_labels)
-    typer.echo(json.dumps(report, indent=1) if as_json else format_report(report, tree))
+    echo(json.dumps(report, indent=1) if as_json else format_report(report, tree))
+
+
+@_command(app, "env")
+def env_cmd(lock: Optional[Path] = typer.Option(None, "--lock", help="Lock file to compare with (the checkout's requirements.lock by default)."),
+            as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
+    """Python, the stack's package versions against the lock of tested versions, CPU features, CUDA devices."""
+    from .environment import format_report, report as env_report
+
+    if lock is not None and not lock.is_file():
+        _fail(f"--lock: {lock} is not a file; expected a pip-compile lock such as requirements.lock")
+    rep = env_report(lock)
+    echo(json.dumps(rep, indent=1) if as_json else format_report(rep))
 
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Check a recipe's data before training on it.")
 app.add_typer(data_app, name="data")
 
 
-@data_app.command("check")
+@_command(data_app, "check")
 def data_check(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                set_: List[str] = typer.Option([], "--set", help="Override a recipe value, e.g. --set data.delimiter=';' (repeatable)."),
                as_json: bool = typer.Option(False, "--json", help="Print the audit as JSON.")):
@@ -283,12 +314,12 @@ def data_check(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         audits[name] = audit(sub)
         check_labels(sub, HEADS[sub.task.type])  # labels unseen in training: refused as `train` refuses them
     if as_json:
-        typer.echo(json.dumps({n: to_dict(a) for n, a in audits.items()} if r.tasks else to_dict(audits[""]), indent=1))
+        echo(json.dumps({n: to_dict(a) for n, a in audits.items()} if r.tasks else to_dict(audits[""]), indent=1))
     else:
-        typer.echo("\n\n".join(f"task {n}: " * bool(n) + format_audit(a) for n, a in audits.items()))
+        echo("\n\n".join(f"task {n}: " * bool(n) + format_audit(a) for n, a in audits.items()))
     for name, a in audits.items():  # warnings do not fail the check: the data can still train
         for w in a.warnings:
-            typer.echo(f"warning: {name + ': ' if name else ''}{w}", err=True)
+            echo(f"warning: {name + ': ' if name else ''}{w}", err=True)
 
 
 def _resume_flag(argv: list[str]) -> list[str]:
@@ -313,26 +344,30 @@ def _log_note(e: BaseException) -> str:
 
 
 def main(argv=None):
-    quiet_libraries()
+    global _capture
+    process = argv is None
     argv, debug = _debug_flag(sys.argv[1:] if argv is None else list(argv))
+    _capture = process and not debug  # library output to the run's log; --debug shows it as it comes
+    if not process:
+        quiet_libraries()  # an embedding caller's terminal: library chatter kept down as before
     try:
         app(args=_resume_flag(argv), standalone_mode=False)
     except Interrupted as e:
-        typer.echo(f"adapterkit: {e}", err=True)
+        echo(f"adapterkit: {e}", err=True)
         sys.exit(e.exit_code)
     except Collapsed as e:
-        typer.echo(f"adapterkit: error: {e}", err=True)
+        echo(f"adapterkit: error: {e}", err=True)
         sys.exit(3)
     except AdapterkitError as e:
-        typer.echo(f"adapterkit: error: {e}", err=True)
+        echo(f"adapterkit: error: {e}", err=True)
         sys.exit(2)
     except FloatingPointError as e:
-        typer.echo(f"adapterkit: error: {e}", err=True)
+        echo(f"adapterkit: error: {e}", err=True)
         sys.exit(3)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        typer.echo("adapterkit: interrupted", err=True)
+        echo("adapterkit: interrupted", err=True)
         sys.exit(130)
     except Exception as e:
         import click
@@ -340,17 +375,17 @@ def main(argv=None):
         # usage errors: typer >= 0.29 raises those of its own bundled click, older typer click's
         usage = tuple(c for c in (click.ClickException, getattr(typer, "TyperException", None)) if c is not None)
         if isinstance(e, usage) and hasattr(e, "show"):
-            e.show()
+            e.show(file=console.stderr())
             sys.exit(getattr(e, "exit_code", 2))
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            typer.echo(f"adapterkit: error: no space left on device writing {e.filename or 'a file'}; free space and rerun "
+            echo(f"adapterkit: error: no space left on device writing {e.filename or 'a file'}; free space and rerun "
                        f"(a training run continues with --resume)", err=True)
             sys.exit(2)
         if debug:
             raise
         # Anything else is a bug or an environment problem: one line, the traceback on request.
         msg = str(e).splitlines()[0][:300] if str(e) else ""
-        typer.echo(f"adapterkit: error: unexpected {type(e).__name__}: {msg} ({_log_note(e)}rerun with --debug for the traceback)", err=True)
+        echo(f"adapterkit: error: unexpected {type(e).__name__}: {msg} ({_log_note(e)}rerun with --debug for the traceback)", err=True)
         sys.exit(1)
 
 

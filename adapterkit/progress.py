@@ -6,8 +6,9 @@ ADAPTERKIT_PROGRESS=1 forces them on, ADAPTERKIT_PROGRESS=0 off.
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import contextmanager
+
+from . import console
 
 
 def enabled(file=None) -> bool:
@@ -16,7 +17,7 @@ def enabled(file=None) -> bool:
         return True
     if force in ("0", "false", "no", "off"):
         return False
-    stream = file or sys.stderr
+    stream = file or console.stderr()
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
@@ -24,7 +25,8 @@ def progress(iterable=None, **kw):
     """tqdm over `iterable` (or a manual bar with total=...), off when not interactive."""
     from tqdm.auto import tqdm
 
-    off = kw.pop("disable", False) or not enabled(kw.get("file"))
+    kw.setdefault("file", console.stderr())
+    off = kw.pop("disable", False) or not enabled(kw["file"])
     return tqdm(iterable, disable=off, dynamic_ncols=True, **kw)
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import copy
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from .. import console
 from ..errors import RecipeError
 from ..plugins import import_plugin
 from .schema import Recipe, Registries
@@ -158,8 +158,8 @@ def _drop_other_method_settings(data: dict, before: dict | None, overrides, regi
     for k in dropped:
         adapter.pop(k, None)
     if dropped:
-        print(f"adapterkit: note: --set adapter.method={adapter['method']} drops the recipe's "
-              f"{', '.join('adapter.' + k for k in dropped)} ({before.get('method', 'lora')} settings)", file=sys.stderr)
+        console.echo(f"adapterkit: note: --set adapter.method={adapter['method']} drops the recipe's "
+              f"{', '.join('adapter.' + k for k in dropped)} ({before.get('method', 'lora')} settings)", err=True)
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), registries: Registries | None = None) -> Recipe:

@@ -228,6 +228,13 @@ def write_html(run_dir: Path, plots: list[Plot], final: dict, info: dict, recipe
     if final.get("timings"):
         parts.append("<h2>Time</h2><p>Wall seconds of each part of the command (the report's own time is not in this "
                      "page's copy).</p>" + _kv_table(list(final["timings"].items()), "timings"))
+    env = info.get("environment") or {}
+    if env:
+        rows = [("python", env.get("python"))] + [(n, v or "not installed") for n, v in (env.get("packages") or {}).items()]
+        cpu = env.get("cpu") or {}
+        rows.append(("cpu", ", ".join([str(cpu.get("torch_capability", "?"))] + [f for f, on in cpu.items() if on is True])))
+        rows.append(("cuda", ", ".join(env.get("cuda") or []) or "no devices"))
+        parts.append("<h2>Environment</h2>" + _kv_table(rows, "environment"))
     if data_audit:
         parts.append("<h2>Data</h2>" + _data_section(data_audit))
     if plots:

@@ -23,6 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
+from .. import console
 from ..adapters import METHODS
 from ..config import save_recipe
 from ..errors import RunDirError
@@ -98,7 +99,10 @@ class RunWriter:
         atomic_write_text(self.dir / name, json.dumps(data, indent=1))
 
     def log(self, record: dict) -> None:
+        library = console.drain()  # what libraries wrote since the last record, kept off the terminal
         with open(self.dir / "log.jsonl", "a") as f:
+            if library:
+                f.write(json.dumps({"event": "library_output", "lines": library}) + "\n")
             f.write(json.dumps(record) + "\n")
         if self.on_log is not None:
             self.on_log(record)
@@ -146,6 +150,9 @@ class RunWriter:
 
     def finish(self, final: dict) -> None:
         """Final metrics, then the status that makes the run usable."""
+        library = console.drain()
+        if library:
+            self.log({"event": "library_output", "lines": library})
         atomic_write_text(self.dir / "metrics.json", json.dumps(final, indent=1))
         self.info.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write_text(self.dir / "run.json", json.dumps(self.info, indent=1))

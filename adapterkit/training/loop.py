@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -21,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from .. import console, environment
 from .. import data as data_mod
 from ..adapters import method_settings
 from ..adapters.lora import residual_init
@@ -278,7 +278,8 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
         pos, best_state = ckpt.load(resume_from)
     guard = NonFiniteGuard(t.on_nonfinite, accelerator, writer, run_dir)
     if accelerator.is_main_process:
-        info = dict(trainable_params=n_train, total_params=n_total, total_steps=total_steps, backbone=backbone, **job.info)
+        info = dict(trainable_params=n_train, total_params=n_total, total_steps=total_steps, backbone=backbone,
+                    environment=environment.record(), **job.info)
         if multi:
             info.update(multitask=True, tasks=list(tasks), sampling=recipe.multitask.sampling, adapter=recipe.multitask.adapter,
                         sampling_weights=multitask.sampling_weights(sizes, recipe.multitask.sampling, recipe.multitask.temperature))
@@ -330,7 +331,7 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
         warnings.extend(f"step {at}: {prefix}{f}" for f in new)
         if accelerator.is_main_process:
             writer.log(dict(event="warning", step=at, kind="collapse", message=msg))
-            print(f"adapterkit: warning: {msg}", file=sys.stderr, flush=True)
+            console.echo(f"adapterkit: warning: {msg}", err=True)
         if t.on_collapse == "stop":
             if accelerator.is_main_process:
                 writer.log(dict(event="stopped", step=at, reason="collapsed"))

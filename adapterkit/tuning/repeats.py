@@ -5,10 +5,10 @@ interrupted series continues where it stopped."""
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import console
 from ..config import resolve_paths
 from ..errors import RecipeError, RunDirError
 from ..files import atomic_write_text, read_json
@@ -75,8 +75,8 @@ def train_repeats(recipe_path, overrides: list[str], seeds: list[int] | None = N
     if folds and base.tasks:
         raise RecipeError("--cv: cross-validation is for single-task recipes")
     if folds and (base.data.validation or base.data.validation_split):
-        print(f"note: --cv: the recipe's validation split ({base.data.validation or base.data.validation_split}) is not used; "
-              f"each fold holds out its own validation rows", file=sys.stderr)
+        console.echo(f"note: --cv: the recipe's validation split ({base.data.validation or base.data.validation_split}) is not used; "
+              f"each fold holds out its own validation rows", err=True)
     out = Path(base.training.output_dir)
     check_parent(out)
     repeats = plan(seeds, folds)
@@ -91,7 +91,7 @@ def train_repeats(recipe_path, overrides: list[str], seeds: list[int] | None = N
     for rep, r in zip(repeats, recipes):
         if rep.name in done:
             runs[rep.name] = read_json(out / rep.name / "metrics.json", "metrics")
-            print(f"{rep.name}: finished before, read from {out / rep.name}", file=sys.stderr)
+            console.echo(f"{rep.name}: finished before, read from {out / rep.name}", err=True)
         else:
             runs[rep.name] = train(r)
     summary = summarize([flatten(f) for f in runs.values()])

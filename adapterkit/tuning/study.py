@@ -10,13 +10,13 @@ import csv
 import gc
 import io
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from .. import console
 from ..config import apply_override, resolve_paths
 from ..errors import AdapterkitError, RecipeError
 from ..files import atomic_write_text
@@ -250,7 +250,7 @@ def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", me
                               f"choose another --out or remove it")
         redo = recover_interrupted(study)
         if redo:
-            print(f"note: trial(s) {redo} were interrupted; their settings run again", file=sys.stderr)
+            console.echo(f"note: trial(s) {redo} were interrupted; their settings run again", err=True)
         t0 = time.perf_counter()
         workers = []
         if jobs > 1:

@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "adapterkit"
 # Each top-level module or package of adapterkit and its layer: a module may import only from lower layers (or
 # from inside its own package). Two packages on one layer do not import each other.
 LAYERS = {
-    "errors": 0, "progress": 0, "stats": 0,
-    "files": 1, "plugins": 1, "hub": 1,
+    "errors": 0, "console": 0, "stats": 0, "environment": 0,
+    "files": 1, "plugins": 1, "hub": 1, "progress": 1,
     "config": 2,
     "metrics": 3,
     "adapters": 4, "heads": 4,

@@ -134,3 +134,47 @@ def test_unknown_or_missing_tracker_is_one_clear_error(tiny_bert, sentiment_file
     with pytest.raises(RecipeError, match="training.trackers"):
         train(r)
     assert not (tmp_path / "r" / "log.jsonl").exists()  # failed before any work
+
+
+def _chromium() -> str | None:
+    return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
+
+
+@pytest.mark.slow
+def test_report_in_a_real_browser(run, tmp_path):
+    """report.html as a person opens it: headless Chromium loads it with no console error and no network request
+    (everything is inline), and every plot is drawn (its pixels are not one flat colour)."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium on this machine (make setup installs Debian's `chromium` where apt-get can)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (requirements.lock)")
+    import io
+
+    import matplotlib.image as mpimg
+
+    run_dir, _ = run
+    errors, requests = [], []
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        try:
+            page = b.new_page(viewport={"width": 1100, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto((run_dir / "report.html").resolve().as_uri(), wait_until="networkidle")
+            assert page.title().startswith("adapterkit report")
+            images = page.locator("img")
+            assert images.count() >= 3
+            drawn = []
+            for i in range(images.count()):
+                img = images.nth(i)
+                assert img.evaluate("e => e.complete && e.naturalWidth > 100"), f"plot {i} did not load"
+                shot = mpimg.imread(io.BytesIO(img.screenshot()), format="png")
+                drawn.append(float(shot[..., :3].std()))
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            b.close()
+    assert errors == [], errors
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == [], requests
+    assert all(s > 0.01 for s in drawn), drawn  # a blank plot area is one flat colour
+    assert (tmp_path / "report.png").stat().st_size > 10_000
