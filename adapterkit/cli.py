@@ -30,11 +30,23 @@ def _command(group: typer.Typer, *args, **kw):
         def body(*a, **k):
             if _capture:
                 console.capture_library_output()
-            return f(*a, **k)
+            if "plugin" not in k:
+                return f(*a, **k)
+            from .model import opted_in  # commands that read run folders: PLUGIN and TRUST_REMOTE_CODE
+
+            with opted_in(k["plugin"], k["trust_remote_code"]):
+                return f(*a, **k)
 
         return group.command(*args, **kw)(body)
 
     return wrap
+
+
+# A run folder is data: the plugins its recipe names and model code its backbone ships run only when asked here.
+PLUGIN = typer.Option([], "--plugin", help="Import this plugin module, which the run's recipe names (repeatable): a run folder's "
+                                             "files never import code on their own.")
+TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code", help="Allow model code shipped with the run's backbone "
+                                                                    "(backbone.trust_remote_code in its recipe).")
 
 
 def _echo_metrics(result: dict) -> None:
@@ -132,7 +144,8 @@ def tune(recipe: Path = typer.Argument(..., help="Recipe YAML file (the starting
 def eval_cmd(run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train`."),
              split: str = typer.Option("validation", help="Split of the run's recipe to evaluate."),
              data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this file instead (same columns)."),
-             zero_shot: bool = typer.Option(False, "--zero-shot", help="Score the run's base model without its adapter (label_words, causal_lm).")):
+             zero_shot: bool = typer.Option(False, "--zero-shot", help="Score the run's base model without its adapter (label_words, causal_lm)."),
+             plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
     """Evaluate a trained run on a split or a file."""
     from .inference import eval_run
 
@@ -147,7 +160,8 @@ def generate(run_dir: Path = typer.Argument(..., help="Run directory of a causal
              max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="The run's task.generation.max_new_tokens by default (64)."),
              batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Prompts generated together (task.generation.batch_size, 16)."),
              temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0: greedy decoding."),
-             zero_shot: bool = typer.Option(False, "--zero-shot", help="Generate with the base model, without the adapter.")):
+             zero_shot: bool = typer.Option(False, "--zero-shot", help="Generate with the base model, without the adapter."),
+             plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
     """Complete prompts with a trained causal LM run, in batches (the run's chat or prompt template is applied)."""
     from .inference import generate as run_generate
 
@@ -164,7 +178,8 @@ def generate(run_dir: Path = typer.Argument(..., help="Run directory of a causal
 @_command(app)
 def predict(run_dir: Path = typer.Argument(...),
             text: List[str] = typer.Option([], "--text", help="Text to classify (repeatable)."),
-            file: Optional[Path] = typer.Option(None, "--file", help="File with one text per line.")):
+            file: Optional[Path] = typer.Option(None, "--file", help="File with one text per line."),
+            plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
     """Predict labels for texts."""
     from .inference import predict as run_predict
 
@@ -188,7 +203,8 @@ def export(run_dir: Path = typer.Argument(...),
            quantize: Optional[str] = typer.Option(None, "--quantize", help="With --format onnx: int8 also writes an int8 dynamic-quantized graph, scored too."),
            verify_samples: Optional[int] = typer.Option(None, help="Validation examples used for the agreement check (all by default)."),
            tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Max |merged - unmerged| float32 logit difference, relative to the largest |logit| (export.tolerance, 1e-4, by default)."),
-           requantize: bool = typer.Option(True, "--requantize/--no-requantize", help="Also score the merged export re-quantized to int8 on load.")):
+           requantize: bool = typer.Option(True, "--requantize/--no-requantize", help="Also score the merged export re-quantized to int8 on load."),
+           plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
     """Export a run, verified: merged into a plain transformers model, or the PEFT adapter + head. Writes export_report.json."""
     from .deploy import export as run_export
 
@@ -207,7 +223,8 @@ def merge(runs: List[Path] = typer.Argument(..., help="Two or more run directori
           weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weight per run (equal by default)."),
           method: str = typer.Option("linear", "--method", help="linear, cat, svd, ties, dare_linear or dare_ties (PEFT add_weighted_adapter)."),
           density: Optional[float] = typer.Option(None, "--density", help="Share of values kept by ties/dare (0.5 by default)."),
-          evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate the combined run on the validation split.")):
+          evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate the combined run on the validation split."),
+          plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
     """Combine LoRA adapters (and average their heads) into one run directory."""
     from .interpolation import MergeError, merge as run_merge
 
@@ -224,7 +241,8 @@ def sweep(run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-fa
           out: Optional[Path] = typer.Option(None, "--out", help="Folder for sweep.json, sweep.md and sweep.png (RUN_DIR/sweep by default)."),
           split: str = typer.Option("validation", "--split", help="Split of the run's recipe to evaluate on."),
           max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Evaluate on the first N examples only."),
-          quantization: Optional[str] = typer.Option(None, "--quantization", help="none, int8 or nf4 (the run's own by default).")):
+          quantization: Optional[str] = typer.Option(None, "--quantization", help="none, int8 or nf4 (the run's own by default)."),
+          plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
     """Evaluate the adapter at several scales between the base model and the trained adapter; table + plot."""
     from .interpolation import parse_scales, sweep as run_sweep
 
@@ -241,7 +259,8 @@ def compare(run_a: Path = typer.Argument(..., help="Run directory A."),
             baseline: bool = typer.Option(False, "--baseline", help="Compare RUN_A with its own base model, zero-shot (label_words, causal_lm)."),
             samples: int = typer.Option(1000, "--samples", min=0, help="Paired bootstrap resamples."),
             seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap resampling."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Also write compare.json and compare.md to this folder.")):
+            out: Optional[Path] = typer.Option(None, "--out", help="Also write compare.json and compare.md to this folder."),
+            plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
     """Score two runs on the same examples: each metric, A - B with a paired bootstrap 95% interval, McNemar's exact test."""
     from .inference.compare import compare as run_compare, format_compare
 

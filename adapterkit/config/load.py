@@ -8,7 +8,7 @@ import copy
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import yaml
 from pydantic import ValidationError
@@ -112,9 +112,11 @@ def plugin_keys(data: dict) -> list[tuple[str, str]]:
     return found
 
 
-def recipe_from_dict(data: Any, overrides: list[str] = (), source: str = "recipe", registries: Registries | None = None) -> Recipe:
+def recipe_from_dict(data: Any, overrides: list[str] = (), source: str = "recipe", registries: Registries | None = None,
+                     allowed_plugins: Collection[str] | None = None) -> Recipe:
     """Validate recipe data. With `registries`, the plugins it names are imported first and method and head
-    settings are checked against the registries; without, only the structure is checked."""
+    settings are checked against the registries; without, only the structure is checked. `allowed_plugins` (for
+    recipes that are data, like a run folder's): only those modules are imported, any other named one is refused."""
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: expected a mapping of sections (backbone, adapter, task, data, training, export)")
     check_values(data, source)  # before deepcopy, which recurses
@@ -126,6 +128,9 @@ def recipe_from_dict(data: Any, overrides: list[str] = (), source: str = "recipe
         check_values(data, f"{source} with --set")
     if registries is not None:
         for key, name in plugin_keys(data):
+            if isinstance(name, str) and allowed_plugins is not None and name not in allowed_plugins:
+                raise RecipeError(f"{source}: {key} names the module {name!r}; a run folder's files never import code on "
+                                  f"their own: pass --plugin {name} to this command if you trust it")
             if isinstance(name, str):
                 import_plugin(name, key)
         _drop_other_method_settings(data, before, overrides, registries)
@@ -162,7 +167,8 @@ def _drop_other_method_settings(data: dict, before: dict | None, overrides, regi
               f"{', '.join('adapter.' + k for k in dropped)} ({before.get('method', 'lora')} settings)", err=True)
 
 
-def load_recipe(path: str | Path, overrides: list[str] = (), registries: Registries | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] = (), registries: Registries | None = None,
+                allowed_plugins: Collection[str] | None = None) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
@@ -178,7 +184,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), registries: Registr
         raise RecipeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except RecursionError:  # the YAML parser recurses once per nesting level
         raise RecipeError(f"{path}: nested more than {MAX_DEPTH} levels deep; a recipe is a few levels of sections and values") from None
-    return recipe_from_dict(data, overrides, source=str(path), registries=registries)
+    return recipe_from_dict(data, overrides, source=str(path), registries=registries, allowed_plugins=allowed_plugins)
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")

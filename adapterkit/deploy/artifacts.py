@@ -20,7 +20,7 @@ from ..errors import AdapterkitError
 from ..files import check_out_dir, new_temp_dir, read_json
 from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
-from ..model import build_task_model, is_mergeable, load_recipe, load_run
+from ..model import build_task_model, is_mergeable, load_run, load_run_recipe
 from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model, resolve_path
 from .. import data as data_mod
 from . import gguf_export, onnx_export
@@ -51,7 +51,7 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
         raise ExportError(f"--dtype: {dtype!r}; expected one of {sorted(DTYPES)}")
     if tolerance is not None and not tolerance > 0:
         raise ExportError(f"--tolerance: {tolerance} must be > 0")
-    recipe = load_recipe(run_dir / "recipe.yaml") if (run_dir / "recipe.yaml").is_file() else None
+    recipe = load_run_recipe(run_dir) if (run_dir / "recipe.yaml").is_file() else None
     if recipe is not None and fmt == "adapter" and METHODS[recipe.adapter.method].trains_base:
         raise ExportError(f"export: a {recipe.adapter.method} fine-tuning run has no adapter; use --format merged")
     if recipe is not None and fmt == "onnx":
@@ -83,18 +83,23 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
 
 
 def _check_only_exported(out: Path) -> None:
-    """An earlier export in `out` is replaced; a file it did not write (a user's notes, a model card) would be lost
-    with it, so it is refused instead."""
+    """An earlier export in `out` is replaced; only the files its report lists are its own. Anything else (a user's
+    notes, a model card, a report that lists nothing) would be lost with it, so it is refused instead."""
     if not (out / "export_report.json").is_file():
         return
     listed = read_json(out / "export_report.json", "export report").get("files")
-    if not isinstance(listed, dict):
-        return  # a report from before file lists: nothing to compare with
-    extra = sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                   if not p.is_dir() and str(p.relative_to(out)) not in listed and p.name != "export_report.json")
+    listed = set(listed) if isinstance(listed, dict) else set()
+    extra = []
+    for p in sorted(out.rglob("*")):
+        rel = str(p.relative_to(out))
+        if p.is_symlink() or not p.is_dir():
+            if rel not in listed and rel != "export_report.json":
+                extra.append(rel)
+        elif not any(f == rel or f.startswith(rel + "/") for f in listed):
+            extra.append(rel + "/")  # a folder no listed file is in
     if extra:
-        raise ExportError(f"--out: {out} holds an earlier export plus files it did not write ({extra[:3]}); "
-                          f"move them away or choose a new folder (replacing the export would delete them)")
+        raise ExportError(f"--out: {out} holds files an earlier export did not list as its own ({extra[:3]}); move them "
+                          f"away or choose a new folder (replacing the export would delete them)")
 
 
 def _file_report(folder: Path) -> dict:

@@ -14,7 +14,8 @@ from ..errors import AdapterkitError
 from ..data.readers import check_utf8
 from ..files import atomic_write_text, check_out_dir, read_json
 from ..heads import HEADS, task_settings
-from ..model import LoadedRun, load_recipe, require_finished
+from ..model import LoadedRun, load_run_recipe, require_finished
+from ..model.identity import check_identity
 from ..model.generation import generate_batch
 from ..stats import mcnemar_exact, paired_bootstrap
 from ..training.evaluate import collect, head_metrics
@@ -63,7 +64,8 @@ def _task_and_labels(run_dir) -> tuple[str, list | None]:
     """A run's task type and label map, read from its files without loading any model."""
     run = Path(run_dir)
     require_finished(run)
-    return load_recipe(run / "recipe.yaml").task.type, read_json(run / "labels.json", "label map")["labels"]
+    check_identity(run)
+    return load_run_recipe(run).task.type, read_json(run / "labels.json", "label map")["labels"]
 
 
 def check_comparable(a: tuple, b: tuple, name_a: str, name_b: str) -> None:

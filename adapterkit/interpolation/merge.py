@@ -17,7 +17,8 @@ from ..config import save_recipe
 from ..errors import AdapterkitError
 from ..files import atomic_write_text, check_out_dir, check_safetensors, new_temp_dir, read_json
 from ..inference import eval_run
-from ..model import RUN_FILES, load_recipe, load_run, require_finished
+from ..model import RUN_FILES, load_run, load_run_recipe, require_finished
+from ..model.identity import check_identity, run_identity
 
 COMBINATIONS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
 NEEDS_DENSITY = ("ties", "dare_linear", "dare_ties")
@@ -34,7 +35,8 @@ def _check_runs(runs: list[Path]):
     recipes, labels = [], []
     for run in runs:
         require_finished(run, (*RUN_FILES, "adapter/adapter_config.json"), MergeError)
-        recipes.append(load_recipe(run / "recipe.yaml"))
+        check_identity(run)
+        recipes.append(load_run_recipe(run))
         labels.append(read_json(run / "labels.json", "label map")["labels"])
     first = recipes[0]
     for run, r, lab in zip(runs, recipes, labels):
@@ -140,7 +142,7 @@ def _write_merged(model, recipe, runs, weights, labels, method, density, out, tm
     atomic_write_text(tmp / "labels.json", json.dumps({"labels": labels}, indent=1))
     info = {"status": "finished", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "merged_from": [str(r.resolve()) for r in runs], "weights": weights, "combination": method,
-            "density": density, "rank": cfg["r"]}
+            "density": density, "rank": cfg["r"], "identity": run_identity(tmp)}
     atomic_write_text(tmp / "run.json", json.dumps(info, indent=1))
     return info
 

@@ -9,8 +9,9 @@ from ..adapters import METHODS
 from ..errors import DataError, RunDirError
 from ..files import check_safetensors, read_json
 from ..heads import HEADS
+from .identity import check_identity
 from .assemble import after_peft, build_task_model, finish_model
-from .recipe import load_recipe
+from .recipe import load_run_recipe
 
 
 @dataclass
@@ -47,7 +48,7 @@ def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
 
     run = Path(run_dir)
     require_finished(run)
-    recipe = load_recipe(run / "recipe.yaml")
+    recipe = load_run_recipe(run)
     labels = read_json(run / "labels.json", "label map")["labels"]
     method = METHODS[recipe.adapter.method]
     if method.trains_base:
@@ -77,6 +78,7 @@ def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
     result = inner.load_state_dict({k: v.to(device_of) for k, v in state.items()}, strict=False)
     if result.unexpected_keys:
         raise RunDirError(f"{run / 'head.safetensors'}: weights {result.unexpected_keys[:3]} do not fit the {recipe.task.type} head")
+    check_identity(run)  # last: the checks above name what is wrong more precisely when they catch it
     finish_model(model, recipe, quantization)
     model.eval()
     return LoadedRun(model, tokenizer, recipe, labels, head_modules)
@@ -90,7 +92,7 @@ def load_base(run_dir, quantization=None) -> LoadedRun:
     run = Path(run_dir)
     if not (run / "recipe.yaml").is_file() or not (run / "labels.json").is_file():
         raise RunDirError(f"{run}: not an adapterkit run (recipe.yaml or labels.json missing)")
-    recipe = load_recipe(run / "recipe.yaml")
+    recipe = load_run_recipe(run)
     if not HEADS[recipe.task.type].zero_shot:
         raise DataError(f"--zero-shot: task.type {recipe.task.type!r} has a trained head, so its base model cannot score; "
                         f"zero-shot works for heads that reuse the LM head (label_words, causal_lm)")

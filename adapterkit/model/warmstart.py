@@ -13,6 +13,7 @@ from ..config import is_hub_id
 from ..errors import ModelError
 from ..files import check_safetensors, read_json
 from ..hub import hub_snapshot
+from .identity import check_identity
 
 FIELD = "adapter.init_from"
 
@@ -30,6 +31,7 @@ def resolve(init_from: str) -> Source:
     path = Path(init_from).expanduser()
     if path.is_dir():
         if (path / "adapter" / "adapter_config.json").is_file():
+            check_identity(path)  # a head and labels from different trainings would carry the wrong classes over
             labels = read_json(path / "labels.json", "label map")["labels"] if (path / "labels.json").is_file() else None
             head = path / "head.safetensors" if (path / "head.safetensors").is_file() else None
             return Source(init_from, "run", path / "adapter", head, labels)

@@ -30,6 +30,7 @@ from ..errors import RunDirError
 from ..files import atomic_write_text, read_json, replace_dir
 from ..model import head_state_dict
 from ..model.backbone import hub_id
+from ..model.identity import run_identity
 
 
 def finished(status: Path) -> bool:
@@ -154,5 +155,5 @@ class RunWriter:
         if library:
             self.log({"event": "library_output", "lines": library})
         atomic_write_text(self.dir / "metrics.json", json.dumps(final, indent=1))
-        self.info.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.info.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), identity=run_identity(self.dir))
         atomic_write_text(self.dir / "run.json", json.dumps(self.info, indent=1))

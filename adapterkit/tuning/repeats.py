@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import console
-from ..config import resolve_paths
+from .. import config
+from ..config import plugin_keys, resolve_paths
 from ..errors import RecipeError, RunDirError
 from ..files import atomic_write_text, read_json
-from ..model import load_recipe
+from ..model import REGISTRIES, load_recipe
 from ..runs import finished
 from ..stats import summarize
 from ..training import preflight, train
@@ -103,7 +104,12 @@ def train_repeats(recipe_path, overrides: list[str], seeds: list[int] | None = N
 
 
 def _same_recipe(run_dir: Path, recipe) -> bool:
-    saved = resolve_paths(load_recipe(run_dir / "recipe.yaml"))
+    # The earlier run's recipe is a file in a folder: it may import only the plugins this command's recipe names.
+    ours = {name for _, name in plugin_keys(recipe.to_dict())}
+    try:
+        saved = resolve_paths(config.load_recipe(run_dir / "recipe.yaml", registries=REGISTRIES, allowed_plugins=ours))
+    except RecipeError:
+        return False
     return saved.model_dump(exclude={"training": {"overwrite"}}) == recipe.model_dump(exclude={"training": {"overwrite"}})
 
 

@@ -16,7 +16,7 @@ from adapterkit.deploy import export
 from adapterkit.model import load_run
 from adapterkit.training import train
 from adapterkit.inference import verify
-from conftest import tiny_recipe, write_sentiment
+from conftest import restamp, tiny_recipe, write_sentiment
 
 MERGEABLE = sorted(n for n, m in METHODS.items() if m.mergeable and not m.trains_base)  # adapters that merge
 
@@ -72,6 +72,7 @@ def test_merged_matches_unmerged_in_float32(method, tiny_bert, runs, tmp_path):
         f = run / "adapter" / "adapter_model.safetensors"
         g = torch.Generator().manual_seed(0)
         save_file({k: v + torch.randn(v.shape, generator=g) for k, v in load_file(f).items()}, str(f))
+        restamp(run)
     _loaded = load_run(run, quantization="none")
     model, tok, recipe, labels = _loaded.model, _loaded.tokenizer, _loaded.recipe, _loaded.labels
     unmerged = _probe(model, tok, recipe, labels)
@@ -136,6 +137,7 @@ def test_a_wrong_merge_fails_the_default_check(fault, tiny_bert, runs, tmp_path,
     f = run / "adapter" / "adapter_model.safetensors"
     g = torch.Generator().manual_seed(0)
     save_file({k: v + 0.2 * torch.randn(v.shape, generator=g) for k, v in load_file(f).items()}, str(f))
+    restamp(run)
     ok = export(run, tmp_path / "ok", requantize=False)["merged_vs_unmerged"]  # the honest merge passes by default
     assert ok["max_abs_diff"] <= ok["allowed_abs_diff"] and ok["examples"] == 32  # the validation split has 32
     real = BaseTuner.merge_and_unload

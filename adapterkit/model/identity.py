@@ -1,0 +1,66 @@
+"""What identifies a trained run's parts, recorded in run.json (`identity`) when training finishes and checked
+whenever the run is loaded: the label map, the head's tensor shapes and a sha256 of every weight, config, label
+and tokenizer file. A swapped labels.json or a head copied in from another training scores without error, but
+wrongly; this makes it a one-line refusal naming the file instead."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..errors import RunDirError
+from ..files import read_json
+
+FILES = ("labels.json", "head.safetensors")
+FOLDERS = ("adapter", "model", "tokenizer")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _parts(run: Path) -> list[str]:
+    names = [n for n in FILES if (run / n).is_file()]
+    for folder in FOLDERS:
+        if (run / folder).is_dir():
+            names += sorted(str(p.relative_to(run)) for p in (run / folder).rglob("*") if p.is_file())
+    return names
+
+
+def head_shapes(path: Path) -> dict[str, list[int]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def run_identity(run: Path) -> dict:
+    """The identity of the run folder as it is now (called once its files are written)."""
+    run = Path(run)
+    labels = read_json(run / "labels.json", "label map").get("labels") if (run / "labels.json").is_file() else None
+    head = head_shapes(run / "head.safetensors") if (run / "head.safetensors").is_file() else {}
+    return {"labels": labels, "head_shapes": head, "sha256": {n: sha256(run / n) for n in _parts(run)}}
+
+
+def check_identity(run: Path) -> None:
+    """Refuse a run whose files are not the ones training recorded (runs from before identities pass unchecked)."""
+    run = Path(run)
+    rec = read_json(run / "run.json", "run status").get("identity") if (run / "run.json").is_file() else None
+    if not isinstance(rec, dict):
+        return
+    if (run / "labels.json").is_file():
+        labels = read_json(run / "labels.json", "label map").get("labels")
+        if labels != rec.get("labels"):
+            raise RunDirError(f"{run / 'labels.json'}: labels {json.dumps(labels)[:120]} are not the ones this run was trained "
+                              f"with ({json.dumps(rec.get('labels'))[:120]}, recorded in run.json); restore the file or retrain")
+    for name, digest in (rec.get("sha256") or {}).items():
+        path = run / name
+        if not path.is_file():
+            raise RunDirError(f"{path}: missing; run.json records it as part of this run (restore it or retrain)")
+        if sha256(path) != digest:
+            raise RunDirError(f"{path}: not the file this run was trained with (its sha256 differs from run.json's record); "
+                              f"the run's files were changed or mixed from different trainings: restore it or retrain")
