@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any, Collection
 
@@ -128,7 +129,8 @@ def recipe_from_dict(data: Any, overrides: list[str] = (), source: str = "recipe
         check_values(data, f"{source} with --set")
     if registries is not None:
         for key, name in plugin_keys(data):
-            if isinstance(name, str) and allowed_plugins is not None and name not in allowed_plugins:
+            # A module this process imported already (the training that wrote the run) runs nothing new.
+            if isinstance(name, str) and allowed_plugins is not None and name not in allowed_plugins and name not in sys.modules:
                 raise RecipeError(f"{source}: {key} names the module {name!r}; a run folder's files never import code on "
                                   f"their own: pass --plugin {name} to this command if you trust it")
             if isinstance(name, str):

@@ -3,8 +3,11 @@ accumulation, warmup + schedule, periodic evaluation, early stopping, best-check
 checkpoints, the non-finite guard, trackers, the speed switches and a JSON-lines log. Runs unchanged under
 `accelerate launch` with several processes (logging and saving happen on the main process only).
 
-A single-task recipe is one task; a multi-task recipe is several tasks over one joint model (multitask.py),
-with a `TaskSampler` choosing which task's next batch each step trains on. Everything else is the same code.
+It reads as phases: `setup` (accelerator, tokenizer, data, model, optimiser, resume, the run folder) -> `train_step`
+(one micro-batch; an optimiser update once gradients are accumulated) -> `log_step` and `evaluate_and_select` ->
+`finish` (the selected weights, final evaluation, run files, report). A single-task recipe is a one-task job; how
+tasks sit on the model and in the run folder is the job's layout (layout.py), and a `TaskSampler` chooses which
+task's next batch each step of a multi-task job trains on.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from .interrupt import StopRequest
 from . import collapse
 from .evaluate import collect, generated_text_metrics, lower_is_better, score
 from .nonfinite import NonFiniteGuard
+from .layout import SingleTask, layout, selection  # noqa: F401  (selection: re-exported for tuning)
 from .precision import cpu_has_bf16, mixed_precision  # noqa: F401  (cpu_has_bf16: re-exported)
 
 
@@ -83,63 +87,26 @@ class Job:
     model: Any
     head_modules: list[str]
     tasks: dict[str, Task]
-    multi: bool = False
     sampler: multitask.TaskSampler | None = None
     joint: multitask.JointModel | None = None
     info: dict = field(default_factory=dict)
 
-    def forward_task(self, name: str) -> str | None:
-        """The `task=` argument of the model's forward (multi-task models take the task name)."""
-        return name if self.multi else None
 
-
-def _prepare_tasks(recipe: Recipe, tokenizer) -> dict[str, Task]:
-    if not recipe.tasks:
-        head = HEADS[recipe.task.type]
-        data = data_mod.prepare(recipe, tokenizer, head)
-        return {"main": Task("main", recipe, head, data.labels, data.splits, holdout=data.holdout, generation=data.generation)}
+def _prepare_tasks(lay: SingleTask, tokenizer) -> dict[str, Task]:
     tasks = {}
-    for spec in recipe.tasks:
-        sub = multitask.task_recipe(recipe, spec)
-        head = HEADS[sub.task.type]
-        data = data_mod.prepare(sub, tokenizer, head)
-        tasks[spec.name] = Task(spec.name, sub, head, data.labels, data.splits, spec.weight, metric=spec.metric or "loss",
-                                holdout=data.holdout)
+    for name, tr in lay.task_recipes().items():
+        head = HEADS[tr.recipe.task.type]
+        data = data_mod.prepare(tr.recipe, tokenizer, head)
+        tasks[name] = Task(name, tr.recipe, head, data.labels, data.splits, tr.weight, metric=tr.metric, holdout=data.holdout,
+                           generation=data.generation)
     return tasks
 
 
-def _build_job(recipe: Recipe, tasks: dict[str, Task], device, tokenizer) -> Job:
-    if not recipe.tasks:
-        task = tasks["main"]
-        model, head_modules = build(recipe, task.labels, device=device, tokenizer=tokenizer)
-        return Job(model, head_modules, tasks, info=dict(head_modules=head_modules))
-    joint = multitask.build_joint(recipe, {n: k.recipe for n, k in tasks.items()}, {n: k.labels for n, k in tasks.items()},
-                                  device, tokenizer)
-    per_task = recipe.multitask.adapter == "per_task"
+def _build_job(lay: SingleTask, tasks: dict[str, Task], device, tokenizer) -> Job:
+    model, head_modules, adapters, joint, info = lay.build(tasks, device, tokenizer)
     for n, k in tasks.items():
-        k.adapter = joint.adapters[n] if per_task else None
-    return Job(joint.model, joint.head_paths, tasks, multi=True, joint=joint)
-
-
-def selection(results: dict[str, dict], metric: str, multi: bool) -> float:
-    """The value early stopping and best-checkpoint selection compare. Multi-task: `TASK/METRIC` is one task's
-    metric, a plain name the mean of that metric over every evaluated task."""
-    if not multi:
-        result = results["main"]
-        if metric not in result:
-            raise RecipeError(f"training.early_stopping.metric: {metric!r} is not among the validation metrics {sorted(result)}")
-        return result[metric]
-    if "/" in metric:
-        name, _, key = metric.partition("/")
-        if name not in results or key not in results[name]:
-            known = sorted(f"{n}/{k}" for n, r in results.items() for k in r if k != "report")
-            raise RecipeError(f"training.early_stopping.metric: {metric!r} is not among the validation metrics {known}")
-        return results[name][key]
-    missing = [n for n, r in results.items() if metric not in r]
-    if missing:
-        raise RecipeError(f"training.early_stopping.metric: {metric!r} is not reported by task(s) {missing}; "
-                          f"name one task's metric as TASK/METRIC")
-    return sum(r[metric] for r in results.values()) / len(results)
+        k.adapter = adapters[n]
+    return Job(model, head_modules, tasks, joint=joint, info=info)
 
 
 def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None,
@@ -201,51 +168,159 @@ def _peak_rss_mib() -> float | None:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+@dataclass
+class Session:
+    """What set-up built and every later phase reads."""
+    recipe: Recipe
+    run_dir: Path
+    writer: RunWriter
+    layout: SingleTask
+    accelerator: Any
+    tokenizer: Any
+    job: Job
+    model: Any                 # as Accelerate prepared it
+    optimizer: Any
+    scheduler: Any
+    views: dict                # task -> what evaluation calls (the model, or the task's view of the joint model)
+    ckpt: checkpoint.Checkpointer
+    guard: NonFiniteGuard
+    total_steps: int
+    steps_per_epoch: int
+    n_train: int
+    n_total: int
+    trained_keys: set
+    has_eval: bool
+    sizes: dict                # task -> training batches per epoch
+    allocate: Callable | None = None  # PEFT's AdaLoRA rank reallocation, run after each optimizer step
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        return self.job.tasks
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+@dataclass
+class State:
+    """Where training stands: what a checkpoint saves, plus the best weights and the latest evaluation."""
+    step: int
+    seen: int
+    windows: dict              # task -> [sum of finite losses, count] since the last log step
+    best: float | None
+    best_step: int | None
+    bad_evals: int
+    counts: dict               # task -> micro-batches trained
+    t0: float
+    eval_s: float              # evaluation time, kept out of the training throughput
+    best_state: dict | None = None
+    last_eval: tuple | None = None  # (step, results): the final evaluation reuses it when the weights are the same
+    before: checkpoint.Position = field(default_factory=checkpoint.Position)  # where a resumed run started from
+
+    @classmethod
+    def start(cls, pos: checkpoint.Position, best_state, tasks) -> "State":
+        return cls(pos.step, pos.seen, {n: list(pos.windows.get(n, (0.0, 0))) for n in tasks}, pos.best, pos.best_step,
+                   pos.bad_evals, {n: pos.batches.get(n, 0) for n in tasks}, time.perf_counter() - pos.elapsed_s, pos.eval_s,
+                   best_state, before=pos)
+
+    def position(self) -> checkpoint.Position:
+        return checkpoint.Position(step=self.step, seen=self.seen, best=self.best, best_step=self.best_step, bad_evals=self.bad_evals,
+                                   windows=self.windows, batches=dict(self.counts), elapsed_s=time.perf_counter() - self.t0,
+                                   eval_s=self.eval_s)
+
+
+@dataclass
+class Monitor:
+    """Degenerate predictions: each validation evaluation's findings per task, and the warnings they became
+    (metrics.json `warnings`, each finding once, with the step it was first seen)."""
+    collapse_from: int
+    warnings: list = field(default_factory=list)
+    findings: dict = field(default_factory=dict)  # task -> findings of its latest validation evaluation
+
+    @classmethod
+    def for_run(cls, t, total_steps: int) -> "Monitor":
+        # Early evaluations are often one-class (a healthy tiny NER run tagged all-O for its first quarter): a finding
+        # counts when two evaluations in a row in the second half of training show it, or when the final weights do.
+        return cls(max(int(t.warmup_ratio * total_steps), total_steps // 2))
+
+
 def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None, on_eval, stop_request: StopRequest,
            timings: Timings) -> dict:
-    from accelerate import Accelerator
+    s, state = setup(recipe, run_dir, writer, resume, timings)
+    monitor = Monitor.for_run(recipe.training, s.total_steps)
+    _train_until_done(s, state, monitor, on_eval, stop_request, timings)
+    return finish(s, state, monitor, timings)
+
+
+# --- set-up: accelerator, tokenizer, data, model, optimiser, resume, the run folder ---------------------------------
+
+def setup(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None, timings: Timings) -> tuple[Session, State]:
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
     t = recipe.training
-    multi = bool(recipe.tasks)
+    lay = layout(recipe)
     resume_from = checkpoint.check_output_dir(recipe, resume, run_dir)
-    switches.check(recipe, [s.task.type for s in recipe.tasks] if multi else [recipe.task.type])
-    if multi:
-        multitask.check_method(recipe)
-    _fresh_state_for(mixed_precision(t.mixed_precision))
-    accelerator = Accelerator(mixed_precision=mixed_precision(t.mixed_precision), gradient_accumulation_steps=t.gradient_accumulation,
-                              **tracking.accelerator_kwargs(t.trackers, run_dir),
-                              **distributed.accelerator_kwargs(find_unused_parameters=multi),
-                              **switches.accelerator_kwargs(recipe))
+    switches.check(recipe, [tr.recipe.task.type for tr in lay.task_recipes().values()])
+    lay.check()
+    accelerator = _accelerator(recipe, lay, run_dir)
     backbone = pin_revision(recipe.backbone)  # a Hub id: this run, its eval and its export read the same commit
     tracking.start(accelerator, recipe, writer, run_dir)
     set_seed(t.seed)
     tokenizer = load_tokenizer(recipe.backbone)
     timings.lap("set-up")
     with stage("reading and tokenizing data"):
-        tasks = _prepare_tasks(recipe, tokenizer)
+        tasks = _prepare_tasks(lay, tokenizer)
     timings.lap("reading and tokenizing data")
-    source = None
-    if recipe.adapter.init_from:  # checked before any model loads: a head fits only its own classes
-        if multi:
-            raise RecipeError("adapter.init_from: warm starts are for single-task recipes")
-        source = warmstart.resolve(recipe.adapter.init_from)
-        warmstart.check_labels(source, tasks["main"].labels, recipe.task.labels is not None)
+    source = _warm_start_source(recipe, lay, tasks)
     set_seed(t.seed)
     with stage("loading backbone and adapter"):
-        job = _build_job(recipe, tasks, accelerator.device if accelerator.device.type == "cuda" else None, tokenizer)
+        job = _build_job(lay, tasks, accelerator.device if accelerator.device.type == "cuda" else None, tokenizer)
     timings.lap("loading the model")
-    model = job.model
     if source is not None:
-        job.info["init_from"] = warmstart.apply(model, source, tasks["main"].labels)
+        job.info["init_from"] = warmstart.apply(job.model, source, tasks["main"].labels)
     if residual_init(method_settings(recipe.adapter)) and accelerator.is_main_process:
-        writer.save_initial_adapter(model)
+        writer.save_initial_adapter(job.model)
+    s = _optimization(recipe, lay, run_dir, writer, accelerator, tokenizer, job)
+    pos, best_state = checkpoint.Position(), None
+    if resume_from is not None:
+        pos, best_state = s.ckpt.load(resume_from)
+    if s.main:
+        _start_run_folder(s, backbone, resume_from, pos)
+    if resume_from is None:  # after start() marked the folder unfinished: old checkpoints go only once it is
+        s.ckpt.clear()
+    return s, State.start(pos, best_state, tasks)
+
+
+def _accelerator(recipe: Recipe, lay: SingleTask, run_dir: Path):
+    from accelerate import Accelerator
+
+    t = recipe.training
+    _fresh_state_for(mixed_precision(t.mixed_precision))
+    return Accelerator(mixed_precision=mixed_precision(t.mixed_precision), gradient_accumulation_steps=t.gradient_accumulation,
+                       **tracking.accelerator_kwargs(t.trackers, run_dir),
+                       **distributed.accelerator_kwargs(find_unused_parameters=lay.find_unused_parameters),
+                       **switches.accelerator_kwargs(recipe))
+
+
+def _warm_start_source(recipe: Recipe, lay: SingleTask, tasks: dict[str, Task]):
+    """adapter.init_from, checked before any model loads: a head fits only its own classes."""
+    if not recipe.adapter.init_from:
+        return None  # a multi-task recipe with init_from was refused by its layout's check
+    source = warmstart.resolve(recipe.adapter.init_from)
+    warmstart.check_labels(source, tasks["main"].labels, recipe.task.labels is not None)
+    return source
+
+
+def _optimization(recipe: Recipe, lay: SingleTask, run_dir: Path, writer: RunWriter, accelerator, tokenizer, job: Job) -> Session:
+    """Data loaders, optimiser and schedule, prepared by Accelerate; the checkpointer and the non-finite guard."""
+    from transformers import get_scheduler
+
+    t, tasks, model = recipe.training, job.tasks, job.model
     n_train, n_total = trainable_parameters(model)
     trained_keys = _trainable_keys(model)  # fixed now: per-task adapters switch requires_grad as training goes
     for task in tasks.values():
         switches.prepare_model(task.recipe, model)
-
     n_proc = accelerator.num_processes
     train_dls = {n: data_mod.dataloader(k.splits["train"], tokenizer, t.batch_size, True, t.seed, t.group_by_length, n_proc,
                                         collate_fn=switches.train_collator(k.recipe, tokenizer)) for n, k in tasks.items()}
@@ -258,253 +333,276 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
     # Accelerate's prepared scheduler steps once per process per optimizer step: count the schedule in those units.
     scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps) * n_proc,
                               num_training_steps=total_steps * n_proc)
-    if multi:
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-        train_dls = {n: accelerator.prepare(dl) for n, dl in train_dls.items()}
-        job.sampler = multitask.TaskSampler(sizes, recipe.multitask.sampling, recipe.multitask.temperature, t.seed)
-    else:
-        model, optimizer, train_dls["main"], scheduler = accelerator.prepare(model, optimizer, train_dls["main"], scheduler)
+    model, optimizer, scheduler, train_dls = lay.prepare(accelerator, model, optimizer, scheduler, train_dls)
+    job.sampler = lay.sampler(sizes, t.seed)
     for n, k in tasks.items():
         k.stream = checkpoint.Stream(train_dls[n])
         k.eval_loader = accelerator.prepare(eval_dls[n]) if n in eval_dls else None
-    views = {n: (multitask.TaskView(model, n, k.adapter) if multi else model) for n, k in tasks.items()}
-
-    es = t.early_stopping
-    lower = lower_is_better(es.metric, es.mode)
     ckpt = checkpoint.Checkpointer(run_dir, accelerator, model, optimizer, scheduler, {n: k.stream for n, k in tasks.items()},
                                    job.sampler, t.keep_checkpoints, trained_keys, checkpoint.settings(recipe))
-    pos, best_state = checkpoint.Position(), None
-    if resume_from is not None:
-        pos, best_state = ckpt.load(resume_from)
     guard = NonFiniteGuard(t.on_nonfinite, accelerator, writer, run_dir)
-    if accelerator.is_main_process:
-        info = dict(trainable_params=n_train, total_params=n_total, total_steps=total_steps, backbone=backbone,
-                    environment=environment.record(), **job.info)
-        if multi:
-            info.update(multitask=True, tasks=list(tasks), sampling=recipe.multitask.sampling, adapter=recipe.multitask.adapter,
-                        sampling_weights=multitask.sampling_weights(sizes, recipe.multitask.sampling, recipe.multitask.temperature))
-        writer.start(tokenizer, {n: k.labels for n, k in tasks.items()} if multi else tasks["main"].labels, info,
-                     resume=resume_from is not None)
-        # The data as read: rows, duplicates, labels, overlaps between splits. Token lengths need a second, untruncated
-        # tokenization (it tripled the start-up of small runs): `adapterkit data check` reports them.
-        audits = {n: audit(k.recipe, tokenizer, lengths=False) for n, k in tasks.items()}
-        writer.write_json("data_audit.json", {n: audit_dict(a) for n, a in audits.items()} if multi else audit_dict(audits["main"]))
-        writer.log(dict(event="data_audit", rows={n: {s: sa.rows for s, sa in a.splits.items()} for n, a in audits.items()},
-                        truncated={n: {s: sa.truncated for s, sa in a.splits.items()} for n, a in audits.items()},
-                        warnings=[w for a in audits.values() for w in a.warnings]))
-        holdouts = {n: k.holdout for n, k in tasks.items() if k.holdout}
-        if holdouts:
-            writer.write_json("data_split.json", holdouts if multi else holdouts["main"])
-        if resume_from is not None:
-            writer.log(dict(event="resume", checkpoint=str(resume_from), step=pos.step))
-        start = dict(event="start", trainable_params=n_train, total_params=n_total, trainable_share=round(n_train / n_total, 6),
-                     total_steps=total_steps, processes=n_proc)
-        writer.log(dict(start, tasks=sizes) if multi else start)
-    if resume_from is None:  # after start() marked the folder unfinished: old checkpoints go only once it is
-        ckpt.clear()
+    return Session(recipe, run_dir, writer, lay, accelerator, tokenizer, job, model, optimizer, scheduler,
+                   {n: lay.view(model, n, k.adapter) for n, k in tasks.items()}, ckpt, guard, total_steps, steps_per_epoch,
+                   n_train, n_total, trained_keys, bool(eval_dls), sizes)
 
-    warnings: list[str] = []  # metrics.json `warnings`: each finding once, with the step it was first seen
-    # Early evaluations are often one-class (a healthy tiny NER run tagged all-O for its first quarter): a finding counts
-    # when two evaluations in a row in the second half of training show it, or when the weights the run ends with do.
-    collapse_from = max(int(t.warmup_ratio * total_steps), total_steps // 2)
-    findings: dict[str, list[str]] = {}  # task -> findings of its latest validation evaluation
 
-    def evaluate_split(n: str, k: Task, loader, split: str) -> dict:
-        c = collect(views[n], loader, k.head, accelerator, desc=f"{n} {split}" if multi else split)
-        result = score(c, k.head, k.labels, k.recipe.task)
-        if not multi:  # generated-text metrics (causal LM): batched generation with the adapter in place
-            result.update(generated_text_metrics(accelerator.unwrap_model(model), tokenizer, k.recipe.task, k.generation.get(split)))
-        if split == "validation":
-            findings[n] = collapse.findings(k.head, c.preds, c.refs, result, k.labels)
-        return result
+def _start_run_folder(s: Session, backbone: dict | None, resume_from, pos: checkpoint.Position) -> None:
+    """run.json (status running), labels, tokenizer, the data audit and the first log records."""
+    lay, tasks, writer = s.layout, s.tasks, s.writer
+    sizes, n_train, n_total = s.sizes, s.n_train, s.n_total
+    info = dict(trainable_params=n_train, total_params=n_total, total_steps=s.total_steps, backbone=backbone,
+                environment=environment.record(), **s.job.info, **lay.start_info(sizes))
+    writer.start(s.tokenizer, lay.keyed({n: k.labels for n, k in tasks.items()}), info, resume=resume_from is not None)
+    # The data as read: rows, duplicates, labels, overlaps between splits. Token lengths need a second, untruncated
+    # tokenization (it tripled the start-up of small runs): `adapterkit data check` reports them.
+    audits = {n: audit(k.recipe, s.tokenizer, lengths=False) for n, k in tasks.items()}
+    writer.write_json("data_audit.json", lay.keyed({n: audit_dict(a) for n, a in audits.items()}))
+    writer.log(dict(event="data_audit", rows={n: {sp: sa.rows for sp, sa in a.splits.items()} for n, a in audits.items()},
+                    truncated={n: {sp: sa.truncated for sp, sa in a.splits.items()} for n, a in audits.items()},
+                    warnings=[w for a in audits.values() for w in a.warnings]))
+    holdouts = {n: k.holdout for n, k in tasks.items() if k.holdout}
+    if holdouts:
+        writer.write_json("data_split.json", lay.keyed(holdouts))
+    if resume_from is not None:
+        writer.log(dict(event="resume", checkpoint=str(resume_from), step=pos.step))
+    writer.log(dict(event="start", trainable_params=n_train, total_params=n_total, trainable_share=round(n_train / n_total, 6),
+                    total_steps=s.total_steps, processes=s.accelerator.num_processes, **lay.start_record(sizes)))
 
-    def check_collapse(at: int, previous: dict[str, list[str]], at_end: bool) -> None:
-        for n, found in findings.items():
-            seen = found if at_end else [f for f in found if f in previous.get(n, ())] if at >= collapse_from else []
-            report_collapse(at, f"task {n}: " if multi else "", seen)
 
-    def report_collapse(at: int, prefix: str, found: list[str]) -> None:
-        new = [f for f in found if not any(w.endswith(prefix + f) for w in warnings)]
-        if not new:
-            return
-        msg = collapse.message(at, [prefix + f for f in new])
-        warnings.extend(f"step {at}: {prefix}{f}" for f in new)
-        if accelerator.is_main_process:
-            writer.log(dict(event="warning", step=at, kind="collapse", message=msg))
-            console.echo(f"adapterkit: warning: {msg}", err=True)
-        if t.on_collapse == "stop":
-            if accelerator.is_main_process:
-                writer.log(dict(event="stopped", step=at, reason="collapsed"))
-            raise Collapsed(msg)
+# --- the loop: step, log, evaluate and select, checkpoint --------------------------------------------------------
 
-    def evaluate_all() -> dict[str, dict]:
-        return {n: evaluate_split(n, k, k.eval_loader, "validation") for n, k in tasks.items() if k.eval_loader is not None}
-
-    def log_evals(results: dict[str, dict], step: int, **extra) -> None:
-        if not accelerator.is_main_process:
-            return
-        for n, result in results.items():  # the text report goes to metrics.json only
-            writer.log(dict(event="eval", **({"task": n} if multi else {}), split="validation", step=step, **extra,
-                            **{k: v for k, v in result.items() if k != "report"}))
-
-    # PEFT's AdaLoRA reallocates ranks during training from each step's gradients (its own training-loop hook).
-    allocate = getattr(getattr(accelerator.unwrap_model(model), "base_model", None), "update_and_allocate", None)
-    model.train()
-    step, seen, windows = pos.step, pos.seen, {n: list(pos.windows.get(n, (0.0, 0))) for n in tasks}
-    best, best_step, bad_evals = pos.best, pos.best_step, pos.bad_evals
-    last_eval = None  # (step, results) of the latest evaluation: the final one reuses it when the weights are the same
-    t0 = time.perf_counter() - pos.elapsed_s
-    eval_s = pos.eval_s  # evaluation time is kept out of the training throughput
-    counts = {n: pos.batches.get(n, 0) for n in tasks}
-    bar = progress(total=total_steps, initial=step, desc="train", disable=not accelerator.is_main_process)
-    stop = step >= total_steps
-
-    def position() -> checkpoint.Position:
-        return checkpoint.Position(step=step, seen=seen, best=best, best_step=best_step, bad_evals=bad_evals, windows=windows,
-                                   batches=dict(counts), elapsed_s=time.perf_counter() - t0, eval_s=eval_s)
-
+def _train_until_done(s: Session, state: State, monitor: Monitor, on_eval, stop_request: StopRequest, timings: Timings) -> None:
+    s.allocate = getattr(getattr(s.accelerator.unwrap_model(s.model), "base_model", None), "update_and_allocate", None)
+    s.model.train()
+    bar = progress(total=s.total_steps, initial=state.step, desc="train", disable=not s.main)
+    stop = state.step >= s.total_steps
     timings.lap("set-up")
     stop_request.armed = True  # from here a signal waits for the end of the step
     while not stop:
-        name = job.sampler.next() if job.sampler is not None else "main"
-        task = tasks[name]
-        batch = task.stream.next()
-        if task.adapter:
-            multitask.set_adapter(model, task.adapter)
-        with accelerator.accumulate(model):
-            raw, _ = switches.training_loss(task.recipe, model, batch, job.forward_task(name))
-            loss = raw * task.weight if task.weight != 1.0 else raw
-            finite = guard.loss(loss)
-            accelerator.backward(loss)  # also when not finite: every DDP process must reach the gradient all-reduce
-            grad_norm = None
-            if accelerator.sync_gradients and (t.max_grad_norm or accelerator.scaler is None):
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf)
-            if not accelerator.sync_gradients or guard.step_ok(grad_norm, step + 1):
-                optimizer.step()
-                if allocate is not None and accelerator.sync_gradients:
-                    allocate(step + 1)  # AdaLoRA: rank budget from this step's gradients, before they are cleared
-            scheduler.step()  # also on a skipped step, as with AMP's skipped steps: the schedule follows the step count
-            optimizer.zero_grad(set_to_none=True)
-        if finite:
-            windows[name][0] += raw.detach().float().item()
-            windows[name][1] += 1
-        counts[name] += 1
-        seen += switches.batch_examples(batch) * n_proc
-        if not accelerator.sync_gradients:
-            continue
-        step += 1
+        name = s.job.sampler.next() if s.job.sampler is not None else "main"
+        if not train_step(s, state, name):
+            continue  # gradients still accumulating
         bar.update(1)
-        if step % t.log_every == 0 or step == total_steps:
-            record = dict(step=step) if multi else dict(step=step, epoch=round(seen / (len(tasks["main"].splits["train"]) or 1), 4))
-            for n, (total, count) in windows.items():
-                if multi and not count:
-                    continue
-                # Every rank trained the same tasks (same seeded order): reduce each task's mean loss.
-                mean = accelerator.reduce(torch.tensor(total / max(count, 1), device=accelerator.device), "mean").item()
-                if not math.isfinite(mean):
-                    if accelerator.is_main_process:
-                        writer.log(dict(event="stopped", step=step, reason="non-finite loss"))
-                    of = f" of task {n}" if multi else ""
-                    raise FloatingPointError(f"training loss{of} is {mean} at step {step}: lower training.lr or check the data")
-                record[f"loss/{n}" if multi else "loss"] = round(mean, 6)
-                bar.set_postfix(loss=f"{mean:.4f}")
-            record.update(lr=scheduler.get_last_lr()[0], examples_per_s=round(seen / max(time.perf_counter() - t0 - eval_s, 1e-9), 2))
-            if accelerator.is_main_process:
-                writer.log(record)
-            windows = {n: [0.0, 0] for n in tasks}
-        at_epoch_end = step % steps_per_epoch == 0
-        if eval_dls and ((t.eval_every and step % t.eval_every == 0) or (not t.eval_every and at_epoch_end) or step == total_steps):
-            e0 = time.perf_counter()
-            previous = dict(findings)
-            results = evaluate_all()
-            last_eval = (step, results)
-            eval_s += time.perf_counter() - e0
-            value = selection(results, es.metric, multi)
-            improved = best is None or (value < best if lower else value > best)
-            if improved:
-                best, best_step, bad_evals = value, step, 0
-                unwrapped = accelerator.unwrap_model(model)
-                best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items() if k in trained_keys}
-            else:
-                bad_evals += 1
-            log_evals(results, step, best=improved)
-            if on_eval is not None:
-                try:
-                    on_eval(step, value)
-                except Exception as e:  # the caller stopped the run (a search's pruner): not a failure
-                    if accelerator.is_main_process:
-                        writer.log(dict(event="stopped", step=step, reason=str(e)[:200] or type(e).__name__))
-                        writer.set_status("stopped", step=step)
-                    raise
-            check_collapse(step, previous, at_end=step >= total_steps and best_step == step)
-            if es.patience and bad_evals >= es.patience:
-                if accelerator.is_main_process:
-                    writer.log(dict(event="early_stop", step=step, best_step=best_step))
-                stop = True
-        saved = t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps and not stop
-        if saved:
-            ckpt.save(position(), best_state)
-        if step >= total_steps:
-            stop = True
-        signum = None if stop else stop_request.poll(accelerator)
+        if state.step % s.recipe.training.log_every == 0 or state.step == s.total_steps:
+            log_step(s, state, bar)
+        stop = _evaluate_if_due(s, state, monitor, on_eval)
+        saved = _checkpoint_if_due(s, state, stop)
+        stop = stop or state.step >= s.total_steps
+        signum = None if stop else stop_request.poll(s.accelerator)
         if signum is not None:
             stop_request.armed = False
             bar.close()
-            _interrupt(signum, step, total_steps, None if saved else ckpt.save(position(), best_state), ckpt, writer, accelerator)
+            _interrupt(signum, state.step, s.total_steps, None if saved else s.ckpt.save(state.position(), state.best_state),
+                       s.ckpt, s.writer, s.accelerator)
     stop_request.armed = False
     bar.close()
-    train_s = max(time.perf_counter() - t0 - eval_s, 1e-9)
-    timings.lap("training", train_s - pos.elapsed_s + pos.eval_s)
-    timings.lap("evaluations during training", eval_s - pos.eval_s)
-    unwrapped = accelerator.unwrap_model(model)
-    if best_state is not None and best_step != step:
-        unwrapped.load_state_dict(best_state, strict=False)
-    results = {}
-    for n, k in tasks.items():
-        res = {}
-        if k.eval_loader is not None:
-            same = last_eval is not None and last_eval[0] == step and best_step == step and n in last_eval[1]
-            res["validation"] = last_eval[1][n] if same else evaluate_split(n, k, k.eval_loader, "validation")
-        if "test" in k.splits:
-            test_dl = accelerator.prepare(data_mod.dataloader(k.splits["test"], tokenizer, t.eval_batch_size, False, t.seed, False,
-                                                              by_length=True))
-            res["test"] = evaluate_split(n, k, test_dl, "test")
-        results[n] = res
-    if eval_dls:
-        check_collapse(best_step or step, {}, at_end=True)  # the weights the run ends with
-    train_info = dict(steps=step, examples=seen, seconds=round(train_s, 2), examples_per_s=round(seen / train_s, 2),
-                      best_step=best_step, trainable_params=n_train)
-    if multi:
-        final = {"tasks": {n: dict(res, train=dict(batches=counts[n] * n_proc)) for n, res in results.items()},
-                 "train": dict(train_info, batches_per_task={n: c * n_proc for n, c in counts.items()})}
-        final["summary"] = {n: {k.metric: results[n].get("validation", {}).get(k.metric)} for n, k in tasks.items()}
-        log_evals({n: res["validation"] for n, res in results.items() if "validation" in res}, step)
+
+
+def train_step(s: Session, state: State, name: str) -> bool:
+    """One micro-batch of task `name`: forward, backward and, once the gradients are accumulated, the optimiser and
+    schedule step. True when an optimiser step completed (`state.step` counts it)."""
+    t, acc, task = s.recipe.training, s.accelerator, s.tasks[name]
+    batch = task.stream.next()
+    if task.adapter:
+        multitask.set_adapter(s.model, task.adapter)
+    with acc.accumulate(s.model):
+        raw, _ = switches.training_loss(task.recipe, s.model, batch, s.layout.forward_task(name))
+        loss = raw * task.weight if task.weight != 1.0 else raw
+        finite = s.guard.loss(loss)
+        acc.backward(loss)  # also when not finite: every DDP process must reach the gradient all-reduce
+        grad_norm = None
+        if acc.sync_gradients and (t.max_grad_norm or acc.scaler is None):
+            grad_norm = acc.clip_grad_norm_(s.model.parameters(), t.max_grad_norm or math.inf)
+        if not acc.sync_gradients or s.guard.step_ok(grad_norm, state.step + 1):
+            s.optimizer.step()
+            if s.allocate is not None and acc.sync_gradients:
+                s.allocate(state.step + 1)  # AdaLoRA: rank budget from this step's gradients, before they are cleared
+        s.scheduler.step()  # also on a skipped step, as with AMP's skipped steps: the schedule follows the step count
+        s.optimizer.zero_grad(set_to_none=True)
+    if finite:
+        state.windows[name][0] += raw.detach().float().item()
+        state.windows[name][1] += 1
+    state.counts[name] += 1
+    state.seen += switches.batch_examples(batch) * acc.num_processes
+    if not acc.sync_gradients:
+        return False
+    state.step += 1
+    return True
+
+
+def log_step(s: Session, state: State, bar=None) -> None:
+    """The mean training loss of each task since the last log step (reduced over processes), lr and throughput."""
+    acc, lay = s.accelerator, s.layout
+    record = lay.step_record(state.step, state.seen, s.tasks)
+    for n, (total, count) in state.windows.items():
+        if not count and not lay.logs_empty_windows:
+            continue
+        # Every rank trained the same tasks (same seeded order): reduce each task's mean loss.
+        mean = acc.reduce(torch.tensor(total / max(count, 1), device=acc.device), "mean").item()
+        if not math.isfinite(mean):
+            if s.main:
+                s.writer.log(dict(event="stopped", step=state.step, reason="non-finite loss"))
+            raise FloatingPointError(f"training loss{lay.prefix(n, ' of task {}')} is {mean} at step {state.step}: lower "
+                                     f"training.lr or check the data")
+        record[lay.loss_key(n)] = round(mean, 6)
+        if bar is not None:
+            bar.set_postfix(loss=f"{mean:.4f}")
+    record.update(lr=s.scheduler.get_last_lr()[0],
+                  examples_per_s=round(state.seen / max(time.perf_counter() - state.t0 - state.eval_s, 1e-9), 2))
+    if s.main:
+        s.writer.log(record)
+    state.windows = {n: [0.0, 0] for n in s.tasks}
+
+
+def _evaluate_if_due(s: Session, state: State, monitor: Monitor, on_eval) -> bool:
+    """Evaluate at eval_every (or each epoch's end) and the last step; True when early stopping ends training."""
+    t = s.recipe.training
+    at_epoch_end = state.step % s.steps_per_epoch == 0
+    due = (t.eval_every and state.step % t.eval_every == 0) or (not t.eval_every and at_epoch_end) or state.step == s.total_steps
+    if not s.has_eval or not due:
+        return False
+    return evaluate_and_select(s, state, monitor, on_eval)
+
+
+def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> bool:
+    """Validation of every task; keep the best weights; tell the caller's pruner; early stopping. True to stop."""
+    t, es, acc = s.recipe.training, s.recipe.training.early_stopping, s.accelerator
+    e0 = time.perf_counter()
+    previous = dict(monitor.findings)
+    results = {n: evaluate_split(s, monitor, n, k.eval_loader, "validation") for n, k in s.tasks.items() if k.eval_loader is not None}
+    state.last_eval = (state.step, results)
+    state.eval_s += time.perf_counter() - e0
+    value = s.layout.select(results, es.metric)
+    lower = lower_is_better(es.metric, es.mode)
+    improved = state.best is None or (value < state.best if lower else value > state.best)
+    if improved:
+        state.best, state.best_step, state.bad_evals = value, state.step, 0
+        unwrapped = acc.unwrap_model(s.model)
+        state.best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items() if k in s.trained_keys}
     else:
-        final = dict(results["main"], train=train_info)
-        final["selection"] = _selection(results["main"], es.metric, best_step, step, bool(eval_dls) and best_state is not None)
-    if warnings:
-        final["warnings"] = list(warnings)
+        state.bad_evals += 1
+    _log_evals(s, results, state.step, best=improved)
+    if on_eval is not None:
+        try:
+            on_eval(state.step, value)
+        except Exception as e:  # the caller stopped the run (a search's pruner): not a failure
+            if s.main:
+                s.writer.log(dict(event="stopped", step=state.step, reason=str(e)[:200] or type(e).__name__))
+                s.writer.set_status("stopped", step=state.step)
+            raise
+    _check_collapse(s, monitor, state.step, previous, at_end=state.step >= s.total_steps and state.best_step == state.step)
+    if es.patience and state.bad_evals >= es.patience:
+        if s.main:
+            s.writer.log(dict(event="early_stop", step=state.step, best_step=state.best_step))
+        return True
+    return False
+
+
+def evaluate_split(s: Session, monitor: Monitor, name: str, loader, split: str) -> dict:
+    k = s.tasks[name]
+    c = collect(s.views[name], loader, k.head, s.accelerator, desc=s.layout.name(name, split))
+    result = score(c, k.head, k.labels, k.recipe.task)
+    if s.layout.generates:  # generated-text metrics (causal LM): batched generation with the adapter in place
+        result.update(generated_text_metrics(s.accelerator.unwrap_model(s.model), s.tokenizer, k.recipe.task, k.generation.get(split)))
+    if split == "validation":
+        monitor.findings[name] = collapse.findings(k.head, c.preds, c.refs, result, k.labels)
+    return result
+
+
+def _log_evals(s: Session, results: dict[str, dict], step: int, **extra) -> None:
+    if not s.main:
+        return
+    for n, result in results.items():  # the text report goes to metrics.json only
+        s.writer.log(dict(event="eval", **s.layout.eval_key(n), split="validation", step=step, **extra,
+                          **{k: v for k, v in result.items() if k != "report"}))
+
+
+def _check_collapse(s: Session, monitor: Monitor, at: int, previous: dict[str, list[str]], at_end: bool) -> None:
+    for n, found in monitor.findings.items():
+        seen = found if at_end else [f for f in found if f in previous.get(n, ())] if at >= monitor.collapse_from else []
+        _report_collapse(s, monitor, at, s.layout.prefix(n, "task {}: "), seen)
+
+
+def _report_collapse(s: Session, monitor: Monitor, at: int, prefix: str, found: list[str]) -> None:
+    new = [f for f in found if not any(w.endswith(prefix + f) for w in monitor.warnings)]
+    if not new:
+        return
+    msg = collapse.message(at, [prefix + f for f in new])
+    monitor.warnings.extend(f"step {at}: {prefix}{f}" for f in new)
+    if s.main:
+        s.writer.log(dict(event="warning", step=at, kind="collapse", message=msg))
+        console.echo(f"adapterkit: warning: {msg}", err=True)
+    if s.recipe.training.on_collapse == "stop":
+        if s.main:
+            s.writer.log(dict(event="stopped", step=at, reason="collapsed"))
+        raise Collapsed(msg)
+
+
+def _checkpoint_if_due(s: Session, state: State, stop: bool) -> bool:
+    every = s.recipe.training.checkpoint_every
+    saved = bool(every and state.step % every == 0 and state.step < s.total_steps and not stop)
+    if saved:
+        s.ckpt.save(state.position(), state.best_state)
+    return saved
+
+
+# --- finish: the selected weights, final evaluation, run files, report -------------------------------------------
+
+def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict:
+    pos_elapsed, pos_eval = state.before.elapsed_s, state.before.eval_s
+    train_s = max(time.perf_counter() - state.t0 - state.eval_s, 1e-9)
+    timings.lap("training", train_s - pos_elapsed + pos_eval)
+    timings.lap("evaluations during training", state.eval_s - pos_eval)
+    unwrapped = s.accelerator.unwrap_model(s.model)
+    if state.best_state is not None and state.best_step != state.step:
+        unwrapped.load_state_dict(state.best_state, strict=False)
+    results = {n: _final_results(s, state, monitor, n, k) for n, k in s.tasks.items()}
+    if s.has_eval:
+        _check_collapse(s, monitor, state.best_step or state.step, {}, at_end=True)  # the weights the run ends with
+    train_info = dict(steps=state.step, examples=state.seen, seconds=round(train_s, 2), examples_per_s=round(state.seen / train_s, 2),
+                      best_step=state.best_step, trainable_params=s.n_train)
+    es = s.recipe.training.early_stopping
+    selected = s.has_eval and state.best_state is not None
+    final = s.layout.final(results, s.tasks, state.counts, s.accelerator.num_processes, train_info,
+                           lambda result: _selection(result, es.metric, state.best_step, state.step, selected))
+    _log_evals(s, s.layout.final_evals(results), state.step)
+    if monitor.warnings:
+        final["warnings"] = list(monitor.warnings)
     timings.lap("final evaluation")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if multi:
-            _write_task_runs(job, unwrapped, final, tokenizer, run_dir, total_steps, n_train)
-        else:
-            writer.save_weights(unwrapped, job.head_modules)
-        checkpoint.pause_for_tests("final")
-        writer.finish(dict(final, timings=timings.total()))
-        timings.lap("saving")
-        tracking.log_final(accelerator, final, step)
-        for k in tasks.values() if multi else ():
-            write_report_safely(k.recipe.training.output_dir)
-        write_report_safely(run_dir)
-        timings.lap("report")
-        final.update(timings=timings.total(), peak_rss_mib=timings.peaks)
-        writer.write_json("metrics.json", final)  # again, with the report's time and the memory peaks
-        writer.log(dict(event="timings", **final["timings"], peak_rss_mib=timings.peaks))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    s.accelerator.wait_for_everyone()
+    if s.main:
+        _write_run(s, unwrapped, final, state.step, timings)
+    s.accelerator.wait_for_everyone()
+    s.accelerator.end_training()
     return final
+
+
+def _final_results(s: Session, state: State, monitor: Monitor, n: str, k: Task) -> dict:
+    t, res = s.recipe.training, {}
+    if k.eval_loader is not None:
+        last = state.last_eval
+        same = last is not None and last[0] == state.step and state.best_step == state.step and n in last[1]
+        res["validation"] = last[1][n] if same else evaluate_split(s, monitor, n, k.eval_loader, "validation")
+    if "test" in k.splits:
+        test_dl = s.accelerator.prepare(data_mod.dataloader(k.splits["test"], s.tokenizer, t.eval_batch_size, False, t.seed, False,
+                                                            by_length=True))
+        res["test"] = evaluate_split(s, monitor, n, test_dl, "test")
+    return res
+
+
+def _write_run(s: Session, model, final: dict, step: int, timings: Timings) -> None:
+    others = s.layout.save(s.writer, s.job, model, final, s.tokenizer, s.total_steps, s.n_train)
+    checkpoint.pause_for_tests("final")
+    s.writer.finish(dict(final, timings=timings.total()))
+    timings.lap("saving")
+    tracking.log_final(s.accelerator, final, step)
+    for folder in others:
+        write_report_safely(folder)
+    write_report_safely(s.run_dir)
+    timings.lap("report")
+    final.update(timings=timings.total(), peak_rss_mib=timings.peaks)
+    s.writer.write_json("metrics.json", final)  # again, with the report's time and the memory peaks
+    s.writer.log(dict(event="timings", **final["timings"], peak_rss_mib=timings.peaks))
 
 
 def _selection(result: dict, metric: str, best_step: int | None, step: int, selected: bool) -> dict:
@@ -540,25 +638,6 @@ def _interrupt(signum: int, step: int, total: int, saved, ckpt, writer: RunWrite
     accelerator.end_training()
     raise Interrupted(f"interrupted by {name} at step {step} of {total}; checkpoint {where}; continue with the same "
                       f"command and --resume", signum)
-
-
-def _write_task_runs(job: Job, joint, final: dict, tokenizer, run_dir: Path, total_steps: int, n_train: int) -> None:
-    """Every task of a multi-task run as an ordinary run directory: a fresh single-task model holding its trained
-    adapter and head, its share of the log, and its own metrics."""
-    for n, k in job.tasks.items():
-        fresh, hm = multitask.export_task(joint, n, job.joint.adapters[n], k.recipe, k.labels, tokenizer=tokenizer)
-        task_dir = Path(k.recipe.training.output_dir)
-        writer = RunWriter(task_dir, k.recipe)
-        writer.check_writable()
-        writer.start(tokenizer, k.labels, dict(trainable_params=n_train, total_steps=total_steps, head_modules=hm, joint_run=str(run_dir)))
-        writer.save_weights(fresh, hm)
-        if k.holdout:
-            writer.write_json("data_split.json", k.holdout)
-        task_final = {s: v for s, v in final["tasks"][n].items() if s != "train"}
-        task_final["train"] = dict(final["train"], batches=final["tasks"][n]["train"]["batches"])
-        writer.finish(task_final)
-        del fresh
-        multitask.write_task_log(run_dir / "log.jsonl", task_dir / "log.jsonl", n)
 
 
 def _trainable_keys(model) -> set[str]:
