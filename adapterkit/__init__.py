@@ -48,7 +48,7 @@ def build_model(recipe, labels=None, quantization=None):
     if isinstance(recipe, dict):
         recipe = recipe_from_dict(recipe)
     labels = labels or recipe.task.labels
-    if labels is None and HEADS[recipe.task.type].label_kind in ("class", "multi", "tokens"):
+    if labels is None and HEADS[recipe.task.type].named_labels:
         raise RecipeError("task.labels: give the label names (build_model has no training data to infer them from)")
     tokenizer = load_tokenizer(recipe.backbone)
     model, _ = build(recipe, labels, quantization, tokenizer=tokenizer)

@@ -132,9 +132,9 @@ def residual_init(settings) -> bool:
     return isinstance(init, str) and init.split("_")[0] in RESIDUAL_INITS
 
 
-register_method(Method("lora", LoraSettings, _lora_config, mergeable=True, after_wrap=_lora_after_wrap, init_weights=loftq_init,
+register_method(Method("lora", LoraSettings, _lora_config, mergeable=True, combinable=True, after_wrap=_lora_after_wrap, init_weights=loftq_init,
                        description="Low-rank update W + BA (PEFT LoRA)."))
 register_method(Method("dora", LoraSettings, _dora_config, mergeable=True, after_wrap=keep_int8_scales,
                        description="Weight-decomposed LoRA (magnitude + direction)."))
-register_method(Method("rslora", LoraSettings, lambda s, m, c: _lora_config(s.model_copy(update={"use_rslora": True}), m, c), mergeable=True,
+register_method(Method("rslora", LoraSettings, lambda s, m, c: _lora_config(s.model_copy(update={"use_rslora": True}), m, c), mergeable=True, combinable=True,
                        description="LoRA scaled by alpha/sqrt(r), stable at high rank."))

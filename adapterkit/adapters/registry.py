@@ -40,6 +40,7 @@ class Method:
     mergeable: bool = False          # merges into the base weights on export
     mergeable_for: Optional[Callable[[Any], bool]] = None  # (settings) -> mergeable, when it depends on the settings
     trains_base: bool = False        # every backbone weight trains: needs a full-precision base, saved as a whole model
+    combinable: bool = False         # `adapterkit merge` combines runs of it (PEFT add_weighted_adapter on A/B factors)
     after_wrap: Optional[Callable[[Any], None]] = None  # fix-ups on the PEFT model after wrapping or loading
     # (peft_model, settings, MethodContext) after wrapping a freshly built model only (not when a run is loaded):
     # initialisations PEFT does on a wrapped model, e.g. LoftQ's from the original weights.

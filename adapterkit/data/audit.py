@@ -114,7 +114,7 @@ def audit(recipe, tokenizer=None, lengths: bool = True) -> DataAudit:
     if recipe.tasks:
         raise DataError("tasks: audit() takes one task's recipe; audit each task of a multi-task recipe on its own")
     head, cfg = HEADS[recipe.task.type], recipe.data
-    raw, _ = raw_splits(recipe, head, check=True, need_label=head.label_kind != "text")
+    raw, _ = raw_splits(recipe, head, check=True, need_label=head.has_labels)
     raw = limit_rows(raw, recipe)
     labels = label_map(recipe, head, raw)
     if lengths and tokenizer is None:
@@ -123,7 +123,7 @@ def audit(recipe, tokenizer=None, lengths: bool = True) -> DataAudit:
     # target statistics exist only once training fitted them).
     long = recipe.model_copy(update={"data": cfg.model_copy(update={"max_length": NO_LIMIT})})
     plain = dataclasses.replace(head, target_norm=None)
-    has_labels = head.label_kind != "text"
+    has_labels = head.has_labels
     out, keys = {}, {}
     for split, (ds, source) in raw.items():
         texts = row_texts(ds, cfg, head)

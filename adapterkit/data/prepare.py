@@ -54,7 +54,7 @@ def raw_splits(recipe, head, check: bool = True, need_label: bool = True) -> tup
 
 def check_label_values(ds, cfg, head, split: str) -> None:
     """Every row of a split with a label column has a label (language-model heads read no labels)."""
-    if head.label_kind == "text" or cfg.label_column not in ds.column_names:
+    if not head.has_labels or cfg.label_column not in ds.column_names:
         return
     missing = first_missing_label(ds[cfg.label_column], head.label_kind)
     if missing is not None:
@@ -98,7 +98,7 @@ def label_map(recipe, head, raw: dict, labels: list[str] | None = None) -> list[
     """Label names in index order (None for heads without classes): `labels` (a warm start's), task.labels, or the
     training labels; with data.allow_unseen_labels the labels only validation/test rows have come after those, so
     the training labels keep the indices they would have had."""
-    if head.label_kind not in ("class", "multi", "tokens"):
+    if not head.named_labels:
         return None
     cfg = recipe.data
     ds, source = raw["train"]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import AdapterkitError
+from ..heads import HEADS
 from ..inference import verify
 
 TYPES = ("f32", "f16", "q8_0")
@@ -27,8 +28,9 @@ class GGUFError(AdapterkitError):
 def check_supported(recipe, gguf_type: str) -> None:
     if gguf_type not in TYPES:
         raise GGUFError(f"--gguf-type: {gguf_type!r}; expected one of {list(TYPES)}")
-    if recipe.task.type != "causal_lm":
-        raise GGUFError(f"--format gguf: task.type {recipe.task.type!r}; GGUF export is for causal_lm runs of Llama-family decoders")
+    if not HEADS[recipe.task.type].lm_training:
+        lm = [n for n, h in HEADS.items() if h.lm_training]
+        raise GGUFError(f"--format gguf: task.type {recipe.task.type!r}; GGUF export is for {' or '.join(lm)} runs of Llama-family decoders")
     if recipe.backbone.rope_scaling:
         raise GGUFError("--format gguf: runs with backbone.rope_scaling are not exported (transformers' GGUF loader cannot check them)")
 

@@ -23,10 +23,10 @@ class OnnxError(AdapterkitError):
 
 def check_supported(recipe, head) -> None:
     """Native transformers heads over encoders export; the rest is one line before any model loads."""
-    if head.auto_class is None or head.wrap is not None or head.label_kind == "text":
+    if head.auto_class is None or head.wrap is not None or head.lm_training:
         raise OnnxError(f"--format onnx: task.type {recipe.task.type!r} is not supported (ONNX export covers the native "
                         f"encoder heads: sequence/token classification, regression, multi-label); use --format merged"
-                        + (" or gguf" if head.label_kind == "text" else ""))
+                        + (" or gguf" if head.lm_training else ""))
     pooling = getattr(recipe.task, "pooling", None)
     if pooling not in (None, "auto"):
         raise OnnxError(f"--format onnx: task.pooling {pooling!r} uses adapterkit's own head module; "

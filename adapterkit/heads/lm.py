@@ -178,8 +178,9 @@ def perplexity(loss: float) -> dict[str, float]:
 register_head(Head(
     name="causal_lm", metrics=(), label_kind="text", auto_class=AutoModelForCausalLM, predict=None, peft_task_type="CAUSAL_LM",
     loss_metrics=perplexity, wrap=_wrap_causal_lm, inputs="completion", settings=CausalLMSettings, zero_shot=True,
+    lm_training=True, generates=True,
 ))
 register_head(Head(
     name="label_words", metrics=("accuracy", "f1"), label_kind="class", auto_class=AutoModelForCausalLM,
-    wrap=_wrap_label_words, inputs="label_words", zero_shot=True, settings=LabelWordsSettings,
+    wrap=_wrap_label_words, inputs="label_words", zero_shot=True, settings=LabelWordsSettings, generates=True,
 ))

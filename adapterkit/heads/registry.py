@@ -62,6 +62,19 @@ class Head:
     wrap: Optional[Callable] = None       # (loaded auto_class model, HeadContext) -> (task model, head module names)
     inputs: str = "text"                  # the data encoder that turns rows into model inputs (data/encoders.py)
     zero_shot: bool = False               # its base model can score without training (the head reuses the LM head)
+    # Capabilities the rest of adapterkit reads instead of comparing head names:
+    lm_training: bool = False  # trained with the causal-LM loss on the text: packing, chunked loss, GGUF export
+    generates: bool = False    # `adapterkit generate` completes prompts with it
+
+    @property
+    def named_labels(self) -> bool:
+        """Its labels are names read from the data (a label map, labels.json), not numbers or the text itself."""
+        return self.label_kind in ("class", "multi", "tokens")
+
+    @property
+    def has_labels(self) -> bool:
+        """Its data has a label column (the text is not the target)."""
+        return self.label_kind != "text"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..data.readers import jsonl_rows, read_text_file
 from ..errors import DataError, RecipeError
 from ..files import atomic_write_text, check_out_file
-from ..heads import task_settings
+from ..heads import HEADS, task_settings
 from ..heads.lm import GenerationSettings, bos_ids, render_chat, render_prompt, text_ids, use_chat_template
 from ..model.generation import generate_batch
 from .run import load_for_eval
@@ -44,8 +44,9 @@ def generate(run_dir, prompts: list[str] | None = None, max_new_tokens: int | No
         read_text_file(Path(file), "--file")  # missing or not UTF-8: said before the model loads (rows parsed once the prompt column is known)
     run = load_for_eval(run_dir, zero_shot=zero_shot)
     model, tokenizer, recipe = run.model, run.tokenizer, run.recipe
-    if recipe.task.type not in ("causal_lm", "label_words"):
-        raise RecipeError(f"generate: the run's task.type is {recipe.task.type!r}; generate needs causal_lm or label_words")
+    if not HEADS[recipe.task.type].generates:
+        able = [n for n, h in HEADS.items() if h.generates]
+        raise RecipeError(f"generate: the run's task.type is {recipe.task.type!r}; generate needs {' or '.join(able)}")
     own = getattr(task_settings(recipe.task), "generation", None) or GenerationSettings()
     settings = own.model_copy(update={k: v for k, v in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)) if v})
     if temperature > 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..adapters import METHODS
 from ..config import save_recipe
 from ..errors import AdapterkitError
 from ..files import atomic_write_text, check_out_dir, check_safetensors, new_temp_dir, read_json
@@ -22,7 +23,6 @@ from ..model.identity import check_identity, run_identity
 
 COMBINATIONS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
 NEEDS_DENSITY = ("ties", "dare_linear", "dare_ties")
-MERGEABLE_METHODS = ("lora", "rslora")  # add_weighted_adapter combines A/B factors; DoRA magnitudes have no combination rule
 
 
 class MergeError(AdapterkitError):
@@ -40,8 +40,9 @@ def _check_runs(runs: list[Path]):
         labels.append(read_json(run / "labels.json", "label map")["labels"])
     first = recipes[0]
     for run, r, lab in zip(runs, recipes, labels):
-        if r.adapter.method not in MERGEABLE_METHODS:
-            raise MergeError(f"{run}: adapter.method {r.adapter.method!r} cannot be combined; merge supports {list(MERGEABLE_METHODS)}")
+        if not METHODS[r.adapter.method].combinable:  # DoRA magnitudes, IA3 vectors...: no combination rule
+            raise MergeError(f"{run}: adapter.method {r.adapter.method!r} cannot be combined; merge supports "
+                             f"{[n for n, m in METHODS.items() if m.combinable]}")
         if (r.backbone.path, r.backbone.gguf_file) != (first.backbone.path, first.backbone.gguf_file):
             raise MergeError(f"{run}: backbone {r.backbone.path} differs from {runs[0]}'s {first.backbone.path}; "
                              f"adapters combine only on the same backbone")

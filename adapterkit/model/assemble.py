@@ -48,7 +48,7 @@ def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=N
         prefix = model.base_model_prefix
         names = [n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())]
         base = getattr(model, prefix, None)
-        if base is not None and getattr(base, "pooler", None) is not None and head.label_kind != "text" and pooler_in_head(recipe):
+        if base is not None and getattr(base, "pooler", None) is not None and head.has_labels and pooler_in_head(recipe):
             names.append(f"{prefix}.pooler")  # BERT's pooler feeds the classifier: trained with the head
         return model, names
     backbone = load_model(recipe.backbone, AutoModel, quantization, device)
@@ -144,7 +144,7 @@ def checkpointing_on(recipe) -> bool:
     """backbone.gradient_checkpointing resolved: `auto` is on for a single-task causal LM recipe."""
     setting = recipe.backbone.gradient_checkpointing
     if setting == "auto":
-        return recipe.task is not None and not recipe.tasks and recipe.task.type == "causal_lm"
+        return recipe.task is not None and not recipe.tasks and HEADS[recipe.task.type].lm_training
     return bool(setting)
 
 

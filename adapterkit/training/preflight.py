@@ -43,7 +43,7 @@ def check_data_files(recipe, head) -> None:
     """Every split can be read (file, folder or Hub data set) and has the columns the head needs."""
     if not recipe.data.train:
         raise RecipeError("data.train: no training file given")
-    data_mod.raw_splits(recipe, head, check=True, need_label=head.label_kind != "text")
+    data_mod.raw_splits(recipe, head, check=True, need_label=head.has_labels)
 
 
 def check_model(recipe, head) -> None:
@@ -73,7 +73,7 @@ def check_model(recipe, head) -> None:
     positions = getattr(config, "max_position_embeddings", None)
     factor = (recipe.backbone.rope_scaling or {}).get("factor", 1)
     if positions and recipe.data.max_length > positions * factor:  # found here, not as an index error in the first batch
-        longer = "; backbone.rope_scaling trains longer sequences" if head.label_kind == "text" else ""
+        longer = "; backbone.rope_scaling trains longer sequences" if head.lm_training else ""
         raise RecipeError(f"data.max_length: {recipe.data.max_length} is more than the {int(positions * factor)} positions "
                           f"{recipe.backbone.path} has (max_position_embeddings{' x rope_scaling.factor' if factor != 1 else ''}){longer}")
 
@@ -103,7 +103,7 @@ def check_tokenizer(folder) -> None:
 
 def check_labels(recipe, head) -> None:
     """Every label in the validation and test splits is known (from task.labels or the training split)."""
-    if head.label_kind not in ("class", "multi", "tokens"):
+    if not head.named_labels:
         return
     cfg = recipe.data
     if cfg.allow_unseen_labels and not recipe.task.labels:  # they join the label map (data/prepare.py label_map)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from ..data.packing import PackingCollator, check_packing_support, examples
 from ..errors import RecipeError
+from ..heads import HEADS
 from .losses import _decoder_and_head, causal_lm_loss
 
-LM_HEADS = ("causal_lm",)
+def _lm_heads() -> list[str]:
+    return [n for n, h in HEADS.items() if h.lm_training]
 
 
 def check(recipe, task_types: list[str] | None = None) -> None:
@@ -21,9 +23,9 @@ def check(recipe, task_types: list[str] | None = None) -> None:
     t = recipe.training
     task_types = task_types or [recipe.task.type]
     for key, on in (("training.packing", t.packing), ("training.loss_chunk_tokens", t.loss_chunk_tokens)):
-        other = next((tt for tt in task_types if tt not in LM_HEADS), None)
+        other = next((tt for tt in task_types if not HEADS[tt].lm_training), None)
         if on and other is not None:
-            raise RecipeError(f"{key}: only for task.type {' or '.join(LM_HEADS)} (this recipe trains {other!r}); remove it")
+            raise RecipeError(f"{key}: only for task.type {' or '.join(_lm_heads())} (this recipe trains {other!r}); remove it")
 
 
 def accelerator_kwargs(recipe) -> dict:
@@ -49,7 +51,7 @@ def training_loss(recipe, model, batch, task: str | None = None):
     kw = {"task": task} if task is not None else {}
     if chunk:
         return causal_lm_loss(model, batch, chunk, task), None
-    if chunk is None and recipe.task.type in LM_HEADS and auto_chunk_fits(model, task):
+    if chunk is None and HEADS[recipe.task.type].lm_training and auto_chunk_fits(model, task):
         return causal_lm_loss(model, batch, AUTO_CHUNK_TOKENS, task), None
     out = model(**kw, **batch)
     return out.loss, out

@@ -319,3 +319,44 @@ def test_smollm2_label_words_lora_few_steps(tmp_path, capsys):
     first = completion.strip().split()[0].strip(".")
     if first in words:  # the vocabulary-wide argmax is a label word, so it must be the best-scored label word too
         assert words[first] == label
+
+
+PLUGIN_HEAD = '''
+from dataclasses import replace
+
+from adapterkit.heads import HEADS, register_head
+
+# A new kind of head, registered from its own module alone: an LM head under another name.
+register_head(replace(HEADS["causal_lm"], name="plugin_lm"))
+'''
+
+
+@pytest.mark.slow
+def test_a_plugin_head_kind_gets_every_capability_from_its_record(tiny_llama, tmp_path, monkeypatch):
+    """Capabilities live on the Head record: a plugin head with lm_training and generates packs, trains with the LM
+    loss, generates and passes the GGUF export's check, with no edit outside its own module."""
+    import sys
+
+    from adapterkit.config import resolve_paths
+    from adapterkit.deploy import gguf_export
+    from adapterkit.training import train
+
+    (tmp_path / "plugin_lm_head.py").write_text(PLUGIN_HEAD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    f = _jsonl(tmp_path / "train.jsonl", _qa_rows(16))
+    r = tiny_recipe(tiny_llama, {"train": f, "validation": f}, tmp_path / "run",
+                    task={"type": "plugin_lm", "plugin": "plugin_lm_head"}, training={"epochs": 1, "packing": True})
+    try:
+        final = train(resolve_paths(recipe_from_dict(r)))
+        assert "perplexity" in final["validation"]
+        gguf_export.check_supported(recipe_from_dict(r), "f16")  # GGUF export accepts it like causal_lm
+        out = tmp_path / "gen.jsonl"
+        _cli(["generate", str(tmp_path / "run"), "--prompt", "question 1 : what color is item 1 ?", "--max-new-tokens", "3",
+              "--out", str(out)])
+        assert len(out.read_text().splitlines()) == 1
+    finally:
+        from adapterkit.heads import HEADS
+
+        HEADS.pop("plugin_lm", None)
+        sys.modules.pop("plugin_lm_head", None)
