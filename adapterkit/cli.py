@@ -198,7 +198,7 @@ def predict(run_dir: Path = typer.Argument(...),
 def export(run_dir: Path = typer.Argument(...),
            out: Path = typer.Option(..., "--out", help="Output folder."),
            dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 (also fp32/bf16/fp16)."),
-           fmt: str = typer.Option("merged", "--format", help="merged (plain transformers), adapter (PEFT adapter + head), onnx (onnxruntime) or gguf (llama.cpp, Ollama)."),
+           fmt: str = typer.Option("merged", "--format", help="merged (plain transformers), adapter (PEFT adapter + head), onnx (onnxruntime), gguf (llama.cpp, Ollama) or a plugin's format (--plugin)."),
            gguf_type: str = typer.Option("f16", "--gguf-type", help="With --format gguf: f32, f16 or q8_0 weights."),
            quantize: Optional[str] = typer.Option(None, "--quantize", help="With --format onnx: int8 also writes an int8 dynamic-quantized graph, scored too."),
            verify_samples: Optional[int] = typer.Option(None, help="Validation examples used for the agreement check (all by default)."),
@@ -212,7 +212,8 @@ def export(run_dir: Path = typer.Argument(...),
     from .progress import stage
 
     with stage(f"exporting {run_dir} (load, merge, verify, save)"):
-        report = run_export(run_dir, out, dtype, fmt, verify_samples, tolerance, requantize, quantize, gguf_type)
+        report = run_export(run_dir, out, dtype=dtype, fmt=fmt, verify_samples=verify_samples, tolerance=tolerance,
+                            requantize=requantize, quantize=quantize, gguf_type=gguf_type)
     echo(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=1))
     echo(f"exported to {out} (report: {out / 'export_report.json'})")
 

@@ -24,6 +24,7 @@ from ..model import build_task_model, is_mergeable, load_run, load_run_recipe
 from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model, resolve_path
 from .. import data as data_mod
 from . import gguf_export, onnx_export
+from .formats import FORMATS, ExportFormat, ExportOptions, names as format_names, register_format
 
 
 class ExportError(AdapterkitError):
@@ -32,43 +33,27 @@ class ExportError(AdapterkitError):
 
 def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_samples: int | None = None,
            tolerance: float | None = None, requantize: bool = True, quantize: str | None = None, gguf_type: str = "f16") -> dict:
-    """Write a verified export of `run_dir` to `out` and return its report (also saved as export_report.json).
-    Nothing lands in `out` unless verification passes."""
+    """Write a verified export of `run_dir` to `out` in format `fmt` (deploy/formats.py) and return its report (also
+    saved as export_report.json). Nothing lands in `out` unless verification passes."""
     run_dir, out = Path(run_dir), Path(out)
+    options = ExportOptions(dtype, verify_samples, tolerance, requantize, quantize, gguf_type)
     check_out_dir(out, "--out", ExportError)
     if out.exists() and any(out.iterdir()) and not (out / "export_report.json").is_file():
         raise ExportError(f"--out: {out} exists and is not an adapterkit export; choose an empty or new folder")
     _check_only_exported(out)
-    if fmt not in ("merged", "adapter", "onnx", "gguf"):
-        raise ExportError(f"--format: {fmt!r}; expected merged, adapter, onnx or gguf")
-    if quantize not in (None, "int8") or (quantize and fmt != "onnx"):
-        raise ExportError(f"--quantize: {quantize!r}; only `int8`, with --format onnx (merged exports re-quantize on load: --requantize)")
-    if fmt == "gguf" and dtype != "float32":
-        raise ExportError(f"--dtype: {dtype!r}; --format gguf takes its precision from --gguf-type (f32, f16, q8_0)")
-    if fmt == "onnx" and dtype != "float32":
-        raise ExportError(f"--dtype: {dtype!r}; --format onnx writes float32 (and an int8 copy with --quantize int8)")
-    if dtype not in DTYPES:
-        raise ExportError(f"--dtype: {dtype!r}; expected one of {sorted(DTYPES)}")
-    if tolerance is not None and not tolerance > 0:
-        raise ExportError(f"--tolerance: {tolerance} must be > 0")
+    form = FORMATS.get(fmt)
+    if form is None:
+        raise ExportError(f"--format: {fmt!r}; expected {format_names()}")
+    _check_options(form, options)
     recipe = load_run_recipe(run_dir) if (run_dir / "recipe.yaml").is_file() else None
-    if recipe is not None and fmt == "adapter" and METHODS[recipe.adapter.method].trains_base:
-        raise ExportError(f"export: a {recipe.adapter.method} fine-tuning run has no adapter; use --format merged")
-    if recipe is not None and fmt == "onnx":
-        onnx_export.check_supported(recipe, HEADS[recipe.task.type])
-    if recipe is not None and fmt == "gguf":
-        gguf_export.check_supported(recipe, gguf_type)
-    if recipe is not None and fmt in ("merged", "onnx", "gguf") and not is_mergeable(recipe):
+    if form.check is not None:
+        form.check(recipe, options)
+    if recipe is not None and form.merges and not is_mergeable(recipe):
         raise ExportError(f"export: adapter method {recipe.adapter.method!r} adds modules that cannot be merged into the weights; "
                           f"use --format adapter (loads with peft.PeftModel.from_pretrained)")
     tmp = new_temp_dir(out)  # a unique name adapterkit made: a user's own OUT.tmp folder is never touched
     try:
-        if fmt == "adapter":
-            report = _export_adapter(run_dir, tmp, dtype, verify_samples, tolerance)
-        else:
-            report = _export_merged(run_dir, tmp, dtype, verify_samples, tolerance, requantize and fmt == "merged",
-                                    onnx_quantize=quantize or "none" if fmt == "onnx" else None,
-                                    gguf_type=gguf_type if fmt == "gguf" else None)
+        report = form.write(run_dir, tmp, options)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -345,3 +330,46 @@ def _load_int8(folder: Path, recipe, labels, head, custom: bool, tokenizer):
 
 def _rewrap(model, head, recipe, labels, tokenizer):
     return head.wrap(model, HeadContext(recipe, labels, tokenizer))[0] if head.wrap is not None else model
+
+
+def _check_options(form: ExportFormat, o: ExportOptions) -> None:
+    if o.quantize not in (None, "int8") or (o.quantize and "quantize" not in form.takes):
+        raise ExportError(f"--quantize: {o.quantize!r}; only `int8`, with --format onnx (merged exports re-quantize on load: --requantize)")
+    if o.dtype not in DTYPES:
+        raise ExportError(f"--dtype: {o.dtype!r}; expected one of {sorted(DTYPES)}")
+    if o.tolerance is not None and not o.tolerance > 0:
+        raise ExportError(f"--tolerance: {o.tolerance} must be > 0")
+
+
+def _check_adapter(recipe, o: ExportOptions) -> None:
+    if recipe is not None and METHODS[recipe.adapter.method].trains_base:
+        raise ExportError(f"export: a {recipe.adapter.method} fine-tuning run has no adapter; use --format merged")
+
+
+def _check_onnx(recipe, o: ExportOptions) -> None:
+    if o.dtype != "float32":
+        raise ExportError(f"--dtype: {o.dtype!r}; --format onnx writes float32 (and an int8 copy with --quantize int8)")
+    if recipe is not None:
+        onnx_export.check_supported(recipe, HEADS[recipe.task.type])
+
+
+def _check_gguf(recipe, o: ExportOptions) -> None:
+    if o.dtype != "float32":
+        raise ExportError(f"--dtype: {o.dtype!r}; --format gguf takes its precision from --gguf-type (f32, f16, q8_0)")
+    if recipe is not None:
+        gguf_export.check_supported(recipe, o.gguf_type)
+
+
+register_format(ExportFormat(
+    "merged", lambda run, tmp, o: _export_merged(run, tmp, o.dtype, o.verify_samples, o.tolerance, o.requantize), merges=True,
+    description="the adapter merged into full-precision weights: a plain transformers folder"))
+register_format(ExportFormat(
+    "adapter", lambda run, tmp, o: _export_adapter(run, tmp, o.dtype, o.verify_samples, o.tolerance), check=_check_adapter,
+    description="the PEFT adapter with the head in modules_to_save: PeftModel.from_pretrained over the base"))
+register_format(ExportFormat(
+    "onnx", lambda run, tmp, o: _export_merged(run, tmp, o.dtype, o.verify_samples, o.tolerance, False,
+                                               onnx_quantize=o.quantize or "none"),
+    check=_check_onnx, merges=True, takes=("quantize",), description="ONNX graphs for onnxruntime (and an int8 copy)"))
+register_format(ExportFormat(
+    "gguf", lambda run, tmp, o: _export_merged(run, tmp, o.dtype, o.verify_samples, o.tolerance, False, gguf_type=o.gguf_type),
+    check=_check_gguf, merges=True, takes=("gguf_type",), description="one GGUF file for llama.cpp and Ollama"))

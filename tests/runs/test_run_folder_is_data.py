@@ -153,3 +153,36 @@ def test_export_never_deletes_a_file_it_did_not_write(run, tmp_path):
     assert (fresh / "notes").is_dir()
     shutil.rmtree(fresh / "notes")
     assert run_cli("export", str(run), "--out", str(fresh))[0] == 0  # its own files alone: replaced
+
+
+PLUGIN_FORMAT = '''
+import json, shutil
+
+from adapterkit.deploy import ExportFormat, register_format
+
+
+def write(run, tmp, options):
+    # The head alone, for a serving stack that keeps its own base model.
+    shutil.copy2(run / "head.safetensors", tmp / "head.safetensors")
+    shutil.copy2(run / "labels.json", tmp / "labels.json")
+    return {"format": "head-only", "run": str(run), "dtype": options.dtype}
+
+
+register_format(ExportFormat("head-only", write, description="the trained head and label map"))
+'''
+
+
+def test_a_plugin_export_format_works_end_to_end(run, tmp_path, monkeypatch):
+    (tmp_path / "head_only_format.py").write_text(PLUGIN_FORMAT)
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli("export", str(run), "--out", str(tmp_path / "x"), "--format", "head-only")
+    assert code == 2 and "--format: 'head-only'" in err and "merged, adapter, onnx or gguf" in err, err
+    out = tmp_path / "h"
+    code, err = run_cli("export", str(run), "--out", str(out), "--format", "head-only", "--plugin", "head_only_format")
+    assert code == 0, err
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["format"] == "head-only" and set(report["files"]) == {"head.safetensors", "labels.json"}
+    assert load_file(out / "head.safetensors").keys() == load_file(run / "head.safetensors").keys()
+    from adapterkit.deploy import FORMATS
+
+    FORMATS.pop("head-only")
