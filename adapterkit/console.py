@@ -8,6 +8,7 @@ whole-process capture is installed only by the `adapterkit` process itself (cli.
 adapterkit as a library, and tests calling main(argv), keep their own streams, except around the few library calls
 that print whoever calls them (`library_call`), whose output is held for drain().
 """
+
 from __future__ import annotations
 
 import logging

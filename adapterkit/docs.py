@@ -4,6 +4,7 @@ reference cannot drift from the code.
     python -m adapterkit.docs            # (re)write docs/recipe-reference.md
     python -m adapterkit.docs --check    # exit 1 if the committed file differs from what the code says
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,15 @@ HEADER = """# Recipe reference
 
 A recipe is YAML with the sections below. Every key is optional unless its default says **required**; unknown
 keys are rejected with the key path named. Any value can be overridden on the command line with
-`--set section.key=value` (the value is parsed as YAML).
+`--set section.key=value` (the value is parsed as YAML), one key at a time: `--set training={lr: 0.001}` would drop
+the section's other keys and is refused; write `--set training.lr=0.001`.
+
+Recipe files and `--set` values are read with the YAML 1.2 core schema: `true`/`false` are the booleans (`yes`, `no`,
+`on`, `off` are words; a boolean key still accepts them), `010` is 10, `0o10` is 8, `1:30` is a string (not 90),
+`1e-4` is a number and `2024-01-01` a string. An integer key takes integers only, never `true`/`false` (also inside
+lists: `adapter.layers: [true]` is refused). A key written twice in one mapping (two `training:` blocks) is refused,
+and aliases (`*name`) may expand a file by at most 100,000 values.
+Counts have upper bounds (listed below, e.g. `training.max_steps` <= 1000000000) so a typo is refused up front.
 """
 
 
@@ -154,33 +163,43 @@ def render() -> str:
 def _single(name, field) -> type[BaseModel]:
     from pydantic import create_model
 
-    return create_model("Top", **{name: (field.annotation, field)})
+    return create_model("Top", **{name: (field.annotation, field)})  # type: ignore[call-overload]  # a field by name
 
 
 def _methods_section(methods) -> str:
-    parts = ["### Settings per adapter method\n",
-             "These keys sit beside `method:` in the `adapter:` section; keys that the chosen method does not "
-             "take are rejected.\n"]
+    parts = [
+        "### Settings per adapter method\n",
+        "These keys sit beside `method:` in the `adapter:` section; keys that the chosen method does not "
+        "take are rejected.\n",
+    ]
     for name in sorted(methods):
         m = methods[name]
         if m.trains_base:  # a fully fine-tuned model exports as it is
             merge = "exports the whole model"
         else:
-            merge = "merges into the weights on export" if m.mergeable else "not mergeable: export with `--format adapter`"
+            merge = (
+                "merges into the weights on export" if m.mergeable else "not mergeable: export with `--format adapter`"
+            )
         parts.append(f"#### `method: {name}`\n")
         lr = m.default_lr or DEFAULT_LR
         warmup = DEFAULT_WARMUP if m.default_warmup is None else m.default_warmup
-        parts.append(f"{_cell(m.description) or _doc_first_line(m.settings)} ({merge}; when omitted, `training.lr`: `{lr:g}`, "
-                     f"`training.warmup_ratio`: `{warmup:g}`.)\n")
+        parts.append(
+            f"{_cell(m.description) or _doc_first_line(m.settings)} ({merge}; when omitted, `training.lr`: `{lr:g}`, "
+            f"`training.warmup_ratio`: `{warmup:g}`.)\n"
+        )
         rows = field_rows(m.settings, "adapter.")
         parts.append((table(rows) if rows else "No settings.") + "\n")
     return "\n".join(parts)
 
 
 def _heads_section(heads) -> str:
-    parts = ["### Task types\n", "`exports as`: the transformers class a merged export loads with when `task.pooling` is `auto` "
-             "(other poolings use a custom head that adapterkit loads).\n",
-             "| `task.type` | labels | metrics | exports as |", "| --- | --- | --- | --- |"]
+    parts = [
+        "### Task types\n",
+        "`exports as`: the transformers class a merged export loads with when `task.pooling` is `auto` "
+        "(other poolings use a custom head that adapterkit loads).\n",
+        "| `task.type` | labels | metrics | exports as |",
+        "| --- | --- | --- | --- |",
+    ]
     for name in sorted(heads):
         h = heads[name]
         native = f"`transformers.{h.auto_class.__name__}`" if h.auto_class is not None else "custom head (adapterkit)"

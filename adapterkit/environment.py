@@ -1,5 +1,6 @@
 """What a command runs on: Python, the stack's package versions (against the repository's lock of tested versions),
 the CPU features adapterkit's fast paths use, and CUDA devices. `adapterkit env` prints it; run.json records it."""
+
 from __future__ import annotations
 
 import platform
@@ -8,9 +9,21 @@ from importlib import metadata
 from pathlib import Path
 
 # The packages whose versions decide a run's numbers; the lock pins every transitive one.
-PACKAGES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "evaluate", "safetensors",
-            "tokenizers", "huggingface-hub", "kernels", "optuna")
-# /proc/cpuinfo flags behind the bf16 autocast and int8 paths (training/precision.py, model/fast_int8.py).
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "datasets",
+    "evaluate",
+    "safetensors",
+    "tokenizers",
+    "huggingface-hub",
+    "kernels",
+    "optuna",
+)
+# /proc/cpuinfo flags behind the bf16 autocast and int8 paths (scoring/precision.py, model/fast_int8.py).
 CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx512f")
 LOCK_NAME = "requirements.lock"
 
@@ -54,7 +67,7 @@ def cpu_features() -> dict:
         flags = set(line.split(":", 1)[-1].split())
     except OSError:
         pass
-    out = {f: f in flags for f in CPU_FLAGS} if flags else {}
+    out: dict[str, object] = {f: f in flags for f in CPU_FLAGS} if flags else {}
     out["machine"] = platform.machine()
     try:
         import torch
@@ -69,15 +82,23 @@ def cuda_devices() -> list[str]:
     try:
         import torch
 
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+        return (
+            [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available()
+            else []
+        )
     except Exception:
         return []
 
 
 def record() -> dict:
     """The environment as run.json keeps it."""
-    return {"python": platform.python_version(), "packages": {n: installed(n) for n in PACKAGES},
-            "cpu": cpu_features(), "cuda": cuda_devices()}
+    return {
+        "python": platform.python_version(),
+        "packages": {n: installed(n) for n in PACKAGES},
+        "cpu": cpu_features(),
+        "cuda": cuda_devices(),
+    }
 
 
 def report(lock: Path | None = None) -> dict:
@@ -88,13 +109,20 @@ def report(lock: Path | None = None) -> dict:
     packages = {}
     for name, version in rec["packages"].items():
         pinned = pins.get(_canonical(name))
-        packages[name] = {"installed": version, "locked": pinned,
-                          "matches": None if pinned is None else (version is not None and _public(version) == _public(pinned))}
+        packages[name] = {
+            "installed": version,
+            "locked": pinned,
+            "matches": None if pinned is None else (version is not None and _public(version) == _public(pinned)),
+        }
     rec["packages"] = packages
     rec["lock"] = str(lock) if lock else None
     if pins:
-        others = [f"{n}=={pins[n]} (installed {installed(n) or 'none'})" for n in sorted(pins)
-                  if _canonical(n) not in {_canonical(p) for p in PACKAGES} and _public(installed(n) or "") != _public(pins[n])]
+        others = [
+            f"{n}=={pins[n]} (installed {installed(n) or 'none'})"
+            for n in sorted(pins)
+            if _canonical(n) not in {_canonical(p) for p in PACKAGES}
+            and _public(installed(n) or "") != _public(pins[n])
+        ]
         rec["other_mismatches"] = others
     return rec
 
@@ -106,15 +134,23 @@ def format_report(rep: dict) -> str:
         lines.append(f"{name:<16} {p['installed'] or 'not installed':<14}{state}")
     cpu = rep["cpu"]
     used = [f for f in CPU_FLAGS if cpu.get(f)]
-    lines.append(f"cpu              {cpu.get('machine')}, torch kernels {cpu.get('torch_capability', '?')}; "
-                 f"{', '.join(used) if used else 'no AVX-512 / AMX'}"
-                 + ("; bf16 autocast on (avx512_bf16 or amx)" if cpu.get("avx512_bf16") or cpu.get("amx_tile") else ""))
+    lines.append(
+        f"cpu              {cpu.get('machine')}, torch kernels {cpu.get('torch_capability', '?')}; "
+        f"{', '.join(used) if used else 'no AVX-512 / AMX'}"
+        + ("; bf16 autocast on (avx512_bf16 or amx)" if cpu.get("avx512_bf16") or cpu.get("amx_tile") else "")
+    )
     lines.append(f"cuda             {', '.join(rep['cuda']) if rep['cuda'] else 'no devices'}")
     if rep["lock"] is None:
         lines.append("lock             none found (an installed wheel; give --lock FILE to compare)")
     else:
         others = rep.get("other_mismatches") or []
-        lines.append(f"lock             {rep['lock']}: " + ("every other locked package matches" if not others else
-                                                             f"{len(others)} other package(s) differ: {', '.join(others[:5])}"
-                                                             + (" ..." if len(others) > 5 else "")))
+        lines.append(
+            f"lock             {rep['lock']}: "
+            + (
+                "every other locked package matches"
+                if not others
+                else f"{len(others)} other package(s) differ: {', '.join(others[:5])}"
+                + (" ..." if len(others) > 5 else "")
+            )
+        )
     return "\n".join(lines)

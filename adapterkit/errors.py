@@ -26,8 +26,10 @@ class Collapsed(AdapterkitError):
 
 
 class Interrupted(AdapterkitError):
-    """SIGINT or SIGTERM stopped training after writing a checkpoint: the CLI exits with 128 + the signal number."""
+    """SIGINT or SIGTERM stopped a long command (training after writing a checkpoint, a search, a series of repeats,
+    generation) with what it finished kept: the CLI exits with 128 + the signal number."""
 
     def __init__(self, msg: str, signum: int):
         super().__init__(msg)
+        self.signum = signum
         self.exit_code = 128 + signum

@@ -1,5 +1,6 @@
 """Reading and writing the files adapterkit owns: JSON with one-line errors, atomic replacement of files and
 folders, and weights only through safetensors (a clear error for damaged files)."""
+
 from __future__ import annotations
 
 import errno
@@ -63,6 +64,15 @@ def check_out_file(path: Path, option: str = "--out", error=AdapterkitError) -> 
     _check_writable(path, option, error)
 
 
+def check_out_folder(path: Path, option: str = "--out", error=AdapterkitError) -> None:
+    """An output folder the command writes into, created when missing and kept otherwise (a study folder): refused
+    when it is a file or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{option}: {path} is a file, not a folder; choose a new folder")
+    _check_writable(path, option, error)
+
+
 def _check_writable(path: Path, option: str, error) -> None:
     # Files are created (and folders swapped in) beside `path`, so its nearest existing parent must be a writable folder.
     base = _nearest_existing(Path(os.path.abspath(path)).parent)
@@ -70,6 +80,24 @@ def _check_writable(path: Path, option: str, error) -> None:
         raise error(f"{option}: cannot write to {path}: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK) or (path.is_dir() and not os.access(path, os.W_OK | os.X_OK)):
         raise error(f"{option}: cannot write to {path}: {path if path.is_dir() else base} is not writable")
+    for folder in {base, *([path] if path.is_dir() else [])}:
+        why = _cannot_create_in(folder)
+        if why:
+            raise error(
+                f"{option}: cannot write to {path}: cannot create anything in {folder} ({why}); choose a folder you can write to"
+            )
+
+
+def _cannot_create_in(folder: Path) -> str | None:
+    """Why nothing can be created in `folder`, found by creating (and removing) an empty folder of a name no one
+    else uses: os.access says yes to root even on a read-only mount or in /proc and /sys."""
+    probe = Path(folder) / f".adapterkit-probe-{secrets.token_hex(4)}"
+    try:
+        probe.mkdir()
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    probe.rmdir()
+    return None
 
 
 def read_json(path: Path, what: str, text: str | None = None):
@@ -87,14 +115,24 @@ def new_temp_dir(target: Path, kind: str = "tmp") -> Path:
     """A new, empty folder beside `target` with a unique hidden name adapterkit made itself: the only kind of
     folder adapterkit deletes wholesale (a fixed name such as TARGET.tmp could be a user's own folder)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     while True:  # mkdir, not tempfile.mkdtemp: mkdtemp's 0o700 would end up as the saved folder's mode
         d = target.with_name(f".{target.name}.adapterkit-{kind}-{secrets.token_hex(4)}")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             d.mkdir()  # fails on an existing name: never a folder someone else made
             return d
         except FileExistsError:
+            if not target.parent.is_dir():
+                raise AdapterkitError(
+                    f"{target}: cannot write there: a file is in the way of its folder {target.parent}"
+                ) from None
             continue
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise  # the CLI's no-space line
+            raise AdapterkitError(
+                f"{target}: cannot write there: cannot create a folder beside it ({e.strerror})"
+            ) from None
 
 
 def replace_dir(target: Path, write) -> None:
@@ -133,4 +171,6 @@ def check_safetensors(path: Path, what: str) -> None:
             for k in f.keys():
                 f.get_slice(k)
     except Exception as e:  # safetensors raises its own error types for truncated or corrupted headers
-        raise RunDirError(f"{path}: {what} weights are corrupted or truncated ({str(e).splitlines()[0][:120]})") from None
+        raise RunDirError(
+            f"{path}: {what} weights are corrupted or truncated ({str(e).splitlines()[0][:120]})"
+        ) from None

@@ -3,6 +3,7 @@
 Bars show only when stderr is a terminal, so CI logs and files stay clean (log.jsonl has the numbers).
 ADAPTERKIT_PROGRESS=1 forces them on, ADAPTERKIT_PROGRESS=0 off.
 """
+
 from __future__ import annotations
 
 import os

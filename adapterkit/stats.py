@@ -1,11 +1,12 @@
 """Statistics for judging a difference: mean ± sd over repeats, the paired bootstrap, McNemar's exact test.
 
 Plain numpy and scipy; no adapterkit imports, so runs, tuning, compare and the benchmarks share one definition."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -18,8 +19,13 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 def summarize(results: Sequence[dict]) -> dict[str, dict]:
     """Every numeric metric present in all `results` -> {mean, sd, values} (results: one flat dict per repeat)."""
-    keys = [k for k, v in results[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and all(isinstance(r.get(k), (int, float)) for r in results)]
+    keys = [
+        k
+        for k, v in results[0].items()
+        if isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and all(isinstance(r.get(k), (int, float)) for r in results)
+    ]
     out = {}
     for k in keys:
         values = [float(r[k]) for r in results]
@@ -31,6 +37,7 @@ def summarize(results: Sequence[dict]) -> dict[str, dict]:
 @dataclass(frozen=True)
 class Difference:
     """Metric of A, of B, A - B on all examples, and the 95% paired-bootstrap interval of A - B."""
+
     a: float
     b: float
     diff: float
@@ -41,15 +48,21 @@ class Difference:
         return {k: round(getattr(self, k), 6) for k in ("a", "b", "diff", "low", "high")}
 
 
-def paired_bootstrap(score_a: Callable[[np.ndarray], dict], score_b: Callable[[np.ndarray], dict], n: int,
-                     samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Difference]:
+def paired_bootstrap(
+    score_a: Callable[[np.ndarray], dict],
+    score_b: Callable[[np.ndarray], dict],
+    n: int,
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Difference]:
     """Percentile interval of score_a - score_b over `samples` resamples of the n examples with replacement, the same
     resample for both (paired). `score_x(indices)` -> {metric: value} on those examples (corpus metrics included)."""
     rng = np.random.default_rng(seed)
     full = np.arange(n)
     a0, b0 = score_a(full), score_b(full)
     names = [k for k in a0 if k in b0]
-    diffs = {k: [] for k in names}
+    diffs: dict[str, list[float]] = {k: [] for k in names}
     for _ in range(samples):
         idx = rng.integers(0, n, n)
         a, b = score_a(idx), score_b(idx)

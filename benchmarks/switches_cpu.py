@@ -43,8 +43,9 @@ def main():
     quiet_libraries()
     from adapterkit.model import recipe_from_dict
     from adapterkit.model import build
-    from tests.conftest import minilm_dir, write_sentiment
-    from tests.test_perf_switches import saved_bytes
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' helpers, as pytest sees them
+    from helpers import minilm_dir, write_sentiment
+    from training.test_perf_switches import saved_bytes
 
     tmp = Path(tempfile.mkdtemp(prefix="adapterkit-switches-"))
     files = write_sentiment(tmp)

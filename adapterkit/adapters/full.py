@@ -1,18 +1,27 @@
 """Full fine-tuning, the reference method: the (full-precision) backbone's own weights train, no PEFT wrapper.
 `trainable_layers: N` trains only the N blocks nearest the head (and the head), `train_embeddings` the embeddings."""
+
 from __future__ import annotations
 
 from pydantic import Field
 from torch import nn
 
+from ..config.schema import MAX_WIDTH
 from ..errors import ModelError
 from .registry import Method, MethodSettings, register_method
 from .targets import num_layers
 
 
 class FullSettings(MethodSettings):
-    trainable_layers: int | None = Field(None, ge=0, description="Train only the top N blocks (and the task head; 0: the head alone, a linear probe); every weight when omitted.")
-    train_embeddings: bool | None = Field(None, description="With trainable_layers: also train the input embeddings (default false).")
+    trainable_layers: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_WIDTH,
+        description="Train only the top N blocks (and the task head; 0: the head alone, a linear probe); every weight when omitted.",
+    )
+    train_embeddings: bool | None = Field(
+        None, description="With trainable_layers: also train the input embeddings (default false)."
+    )
 
 
 def blocks(model) -> nn.ModuleList:
@@ -37,7 +46,7 @@ def _full(settings: FullSettings, model, ctx):
         raise ModelError(f"adapter.trainable_layers: {settings.trainable_layers} > the backbone's {len(layers)} blocks")
     for p in model.parameters():
         p.requires_grad_(False)  # the head modules are made trainable after this (model/assemble.py)
-    for block in list(layers)[len(layers) - settings.trainable_layers:]:
+    for block in list(layers)[len(layers) - settings.trainable_layers :]:
         block.requires_grad_(True)
     if settings.train_embeddings:
         model.get_input_embeddings().requires_grad_(True)
@@ -45,5 +54,14 @@ def _full(settings: FullSettings, model, ctx):
 
 
 # 1e-4: every weight moves; the adapters' 5e-4..2e-3 wreck a pretrained encoder (CoNLL: benchmarks/results/conll_ner.md).
-register_method(Method("full", FullSettings, _full, mergeable=True, trains_base=True, default_lr=1e-4,
-                       description="Full fine-tuning (reference; needs quantization: none); `trainable_layers` freezes all but the top blocks."))
+register_method(
+    Method(
+        "full",
+        FullSettings,
+        _full,
+        mergeable=True,
+        trains_base=True,
+        default_lr=1e-4,
+        description="Full fine-tuning (reference; needs quantization: none); `trainable_layers` freezes all but the top blocks.",
+    )
+)

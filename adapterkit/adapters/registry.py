@@ -3,10 +3,12 @@
 A leaf module: it imports nothing of adapterkit above the errors. Built-in methods register from the package
 `__init__`; a plugin adds its own with `register_method(Method(...))`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,32 +17,35 @@ from ..errors import AdapterkitError
 
 class MethodSettings(BaseModel):
     """Base of every method's own `adapter:` keys (unknown keys are rejected)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
 class MethodContext:
     """What a method's `build` may know about the model it adapts, beside the model itself."""
-    head_modules: tuple[str, ...] = ()   # module names of the task head: never adapted
+
+    head_modules: tuple[str, ...] = ()  # module names of the task head: never adapted
     peft_task_type: Optional[str] = None  # PEFT task type of the head (prompt and prefix tuning need one)
-    task_type_name: str = ""            # the recipe's task.type, for error messages
+    task_type_name: str = ""  # the recipe's task.type, for error messages
     tokenizer_path: Optional[str] = None  # folder of the backbone's tokenizer (prompt tuning's text init)
     checkpoint_dir: Optional[str] = None  # folder of the backbone's full-precision weights (LoftQ reads them)
-    quantization: str = "none"          # how the backbone was loaded: none, int8 or nf4
+    quantization: str = "none"  # how the backbone was loaded: none, int8 or nf4
 
 
 @dataclass(frozen=True)
 class Method:
     """One adapter method. Every hook is a named field; an unknown keyword is a TypeError at construction."""
+
     name: str
     settings: type[MethodSettings]
     # (settings, model, MethodContext) -> a peft.PeftConfig to wrap the model with, or None when the method
     # changes the model in place (full fine-tuning).
     build: Callable[[Any, Any, MethodContext], Any]
-    mergeable: bool = False          # merges into the base weights on export
+    mergeable: bool = False  # merges into the base weights on export
     mergeable_for: Optional[Callable[[Any], bool]] = None  # (settings) -> mergeable, when it depends on the settings
-    trains_base: bool = False        # every backbone weight trains: needs a full-precision base, saved as a whole model
-    combinable: bool = False         # `adapterkit merge` combines runs of it (PEFT add_weighted_adapter on A/B factors)
+    trains_base: bool = False  # every backbone weight trains: needs a full-precision base, saved as a whole model
+    combinable: bool = False  # `adapterkit merge` combines runs of it (PEFT add_weighted_adapter on A/B factors)
     after_wrap: Optional[Callable[[Any], None]] = None  # fix-ups on the PEFT model after wrapping or loading
     # (peft_model, settings, MethodContext) after wrapping a freshly built model only (not when a run is loaded):
     # initialisations PEFT does on a wrapped model, e.g. LoftQ's from the original weights.
@@ -53,17 +58,31 @@ class Method:
         if not isinstance(self.name, str) or not self.name:
             raise AdapterkitError(f"register_method: name must be a non-empty string, got {self.name!r}")
         if not (isinstance(self.settings, type) and issubclass(self.settings, BaseModel)):
-            raise AdapterkitError(f"register_method({self.name!r}): settings must be a pydantic model class (e.g. a MethodSettings subclass)")
-        if self.default_lr is not None and not (isinstance(self.default_lr, (int, float)) and not isinstance(self.default_lr, bool)
-                                                and 0 < self.default_lr < float("inf")):
-            raise AdapterkitError(f"register_method({self.name!r}): default_lr must be a positive number, got {self.default_lr!r}")
-        if self.default_warmup is not None and not (isinstance(self.default_warmup, (int, float))
-                                                    and not isinstance(self.default_warmup, bool) and 0 <= self.default_warmup < 1):
-            raise AdapterkitError(f"register_method({self.name!r}): default_warmup must be a share of steps in [0, 1), got {self.default_warmup!r}")
+            raise AdapterkitError(
+                f"register_method({self.name!r}): settings must be a pydantic model class (e.g. a MethodSettings subclass)"
+            )
+        if self.default_lr is not None and not (
+            isinstance(self.default_lr, (int, float))
+            and not isinstance(self.default_lr, bool)
+            and 0 < self.default_lr < float("inf")
+        ):
+            raise AdapterkitError(
+                f"register_method({self.name!r}): default_lr must be a positive number, got {self.default_lr!r}"
+            )
+        if self.default_warmup is not None and not (
+            isinstance(self.default_warmup, (int, float))
+            and not isinstance(self.default_warmup, bool)
+            and 0 <= self.default_warmup < 1
+        ):
+            raise AdapterkitError(
+                f"register_method({self.name!r}): default_warmup must be a share of steps in [0, 1), got {self.default_warmup!r}"
+            )
         for f in ("build", "after_wrap", "mergeable_for", "init_weights"):
             value = getattr(self, f)
             if value is not None and not callable(value):
-                raise AdapterkitError(f"register_method({self.name!r}): {f} must be callable, got {type(value).__name__}")
+                raise AdapterkitError(
+                    f"register_method({self.name!r}): {f} must be callable, got {type(value).__name__}"
+                )
 
 
 METHODS: dict[str, Method] = {}

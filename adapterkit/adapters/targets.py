@@ -1,11 +1,13 @@
 """Which modules of a backbone an adapter targets: every linear layer by default, never the task head; and which
 blocks (`adapter.layers: top:N | bottom:N | [i, ...]`)."""
+
 from __future__ import annotations
 
 import re
-from typing import Union
+from typing import Annotated, Union
 
 import torch
+from pydantic import BeforeValidator
 
 from ..errors import ModelError
 
@@ -44,12 +46,32 @@ def check_targets(model, targets: list[str] | str | None) -> None:
     if targets is None or isinstance(targets, str):
         return
     leaves = {n.split(".")[-1] for n, m in model.named_modules() if is_linear(m)}
-    missing = [t for t in targets if t.split(".")[-1] not in leaves and not any(n.endswith(t) for n, _ in model.named_modules())]
+    missing = [
+        t
+        for t in targets
+        if t.split(".")[-1] not in leaves and not any(n.endswith(t) for n, _ in model.named_modules())
+    ]
     if missing:
-        raise ModelError(f"adapter.target_modules: {missing} not found in the model; linear modules there: {sorted(leaves)}")
+        raise ModelError(
+            f"adapter.target_modules: {missing} not found in the model; linear modules there: {sorted(leaves)}"
+        )
 
 
-LayerSpec = Union[list[int], str, None]
+def non_empty(meaning: str) -> BeforeValidator:
+    """Refuse an empty list for a key where PEFT reads [] as "not given" (every block, its default targets):
+    `adapter.layers: []` trained every layer. `meaning`: what to do instead."""
+
+    def check(value):
+        if isinstance(value, list) and not value:
+            raise ValueError(f"an empty list; {meaning}")
+        return value
+
+    return BeforeValidator(check)
+
+
+BLOCKS = non_empty("list block indices, or omit the key to adapt every block")
+LayerSpec = Annotated[Union[list[int], str, None], BLOCKS]
+Targets = non_empty("name the modules, or omit the key for the default targets")
 
 
 def num_layers(model) -> int:
@@ -68,7 +90,9 @@ def resolve_layers(spec: LayerSpec, model, field: str = "adapter.layers") -> lis
     if isinstance(spec, str):
         m = re.fullmatch(r"(top|bottom):(\d+)", spec.strip())
         if not m or not 0 < int(m.group(2)) <= n:
-            raise ModelError(f"{field}: {spec!r}; expected top:N or bottom:N with 1 <= N <= {n}, or a list of layer indices")
+            raise ModelError(
+                f"{field}: {spec!r}; expected top:N or bottom:N with 1 <= N <= {n}, or a list of layer indices"
+            )
         k = int(m.group(2))
         return list(range(n - k, n)) if m.group(1) == "top" else list(range(k))
     bad = [i for i in spec if not 0 <= i < n]

@@ -4,10 +4,12 @@ A leaf module (it imports nothing of adapterkit above the errors). The built-in 
 package `__init__`: `text` (text.py), `words` (words.py), `completion` and `label_words` (lm.py). A plugin head
 with its own input format registers an `Encoder` here and names it in `Head.inputs`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from ..errors import AdapterkitError
 
@@ -34,6 +36,8 @@ def register_encoder(encoder: Encoder) -> Encoder:
 
 def encoder_for(head) -> Encoder:
     if head.inputs not in ENCODERS:
-        raise AdapterkitError(f"task.type: head {head.name!r} reads inputs {head.inputs!r}, which no data encoder handles "
-                              f"(known: {sorted(ENCODERS)})")
+        raise AdapterkitError(
+            f"task.type: head {head.name!r} reads inputs {head.inputs!r}, which no data encoder handles "
+            f"(known: {sorted(ENCODERS)})"
+        )
     return ENCODERS[head.inputs]

@@ -1,4 +1,5 @@
 """Batches: dynamic padding, and length-grouped, seeded shuffling that spans the global batch."""
+
 from __future__ import annotations
 
 import torch
@@ -15,15 +16,26 @@ class Collator:
 
     def __call__(self, features):
         lab = features[0].get("labels")
-        token_labels = isinstance(lab, list) and len(lab) == len(features[0]["input_ids"]) and (not lab or isinstance(lab[0], int))
+        token_labels = (
+            isinstance(lab, list) and len(lab) == len(features[0]["input_ids"]) and (not lab or isinstance(lab[0], int))
+        )
         batch = (self.pad_tokens if token_labels else self.pad)(features)
         if "labels" in batch and batch["labels"].dtype == torch.float64:
             batch["labels"] = batch["labels"].float()
         return batch
 
 
-def dataloader(ds, tokenizer, batch_size: int, shuffle: bool, seed: int, group_by_length: bool, num_processes: int = 1,
-               collate_fn=None, by_length: bool = False):
+def dataloader(
+    ds,
+    tokenizer,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    group_by_length: bool,
+    num_processes: int = 1,
+    collate_fn=None,
+    by_length: bool = False,
+):
     """`num_processes`: length groups span the global batch (batch_size x processes), so a run sharded over
     N processes sees the same global batches as one process with an N times larger batch. `by_length`: without
     shuffling, longest examples first, so each batch pads little (for metrics that ignore order: evaluation of
@@ -32,16 +44,21 @@ def dataloader(ds, tokenizer, batch_size: int, shuffle: bool, seed: int, group_b
 
     g = torch.Generator()
     g.manual_seed(seed)
-    sampler = None
+    sampler: LengthGroupedBatches | list[int] | None = None
     if shuffle and group_by_length:
         sampler = LengthGroupedBatches(lengths(ds), batch_size * num_processes, g)
     elif by_length and not shuffle:
         n = lengths(ds)
         sampler = sorted(range(len(n)), key=lambda i: -n[i])
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      collate_fn=collate_fn or Collator(tokenizer),
-                      # an iterator without a generator draws its base seed from torch's global RNG: evaluation must not
-                      generator=None if shuffle and group_by_length else g)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        collate_fn=collate_fn or Collator(tokenizer),
+        # an iterator without a generator draws its base seed from torch's global RNG: evaluation must not
+        generator=None if shuffle and group_by_length else g,
+    )
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler):
@@ -66,8 +83,8 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
         order = torch.randperm(n, generator=self.generator).tolist()
         batches = []
         for i in range(0, n, size):
-            chunk = sorted(order[i:i + size], key=lambda j: -self.lengths[j])
-            batches += [chunk[k:k + bs] for k in range(0, len(chunk), bs)]
+            chunk = sorted(order[i : i + size], key=lambda j: -self.lengths[j])
+            batches += [chunk[k : k + bs] for k in range(0, len(chunk), bs)]
         tail = [batches.pop()] if batches and len(batches[-1]) < bs else []
         batches = [batches[k] for k in torch.randperm(len(batches), generator=self.generator).tolist()] + tail
         if batches:

@@ -11,6 +11,7 @@ only at their ends, with labels -100.
 Our own collator rather than DataCollatorWithFlattening: that one puts the whole batch in a single row,
 whose dense sdpa mask costs (sum of lengths)^2 on CPU and non-flash GPUs; bounded rows keep it at row_tokens^2.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,7 +47,9 @@ class PackingCollator:
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         ids = [list(f["input_ids"]) for f in features]
-        labels = [list(f["labels"]) if "labels" in f and f["labels"] is not None else list(x) for f, x in zip(features, ids)]
+        labels = [
+            list(f["labels"]) if "labels" in f and f["labels"] is not None else list(x) for f, x in zip(features, ids)
+        ]
         rows = pack_rows([len(x) for x in ids], self.row_tokens)
         width = max(sum(len(ids[i]) for i in row) for row in rows)
         out_ids, out_labels, out_pos = [], [], []
@@ -66,8 +69,12 @@ class PackingCollator:
             out_labels.append(r_lab)
             out_pos.append(r_pos)
         # use_cache=False: with a KV cache present transformers skips the packed-mask detection and samples would mix.
-        return {"input_ids": torch.tensor(out_ids), "labels": torch.tensor(out_labels), "position_ids": torch.tensor(out_pos),
-                "use_cache": False}
+        return {
+            "input_ids": torch.tensor(out_ids),
+            "labels": torch.tensor(out_labels),
+            "position_ids": torch.tensor(out_pos),
+            "use_cache": False,
+        }
 
 
 def check_packing_support(model) -> None:
@@ -76,8 +83,10 @@ def check_packing_support(model) -> None:
     config = getattr(inner, "config", None)
     impl = getattr(config, "_attn_implementation", None)
     if impl not in PACKING_ATTENTION:
-        raise ModelError(f"training.packing: needs a model whose attention is one of {list(PACKING_ATTENTION)} "
-                         f"(this one uses {impl!r}); set training.packing: false")
+        raise ModelError(
+            f"training.packing: needs a model whose attention is one of {list(PACKING_ATTENTION)} "
+            f"(this one uses {impl!r}); set training.packing: false"
+        )
 
 
 def examples(batch: dict) -> int:

@@ -1,21 +1,24 @@
 """Read, check and tokenize every split a recipe names, with the head's encoder (data/encoders.py)."""
+
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
+from .. import console
 from ..errors import DataError
 from ..heads import task_settings
 from .encoders import encoder_for
-from .labels import first_missing_label, label_names
+from .labels import bad_label_rows, first_missing_label, label_names, unicode_forms
 from .readers import read_file
-from .sources import SPLITS, cv_split, describe, has_split, holdout, locate, read_split
+from .sources import SPLITS, cv_split, describe, has_split, holdout, locate, locate_rows, read_split
 
 
 @dataclass
 class Prepared:
-    splits: dict                        # split -> tokenized datasets.Dataset
-    labels: list | None                 # label names in index order (None for heads without classes)
-    holdout: dict | None = None         # data.validation_split: which training rows went where
+    splits: dict  # split -> tokenized datasets.Dataset
+    labels: list | None  # label names in index order (None for heads without classes)
+    holdout: dict | None = None  # data.validation_split: which training rows went where
     sources: dict = field(default_factory=dict)  # split -> where its rows came from
     generation: dict = field(default_factory=dict)  # split -> (prompt ids, references) for generated-text metrics
 
@@ -40,29 +43,93 @@ def raw_splits(recipe, head, check: bool = True, need_label: bool = True) -> tup
         train_rows, val_rows = holdout(len(ds), cfg.validation_split, recipe.training.seed)
         raw["train"] = (ds.select(train_rows), source)
         raw["validation"] = (ds.select(val_rows), describe(cfg, "validation"))
-        record = {"source": source, "validation_split": cfg.validation_split, "seed": recipe.training.seed, "rows": len(ds),
-                  "train_rows": len(train_rows), "validation_rows": val_rows}
+        record = {
+            "source": source,
+            "validation_split": cfg.validation_split,
+            "seed": recipe.training.seed,
+            "rows": len(ds),
+            "train_rows": len(train_rows),
+            "validation_rows": val_rows,
+        }
     if cfg.cv_folds:
         ds, source = raw["train"]
         train_rows, val_rows = cv_split(ds, cfg, recipe.training.seed, head.label_kind == "class")
         raw["train"] = (ds.select(train_rows), source)
         raw["validation"] = (ds.select(val_rows), describe(cfg, "validation"))
-        record = {"source": source, "cv_folds": cfg.cv_folds, "cv_fold": cfg.cv_fold, "seed": recipe.training.seed, "rows": len(ds),
-                  "train_rows": len(train_rows), "validation_rows": val_rows}
+        record = {
+            "source": source,
+            "cv_folds": cfg.cv_folds,
+            "cv_fold": cfg.cv_fold,
+            "seed": recipe.training.seed,
+            "rows": len(ds),
+            "train_rows": len(train_rows),
+            "validation_rows": val_rows,
+        }
     return raw, record
 
 
-def check_label_values(ds, cfg, head, split: str) -> None:
-    """Every row of a split with a label column has a label (language-model heads read no labels)."""
+def check_label_values(ds, cfg, head, split: str, path: str | None = None, field: str | None = None) -> None:
+    """Every row of a split with a label column has a label the head reads as it looks (language-model heads read no
+    labels). `path`: a file given on the command line (`field`: its option) instead of the recipe's split."""
     if not head.has_labels or cfg.label_column not in ds.column_names:
         return
-    missing = first_missing_label(ds[cfg.label_column], head.label_kind)
+    field = field or f"data.{split}"
+    values = ds[cfg.label_column]
+    col = repr(cfg.label_column)
+    missing = first_missing_label(values, head.label_kind)
     if missing is not None:
         row, what = missing
-        col = repr(cfg.label_column)
-        what = {"null": f"no value for {col} (a missing key or null)", "empty": f"an empty {col}", "empty tag": f"an empty tag in {col}"}[what]
-        raise DataError(f"data.{split}: {locate(cfg, split, row)} has {what}; every row of a labelled file needs a label "
-                        f"(data.label_column)")
+        what = {
+            "null": f"no value for {col} (a missing key or null)",
+            "nan": f"NaN for {col} (a missing value)",
+            "empty": f"an empty {col}",
+            "empty tag": f"an empty tag in {col}",
+        }[what]
+        where = locate_rows(cfg, split, [row], path) if path else locate(cfg, split, row)
+        raise DataError(f"{field}: {where} has {what}; every row of a labelled file needs a label (data.label_column)")
+    bad = bad_label_rows(values, head.label_kind, head.name)
+    if bad is not None:
+        what, rows = bad
+        shown = ", ".join(repr(values[r])[:40] for r in rows)
+        more = " (first 5 shown)" if len(rows) == 5 else ""
+        raise DataError(f"{field}: {col} at {locate_rows(cfg, split, rows, path)} ({shown}){more} {what}")
+
+
+def label_form_notes(raw: dict, cfg, head) -> list[str]:
+    """Notes on label names that are not what they look like, per split: names some rows spell in another Unicode form
+    than NFC (read in NFC: one class), and single-label names that are one number written two ways ("1", "1.0": two
+    classes). Printed as `note:` lines by training and kept in the data audit's warnings."""
+    if not head.named_labels:
+        return []
+    notes = []
+    for split, (ds, source) in raw.items():
+        if cfg.label_column not in ds.column_names:
+            continue
+        forms = unicode_forms(ds[cfg.label_column], head.label_kind)
+        if forms:
+            merged = [n for n, f in forms.items() if len(f) > 1]
+            names = ", ".join(repr(n) for n in list(forms)[:5]) + (", ..." if len(forms) > 5 else "")
+            notes.append(
+                f"{split}: label(s) {names} in {source} are written in more than one Unicode form (e.g. é as one character "
+                f"and as e + a combining accent); each label's spellings are read as that one label, in NFC"
+                if merged
+                else f"{split}: label(s) {names} in {source} are not in Unicode NFC (e.g. é written as e + a combining accent); "
+                f"they are read in NFC"
+            )
+        if head.label_kind == "class":  # "1" and "1.0" (a pandas column with a gap writes floats) would be two classes
+            by_number: dict[float, set] = {}
+            for name in label_names(ds[cfg.label_column], "class"):
+                try:
+                    by_number.setdefault(float(name), set()).add(name)
+                except ValueError:
+                    pass
+            same = [sorted(names) for names in by_number.values() if len(names) > 1]
+            if same:
+                notes.append(
+                    f"{split}: labels {', '.join(' and '.join(map(repr, g)) for g in same[:3])} in {source} are one number "
+                    f"written in different ways, and so are different classes; write each label one way"
+                )
+    return notes
 
 
 def prepare(recipe, tokenizer, head, labels: list[str] | None = None) -> Prepared:
@@ -71,13 +138,15 @@ def prepare(recipe, tokenizer, head, labels: list[str] | None = None) -> Prepare
     enc = encoder_for(head)
     raw, record = raw_splits(recipe, head)
     raw = limit_rows(raw, recipe)
+    for note in label_form_notes(raw, cfg, head):
+        console.echo(f"note: {note}", err=True)
     if head.fit is not None:  # e.g. regression target statistics, recorded in recipe.task
         head.fit(recipe.task, raw["train"][0][cfg.label_column])
     labels = label_map(recipe, head, raw, labels)
     out, generation = {}, {}
     for split, (ds, source) in raw.items():
         out[split] = enc.encode(ds, tokenizer, recipe, head, labels, source, split == "train")
-        if split != "train" and wants_generation(recipe, head):
+        if split != "train" and enc.generation is not None and wants_generation(recipe.task, head):
             generation[split] = enc.generation(ds, tokenizer, recipe, source)
     return Prepared(out, labels, record, {s: src for s, (_, src) in raw.items()}, generation)
 
@@ -103,9 +172,15 @@ def label_map(recipe, head, raw: dict, labels: list[str] | None = None) -> list[
     cfg = recipe.data
     ds, source = raw["train"]
     given = labels or recipe.task.labels
-    labels = list(given or label_names(ds[cfg.label_column], head.label_kind))
+    labels = (
+        [unicodedata.normalize("NFC", l) for l in given]
+        if given
+        else label_names(ds[cfg.label_column], head.label_kind)
+    )
     if len(labels) < 2 and head.label_kind == "class":
-        raise DataError(f"data.label_column: {cfg.label_column!r} in {source} has only {len(labels)} distinct label(s); classification needs at least 2")
+        raise DataError(
+            f"data.label_column: {cfg.label_column!r} in {source} has only {len(labels)} distinct label(s); classification needs at least 2"
+        )
     if cfg.allow_unseen_labels and not given:  # a given map is the head's: never grown
         seen = set(labels)
         for split, (ds, _) in raw.items():
@@ -116,9 +191,9 @@ def label_map(recipe, head, raw: dict, labels: list[str] | None = None) -> list[
     return labels
 
 
-def wants_generation(recipe, head) -> bool:
-    """The recipe asks for generated-text metrics and the head's encoder can give prompts and references."""
-    return bool(getattr(task_settings(recipe.task), "generation_metrics", None)) and encoder_for(head).generation is not None
+def wants_generation(task, head) -> bool:
+    """The task section asks for generated-text metrics and the head's encoder can give prompts and references."""
+    return bool(getattr(task_settings(task), "generation_metrics", None)) and encoder_for(head).generation is not None
 
 
 def load_generation_rows(recipe, tokenizer, head, split: str | None = None, path: str | None = None):
@@ -131,7 +206,9 @@ def load_generation_rows(recipe, tokenizer, head, split: str | None = None, path
         ds, source = raw[split]
     if cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
         ds = ds.select(range(cfg.max_eval_samples))
-    return encoder_for(head).generation(ds, tokenizer, recipe, source)
+    generation = encoder_for(head).generation
+    assert generation is not None, "callers ask wants_generation first"
+    return generation(ds, tokenizer, recipe, source)
 
 
 def load_eval_split(recipe, tokenizer, head, labels, split: str):
@@ -142,6 +219,8 @@ def load_eval_split(recipe, tokenizer, head, labels, split: str):
     raw, _ = raw_splits(recipe, head, check=False)
     ds, source = raw[split]
     encoder_for(head).check_columns(ds, recipe.data, source, f"data.{split}", False)
+    if getattr(recipe.data, split):  # (a hold-out's rows were checked as training rows)
+        check_label_values(ds, recipe.data, head, split)
     return _encode_eval(recipe, tokenizer, head, labels, ds, source)
 
 
@@ -150,6 +229,7 @@ def load_eval_file(recipe, tokenizer, head, labels, path: str, field: str):
     cfg = recipe.data
     ds = read_file(path, _file_format(cfg), field, cfg)
     encoder_for(head).check_columns(ds, cfg, path, field, False)
+    check_label_values(ds, cfg, head, "", path=path, field=field)
     return _encode_eval(recipe, tokenizer, head, labels, ds, path)
 
 

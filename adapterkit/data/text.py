@@ -1,4 +1,5 @@
 """Text inputs (one text, or a text pair, per row) -> token ids and encoded labels."""
+
 from __future__ import annotations
 
 import hashlib
@@ -31,6 +32,14 @@ def tokenize(ds, tokenizer, cfg, labels, kind: str, path: str, target_norm=None,
     has_labels = cfg.label_column in ds.column_names
 
     def encode(batch, rows):
+        for col in (cfg.text_column, cfg.text_pair_column) if cfg.text_pair_column else (cfg.text_column,):
+            odd = next(((r, t) for r, t in zip(rows, batch[col]) if isinstance(t, (list, tuple, dict))), None)
+            if odd is not None:  # str() would train on the text "['a', 'b']"
+                key = "data.text_column" if col == cfg.text_column else "data.text_pair_column"
+                raise DataError(
+                    f"{key}: row {odd[0] + 1} of {path}: {col!r} holds a {type(odd[1]).__name__}, not a text; "
+                    f"this task reads one text per row (word lists are for task.type: token_classification)"
+                )
         texts = ["" if t is None else str(t) for t in batch[cfg.text_column]]
         empty = next((r for r, t in zip(rows, texts) if not t.strip()), None)
         if empty is not None:
@@ -39,16 +48,25 @@ def tokenize(ds, tokenizer, cfg, labels, kind: str, path: str, target_norm=None,
         enc = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
         out = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
         if has_labels:
-            out["labels"] = encode_labels(batch[cfg.label_column], labels, kind, path, cfg.label_column)
+            out["labels"] = encode_labels(batch[cfg.label_column], labels, kind, path, cfg.label_column, rows)
             if target_norm is not None:
                 mean, std = target_norm
                 out["labels"] = [(y - mean) / std for y in out["labels"]]
         return out
 
     # An explicit fingerprint: `datasets` would otherwise hash `encode` with dill, tokenizer and all (seconds per map).
-    key = repr((ds._fingerprint, tokenizer.name_or_path, len(tokenizer), cfg.model_dump_json(), labels, kind, target_norm))
-    return ds.map(encode, batched=True, batch_size=4096, with_indices=True, remove_columns=ds.column_names,
-                  desc=f"tokenizing {Path(str(path)).name}", new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32])
+    key = repr(
+        (ds._fingerprint, tokenizer.name_or_path, len(tokenizer), cfg.model_dump_json(), labels, kind, target_norm)
+    )
+    return ds.map(
+        encode,
+        batched=True,
+        batch_size=4096,
+        with_indices=True,
+        remove_columns=ds.column_names,
+        desc=f"tokenizing {Path(str(path)).name}",
+        new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
+    )
 
 
 def encode_text(ds, tokenizer, recipe, head, labels, path: str, train: bool = False):

@@ -5,15 +5,18 @@ re-quantizes and drops small updates), the adapter is merged, the head attached,
 plain transformers folder. Before anything is written we check that merged and unmerged full-precision
 logits agree, and we report how often the export agrees with the quantized model that was trained.
 """
+
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import data as data_mod
 from ..adapters import METHODS
 from ..config import BackboneConfig
 from ..errors import AdapterkitError
@@ -22,20 +25,42 @@ from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
 from ..model import build_task_model, is_mergeable, load_run, load_run_recipe
 from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model, resolve_path
-from .. import data as data_mod
 from . import gguf_export, onnx_export
-from .formats import FORMATS, ExportFormat, ExportOptions, names as format_names, register_format
+from .formats import FORMATS, ExportFormat, ExportOptions, register_format
+from .formats import names as format_names
 
 
 class ExportError(AdapterkitError):
     pass
 
 
-def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_samples: int | None = None,
-           tolerance: float | None = None, requantize: bool = True, quantize: str | None = None, gguf_type: str = "f16") -> dict:
+def export(
+    run_dir,
+    out,
+    dtype: str = "float32",
+    fmt: str = "merged",
+    verify_samples: int | None = None,
+    tolerance: float | None = None,
+    requantize: bool = True,
+    quantize: str | None = None,
+    gguf_type: str = "f16",
+) -> dict:
     """Write a verified export of `run_dir` to `out` in format `fmt` (deploy/formats.py) and return its report (also
     saved as export_report.json). Nothing lands in `out` unless verification passes."""
     run_dir, out = Path(run_dir), Path(out)
+    if verify_samples is not None and (
+        isinstance(verify_samples, bool) or not isinstance(verify_samples, int) or verify_samples < 1
+    ):
+        # 0 verified on every example (a falsy limit); nothing documents it as "skip the check"
+        raise ExportError(
+            f"--verify-samples: {verify_samples!r}; expected a positive number of examples (omit it for all)"
+        )
+    if tolerance is not None and (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, (int, float))
+        or not (math.isfinite(tolerance) and tolerance > 0)
+    ):
+        raise ExportError(f"--tolerance: {tolerance!r}; expected a positive finite number")  # nan passed every check
     options = ExportOptions(dtype, verify_samples, tolerance, requantize, quantize, gguf_type)
     check_out_dir(out, "--out", ExportError)
     if out.exists() and any(out.iterdir()) and not (out / "export_report.json").is_file():
@@ -49,8 +74,10 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
     if form.check is not None:
         form.check(recipe, options)
     if recipe is not None and form.merges and not is_mergeable(recipe):
-        raise ExportError(f"export: adapter method {recipe.adapter.method!r} adds modules that cannot be merged into the weights; "
-                          f"use --format adapter (loads with peft.PeftModel.from_pretrained)")
+        raise ExportError(
+            f"export: adapter method {recipe.adapter.method!r} adds modules that cannot be merged into the weights; "
+            f"use --format adapter (loads with peft.PeftModel.from_pretrained)"
+        )
     tmp = new_temp_dir(out)  # a unique name adapterkit made: a user's own OUT.tmp folder is never touched
     try:
         report = form.write(run_dir, tmp, options)
@@ -60,7 +87,9 @@ def export(run_dir, out, dtype: str = "float32", fmt: str = "merged", verify_sam
     report["files"] = _file_report(tmp)
     (tmp / "export_report.json").write_text(json.dumps(report, indent=1))
     old = new_temp_dir(out, "old")
-    if out.exists():  # an empty folder or an earlier export (only the files its report lists): swapped out, then deleted
+    if (
+        out.exists()
+    ):  # an empty folder or an earlier export (only the files its report lists): swapped out, then deleted
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
@@ -83,8 +112,10 @@ def _check_only_exported(out: Path) -> None:
         elif not any(f == rel or f.startswith(rel + "/") for f in listed):
             extra.append(rel + "/")  # a folder no listed file is in
     if extra:
-        raise ExportError(f"--out: {out} holds files an earlier export did not list as its own ({extra[:3]}); move them "
-                          f"away or choose a new folder (replacing the export would delete them)")
+        raise ExportError(
+            f"--out: {out} holds files an earlier export did not list as its own ({extra[:3]}); move them "
+            f"away or choose a new folder (replacing the export would delete them)"
+        )
 
 
 def _file_report(folder: Path) -> dict:
@@ -95,7 +126,7 @@ def _file_report(folder: Path) -> dict:
     for p in sorted(folder.rglob("*")):
         if not p.is_file():
             continue
-        entry = {"bytes": p.stat().st_size}
+        entry: dict[str, object] = {"bytes": p.stat().st_size}
         if p.suffix == ".safetensors":
             counts: dict[str, int] = {}
             with safe_open(str(p), "pt") as f:
@@ -111,7 +142,7 @@ def _score(recipe, passes: dict, reference: str) -> dict:
     """Metric of every pass, and each one's prediction agreement with the reference (trained) pass."""
     ref = passes[reference]
     key = verify.primary_metric(recipe, ref.metrics)
-    out = {"metric": key}
+    out: dict[str, Any] = {"metric": key}
     for name, p in passes.items():
         out[name] = {"metrics": p.metrics}
         if name != reference:
@@ -126,14 +157,15 @@ def _score(recipe, passes: dict, reference: str) -> dict:
 @dataclass
 class Reference:
     """The trained run as trained (quantized), scored on the validation split: what every export is checked against."""
+
     tokenizer: Any
     recipe: Any
     labels: list | None
     head: Head
-    loader: Any          # the validation examples verification scores
-    probe: Any           # the first PROBE_EXAMPLES of them, whose full logits are compared
+    loader: Any  # the validation examples verification scores
+    probe: Any  # the first PROBE_EXAMPLES of them, whose full logits are compared
     trained_pass: verify.Pass
-    info: dict           # split, file and number of examples verified on
+    info: dict  # split, file and number of examples verified on
 
 
 def _prepare(run_dir: Path, verify_samples: int | None) -> Reference:
@@ -165,7 +197,7 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     native = not isinstance(full.get_base_model(), HeadModel)
     del full, loaded_full
     cfg = read_json(run_dir / "adapter" / "adapter_config.json", "adapter config")
-    base = base_name(recipe)
+    base = base_name(recipe.backbone)
     cfg["base_model_name_or_path"] = base  # the Hub id where there is one, so PEFT and other tools find the base
     if recipe.backbone.revision and hub_id(recipe.backbone):
         cfg["revision"] = recipe.backbone.revision
@@ -181,25 +213,39 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
         weights.update({f"base_model.model.{k}": v for k, v in head_state.items()})
     weights = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in weights.items()}
     (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in weights.items()},
+        str(tmp / "adapter_model.safetensors"),
+        metadata={"format": "pt"},
+    )
     ref.tokenizer.save_pretrained(tmp)
     (tmp / "labels.json").write_text(json.dumps({"labels": labels}))
     shutil.copy2(run_dir / "recipe.yaml", tmp / "recipe.yaml")
-    report = {"format": "adapter", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "base": base,
-              "verified_on": ref.info}
+    report = {
+        "format": "adapter",
+        "run": str(run_dir),
+        "dtype": dtype,
+        "method": recipe.adapter.method,
+        "base": base,
+        "verified_on": ref.info,
+    }
     # Verify: reload the way a user would, without adapterkit's loader, and compare with the run.
     if native:
         base_model, _ = build_task_model(recipe, labels, quantization="none")
         loaded = PeftModel.from_pretrained(base_model, tmp, is_trainable=False)
-        report["loads_with"] = (f"peft.PeftModel.from_pretrained(transformers.{head.auto_class.__name__}.from_pretrained("
-                                f"'{base}', num_labels=...), '{tmp.name}')")
+        report["loads_with"] = (
+            f"peft.PeftModel.from_pretrained(transformers.{head.auto_class.__name__}.from_pretrained("
+            f"'{base}', num_labels=...), '{tmp.name}')"
+        )
     else:
         loaded = load_run(run_dir, quantization="none").model
         shutil.copy2(run_dir / "head.safetensors", tmp / "head.safetensors")
-        report["loads_with"] = "peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(base), DIR) + head.safetensors (custom head)"
+        report["loads_with"] = (
+            "peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(base), DIR) + head.safetensors (custom head)"
+        )
     loaded.to(DTYPES[dtype]).eval()
     got = verify.run_pass(loaded, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
-    check = verify.logit_check(got, reference, _tolerance(recipe, tolerance, dtype))
+    check = verify.logit_check(got, reference, _tolerance(recipe.export, tolerance, dtype))
     report["reloaded_vs_run"] = check
     if not check.pop("ok"):
         raise ExportError(f"export: the reloaded adapter differs from the run by {_over(check)}; nothing was written")
@@ -209,86 +255,133 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     return report
 
 
-def base_name(recipe) -> str:
+def base_name(backbone) -> str:
     """How an export names its base model: the Hub id when the run has one, else the local checkpoint folder."""
-    return hub_id(recipe.backbone) or str(checkpoint_dir(recipe.backbone))
+    return hub_id(backbone) or str(checkpoint_dir(backbone))
 
 
 def _over(check: dict) -> str:
-    return (f"{check['max_abs_diff']:.2e}, {check['relative_diff']:.1e} of the largest logit ({check['logit_scale']:.3g}), "
-            f"> tolerance {check['tolerance']:g} of it (a float32 merge normally differs by 1e-7 to 1e-5 of it)")
+    return (
+        f"{check['max_abs_diff']:.2e}, {check['relative_diff']:.1e} of the largest logit ({check['logit_scale']:.3g}), "
+        f"> tolerance {check['tolerance']:g} of it (a float32 merge normally differs by 1e-7 to 1e-5 of it)"
+    )
 
 
-def _tolerance(recipe, tolerance: float | None, dtype: str) -> float:
+def _tolerance(export_cfg, tolerance: float | None, dtype: str) -> float:
     """The merged-vs-unmerged check runs in float32; a half-precision export adds rounding, so its reload
     check gets a looser bound (bf16 keeps ~3 significant digits)."""
-    tol = tolerance if tolerance is not None else recipe.export.tolerance
+    tol = tolerance if tolerance is not None else export_cfg.tolerance
     return tol if dtype == "float32" else max(tol, 5e-2)
 
 
-def _export_merged(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | None, tolerance: float | None,
-                   requantize: bool, onnx_quantize: str | None = None, gguf_type: str | None = None) -> dict:
+def _export_merged(
+    run_dir: Path,
+    tmp: Path,
+    dtype: str,
+    verify_samples: int | None,
+    tolerance: float | None,
+    requantize: bool,
+    onnx_quantize: str | None = None,
+    gguf_type: str | None = None,
+) -> dict:
     """`onnx_quantize` (none or int8): go on from the verified merged folder to ONNX graphs (deploy/onnx_export.py);
     `gguf_type`: to one GGUF file (deploy/gguf_export.py)."""
     ref = _prepare(run_dir, verify_samples)
+    recipe, labels, head = ref.recipe, ref.labels, ref.head
+    saved = _merge_and_save(run_dir, ref, tmp, dtype, tolerance)
+    report = {
+        "format": "merged",
+        "run": str(run_dir),
+        "dtype": dtype,
+        "method": recipe.adapter.method,
+        "verified_on": ref.info,
+        "merged_vs_unmerged": {"precision": "float32", **saved.check},
+        "loads_with": saved.loads_with,
+    }
+    ref.tokenizer.save_pretrained(tmp)
+    passes = {
+        "trained": ref.trained_pass,
+        "exported": verify.run_pass(saved.reloaded, ref.loader, head, labels=labels, task=recipe.task),
+    }
+    # ONNX and GGUF go on from the reloaded float32 export, checked against the merged model's probe logits.
+    tol = saved.check["tolerance"]
+    if onnx_quantize is not None:
+        part = onnx_export.export_onnx(
+            tmp, ref, head, saved.reloaded, saved.merged_probe, tol, None if onnx_quantize == "none" else onnx_quantize
+        )
+        passes.update(part.pop("passes"))
+        report.update(format="onnx", **part)
+    if gguf_type is not None:
+        report.update(format="gguf", **_to_gguf(tmp, ref, head, saved.reloaded, saved.merged_probe, gguf_type, tol))
+    saved.reloaded = None
+    if requantize:
+        int8 = _load_int8(tmp, recipe, labels, head, saved.custom, ref.tokenizer)
+        passes["exported_int8"] = verify.run_pass(int8, ref.loader, head, labels=labels, task=recipe.task)
+    report["verification"] = _score(recipe, passes, "trained")
+    report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
+    if requantize:
+        report["verification"]["exported_int8"]["note"] = "exported merged model re-quantized to LLM.int8 on load"
+    # Kept for readers of the first report format.
+    report["agreement_with_trained"] = {
+        "quantization": recipe.backbone.quantization,
+        "prediction_agreement": report["verification"]["exported"]["prediction_agreement"],
+    }
+    return report
+
+
+@dataclass
+class _Saved:
+    """A merged export written to its folder: the model reloaded from it (float32 merges, half-precision rounds),
+    whether its head is adapterkit's own, the merge check and the merged model's probe logits."""
+
+    reloaded: Any
+    custom: bool
+    loads_with: str
+    check: dict
+    merged_probe: Any
+
+
+def _merge_and_save(run_dir: Path, ref, tmp: Path, dtype: str, tolerance: float | None) -> _Saved:
+    """Merge the adapter into a full-precision base, check the merged logits against the unmerged ones, save the
+    merged model in `dtype` and reload it from the folder (the merged model is freed before the reload)."""
     recipe, labels, head = ref.recipe, ref.labels, ref.head
     full = load_run(run_dir, quantization="none").model
     unmerged = verify.run_pass(full, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
     try:
         merged = full.merge_and_unload() if hasattr(full, "merge_and_unload") else full
     except (NotImplementedError, ValueError) as e:  # PEFT cannot merge this adapter type
-        raise ExportError(f"export: PEFT cannot merge this {recipe.adapter.method} adapter ({str(e).splitlines()[0][:160]}); "
-                          f"use --format adapter") from None
+        raise ExportError(
+            f"export: PEFT cannot merge this {recipe.adapter.method} adapter ({str(e).splitlines()[0][:160]}); "
+            f"use --format adapter"
+        ) from None
+    del full
     merged.eval()
     merged_probe = verify.run_pass(merged, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
-    check = verify.logit_check(merged_probe, unmerged,
-                               tolerance if tolerance is not None else recipe.export.tolerance)
-    ok = check.pop("ok")
-    report = {"format": "merged", "run": str(run_dir), "dtype": dtype, "method": recipe.adapter.method, "verified_on": ref.info,
-              "merged_vs_unmerged": {"precision": "float32", **check}}
-    if not ok:
-        raise ExportError(f"export: merged and unmerged logits differ by {_over(check)} (--tolerance / export.tolerance); "
-                          f"nothing was written")
+    check = verify.logit_check(merged_probe, unmerged, tolerance if tolerance is not None else recipe.export.tolerance)
+    if not check.pop("ok"):
+        raise ExportError(
+            f"export: merged and unmerged logits differ by {_over(check)} (--tolerance / export.tolerance); "
+            f"nothing was written"
+        )
     merged = merged.to(DTYPES[dtype])
-    custom = isinstance(merged, HeadModel)
-    if custom:
+    if isinstance(merged, HeadModel):
         from safetensors.torch import save_file
 
         merged.backbone.save_pretrained(tmp)
-        save_file({k: v.contiguous() for k, v in merged.head.state_dict().items()}, str(tmp / "adapterkit_head.safetensors"))
+        head_state = {k: v.contiguous() for k, v in merged.head.state_dict().items()}
+        save_file(head_state, str(tmp / "adapterkit_head.safetensors"))
         (tmp / "adapterkit_head.json").write_text(json.dumps({"task": recipe.task.model_dump(), "labels": labels}))
-        report["loads_with"] = "adapterkit (custom head): backbone loads with transformers.AutoModel"
-        reloaded = merged
-    else:
-        # Wrapped heads (label words) keep the whole task in the transformers model inside the wrapper.
-        inner = merged if hasattr(merged, "save_pretrained") else merged.backbone
-        inner.save_pretrained(tmp)
-        report["loads_with"] = f"transformers.{head.auto_class.__name__}.from_pretrained"
-        del merged, inner
-        reloaded = _rewrap(head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype], use_safetensors=True), head, recipe, labels, ref.tokenizer)
-        reloaded.eval()
-    ref.tokenizer.save_pretrained(tmp)
-    passes = {"trained": ref.trained_pass, "exported": verify.run_pass(reloaded, ref.loader, head, labels=labels, task=recipe.task)}
-    # ONNX and GGUF go on from the reloaded float32 export, checked against the merged model's probe logits.
-    if onnx_quantize is not None:
-        part = onnx_export.export_onnx(tmp, ref, head, reloaded, merged_probe, check["tolerance"],
-                                       None if onnx_quantize == "none" else onnx_quantize)
-        passes.update(part.pop("passes"))
-        report.update(format="onnx", **part)
-    if gguf_type is not None:
-        report.update(format="gguf", **_to_gguf(tmp, ref, head, reloaded, merged_probe, gguf_type, check["tolerance"]))
-    del reloaded
-    if requantize:
-        passes["exported_int8"] = verify.run_pass(_load_int8(tmp, recipe, labels, head, custom, ref.tokenizer), ref.loader, head,
-                                                  labels=labels, task=recipe.task)
-    report["verification"] = _score(recipe, passes, "trained")
-    report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
-    if requantize:
-        report["verification"]["exported_int8"]["note"] = "exported merged model re-quantized to LLM.int8 on load"
-    # Kept for readers of the first report format.
-    report["agreement_with_trained"] = {"quantization": recipe.backbone.quantization,
-                                        "prediction_agreement": report["verification"]["exported"]["prediction_agreement"]}
-    return report
+        loads_with = "adapterkit (custom head): backbone loads with transformers.AutoModel"
+        return _Saved(merged, True, loads_with, check, merged_probe)
+    # Wrapped heads (label words) keep the whole task in the transformers model inside the wrapper.
+    inner = merged if hasattr(merged, "save_pretrained") else merged.backbone
+    inner.save_pretrained(tmp)
+    del merged, inner
+    loaded = head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype], use_safetensors=True)
+    reloaded = _rewrap(loaded, head, recipe, labels, ref.tokenizer)
+    reloaded.eval()
+    loads_with = f"transformers.{head.auto_class.__name__}.from_pretrained"
+    return _Saved(reloaded, False, loads_with, check, merged_probe)
 
 
 def _to_gguf(tmp: Path, ref, head, model, merged_probe, gguf_type: str, tolerance: float) -> dict:
@@ -297,21 +390,38 @@ def _to_gguf(tmp: Path, ref, head, model, merged_probe, gguf_type: str, toleranc
 
     recipe = ref.recipe
     source = resolve_path(recipe.backbone) / recipe.backbone.gguf_file if recipe.backbone.gguf_file else None
-    info = gguf_export.write_gguf(model, ref.tokenizer, tmp / "model.gguf", gguf_type, source, Path(base_name(recipe)).name)
+    info = gguf_export.write_gguf(
+        model, ref.tokenizer, tmp / "model.gguf", gguf_type, source, Path(base_name(recipe.backbone)).name
+    )
     for f in list(tmp.iterdir()):  # the GGUF file stands alone (and is verified alone)
         if f.name != "model.gguf":
             shutil.rmtree(f) if f.is_dir() else f.unlink()
     prompts, _ = data_mod.load_generation_rows(recipe, ref.tokenizer, head, split=ref.info["split"])
     tol = gguf_export.TOLERANCE[gguf_type] or tolerance
-    check = gguf_export.verify_gguf(tmp, "model.gguf", model, merged_probe, ref, head, tol, prompts[:20],
-                                    GenerationSettings(max_new_tokens=24, batch_size=8))
+    check = gguf_export.verify_gguf(
+        tmp,
+        "model.gguf",
+        model,
+        merged_probe,
+        ref,
+        head,
+        tol,
+        prompts[:20],
+        GenerationSettings(max_new_tokens=24, batch_size=8),
+    )
     if not check["logits"].pop("ok"):
         c = check["logits"]
-        raise ExportError(f"export: the GGUF file ({gguf_type}) read back by transformers differs from the merged model by "
-                          f"{c['max_abs_diff']:.2e}, {c['relative_diff']:.1e} of the largest logit > tolerance {tol:g}; nothing was written")
-    return {"gguf_type": gguf_type, **info, "gguf_vs_merged": check,
-            "loads_with": "llama.cpp (llama-cli -m model.gguf), Ollama (Modelfile: FROM ./model.gguf), or "
-                          "transformers.AutoModelForCausalLM.from_pretrained(DIR, gguf_file='model.gguf')"}
+        raise ExportError(
+            f"export: the GGUF file ({gguf_type}) read back by transformers differs from the merged model by "
+            f"{c['max_abs_diff']:.2e}, {c['relative_diff']:.1e} of the largest logit > tolerance {tol:g}; nothing was written"
+        )
+    return {
+        "gguf_type": gguf_type,
+        **info,
+        "gguf_vs_merged": check,
+        "loads_with": "llama.cpp (llama-cli -m model.gguf), Ollama (Modelfile: FROM ./model.gguf), or "
+        "transformers.AutoModelForCausalLM.from_pretrained(DIR, gguf_file='model.gguf')",
+    }
 
 
 def _load_int8(folder: Path, recipe, labels, head, custom: bool, tokenizer):
@@ -334,7 +444,9 @@ def _rewrap(model, head, recipe, labels, tokenizer):
 
 def _check_options(form: ExportFormat, o: ExportOptions) -> None:
     if o.quantize not in (None, "int8") or (o.quantize and "quantize" not in form.takes):
-        raise ExportError(f"--quantize: {o.quantize!r}; only `int8`, with --format onnx (merged exports re-quantize on load: --requantize)")
+        raise ExportError(
+            f"--quantize: {o.quantize!r}; only `int8`, with --format onnx (merged exports re-quantize on load: --requantize)"
+        )
     if o.dtype not in DTYPES:
         raise ExportError(f"--dtype: {o.dtype!r}; expected one of {sorted(DTYPES)}")
     if o.tolerance is not None and not o.tolerance > 0:
@@ -360,16 +472,43 @@ def _check_gguf(recipe, o: ExportOptions) -> None:
         gguf_export.check_supported(recipe, o.gguf_type)
 
 
-register_format(ExportFormat(
-    "merged", lambda run, tmp, o: _export_merged(run, tmp, o.dtype, o.verify_samples, o.tolerance, o.requantize), merges=True,
-    description="the adapter merged into full-precision weights: a plain transformers folder"))
-register_format(ExportFormat(
-    "adapter", lambda run, tmp, o: _export_adapter(run, tmp, o.dtype, o.verify_samples, o.tolerance), check=_check_adapter,
-    description="the PEFT adapter with the head in modules_to_save: PeftModel.from_pretrained over the base"))
-register_format(ExportFormat(
-    "onnx", lambda run, tmp, o: _export_merged(run, tmp, o.dtype, o.verify_samples, o.tolerance, False,
-                                               onnx_quantize=o.quantize or "none"),
-    check=_check_onnx, merges=True, takes=("quantize",), description="ONNX graphs for onnxruntime (and an int8 copy)"))
-register_format(ExportFormat(
-    "gguf", lambda run, tmp, o: _export_merged(run, tmp, o.dtype, o.verify_samples, o.tolerance, False, gguf_type=o.gguf_type),
-    check=_check_gguf, merges=True, takes=("gguf_type",), description="one GGUF file for llama.cpp and Ollama"))
+register_format(
+    ExportFormat(
+        "merged",
+        lambda run, tmp, o: _export_merged(run, tmp, o.dtype, o.verify_samples, o.tolerance, o.requantize),
+        merges=True,
+        description="the adapter merged into full-precision weights: a plain transformers folder",
+    )
+)
+register_format(
+    ExportFormat(
+        "adapter",
+        lambda run, tmp, o: _export_adapter(run, tmp, o.dtype, o.verify_samples, o.tolerance),
+        check=_check_adapter,
+        description="the PEFT adapter with the head in modules_to_save: PeftModel.from_pretrained over the base",
+    )
+)
+register_format(
+    ExportFormat(
+        "onnx",
+        lambda run, tmp, o: _export_merged(
+            run, tmp, o.dtype, o.verify_samples, o.tolerance, False, onnx_quantize=o.quantize or "none"
+        ),
+        check=_check_onnx,
+        merges=True,
+        takes=("quantize",),
+        description="ONNX graphs for onnxruntime (and an int8 copy)",
+    )
+)
+register_format(
+    ExportFormat(
+        "gguf",
+        lambda run, tmp, o: _export_merged(
+            run, tmp, o.dtype, o.verify_samples, o.tolerance, False, gguf_type=o.gguf_type
+        ),
+        check=_check_gguf,
+        merges=True,
+        takes=("gguf_type",),
+        description="one GGUF file for llama.cpp and Ollama",
+    )
+)

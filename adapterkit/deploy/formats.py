@@ -2,11 +2,13 @@
 is checked and written. A leaf module: it imports nothing of adapterkit above the errors. The built-ins (merged,
 adapter, onnx, gguf) register from deploy/artifacts.py; a plugin adds its own with `register_format(...)` and is
 imported with `adapterkit export ... --plugin MODULE`."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ..errors import AdapterkitError
 
@@ -14,12 +16,13 @@ from ..errors import AdapterkitError
 @dataclass(frozen=True)
 class ExportOptions:
     """What the export command's options say; every format reads the ones it takes."""
-    dtype: str = "float32"             # float32, bfloat16 or float16
+
+    dtype: str = "float32"  # float32, bfloat16 or float16
     verify_samples: Optional[int] = None  # validation examples for the agreement check (all by default)
     tolerance: Optional[float] = None  # max merged-vs-unmerged logit difference, relative to the largest logit
-    requantize: bool = True            # merged: also score the export re-quantized to int8 on load
-    quantize: Optional[str] = None     # onnx: `int8` also writes a dynamic-quantized graph
-    gguf_type: str = "f16"             # gguf: f32, f16 or q8_0 weights
+    requantize: bool = True  # merged: also score the export re-quantized to int8 on load
+    quantize: Optional[str] = None  # onnx: `int8` also writes a dynamic-quantized graph
+    gguf_type: str = "f16"  # gguf: f32, f16 or q8_0 weights
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,8 @@ class ExportFormat:
     write: Callable[[Path, Path, ExportOptions], dict]
     # (run recipe or None, options) -> None: refusals before any model loads.
     check: Optional[Callable[[Any, ExportOptions], None]] = None
-    merges: bool = False               # merges the adapter into the weights: refused for methods that cannot merge
-    takes: tuple[str, ...] = ()        # format-specific options it reads (`quantize` is refused elsewhere)
+    merges: bool = False  # merges the adapter into the weights: refused for methods that cannot merge
+    takes: tuple[str, ...] = ()  # format-specific options it reads (`quantize` is refused elsewhere)
     description: str = ""
 
     def __post_init__(self):

@@ -4,6 +4,7 @@ merged model: logits on the validation examples, greedy generations, and the tok
 
 Tokenizer: when the run's base came from a GGUF file its `tokenizer.*` fields are copied as they are (llama.cpp's
 pre-tokenizer name included); otherwise they are built from the run's byte-level BPE tokenizer.json."""
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,13 @@ def check_supported(recipe, gguf_type: str) -> None:
         raise GGUFError(f"--gguf-type: {gguf_type!r}; expected one of {list(TYPES)}")
     if not HEADS[recipe.task.type].lm_training:
         lm = [n for n, h in HEADS.items() if h.lm_training]
-        raise GGUFError(f"--format gguf: task.type {recipe.task.type!r}; GGUF export is for {' or '.join(lm)} runs of Llama-family decoders")
+        raise GGUFError(
+            f"--format gguf: task.type {recipe.task.type!r}; GGUF export is for {' or '.join(lm)} runs of Llama-family decoders"
+        )
     if recipe.backbone.rope_scaling:
-        raise GGUFError("--format gguf: runs with backbone.rope_scaling are not exported (transformers' GGUF loader cannot check them)")
+        raise GGUFError(
+            "--format gguf: runs with backbone.rope_scaling are not exported (transformers' GGUF loader cannot check them)"
+        )
 
 
 def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
@@ -58,8 +63,10 @@ def _tokenizer_fields_from_json(writer, tokenizer) -> None:
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec.get("model", {})
     if model.get("type") != "BPE" or not any(p.get("type") == "ByteLevel" for p in _pretokenizers(spec)):
-        raise GGUFError("--format gguf: the run's tokenizer is not a byte-level BPE tokenizer (GPT-2 style); "
-                        "only those are written to GGUF")
+        raise GGUFError(
+            "--format gguf: the run's tokenizer is not a byte-level BPE tokenizer (GPT-2 style); "
+            "only those are written to GGUF"
+        )
     vocab = dict(model["vocab"])
     for t in spec.get("added_tokens", []):
         vocab[t["content"]] = t["id"]
@@ -68,16 +75,26 @@ def _tokenizer_fields_from_json(writer, tokenizer) -> None:
     for tok, i in vocab.items():
         tokens[i] = tok
     special = {t["id"]: t["special"] for t in spec.get("added_tokens", [])}
-    types = [gguf.TokenType.CONTROL if special.get(i) else gguf.TokenType.USER_DEFINED if i in special else gguf.TokenType.NORMAL
-             for i in range(size)]
+    types = [
+        gguf.TokenType.CONTROL
+        if special.get(i)
+        else gguf.TokenType.USER_DEFINED
+        if i in special
+        else gguf.TokenType.NORMAL
+        for i in range(size)
+    ]
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
-    for attr, add in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
-                      ("pad_token_id", writer.add_pad_token_id), ("unk_token_id", writer.add_unk_token_id)):
+    for attr, add in (
+        ("bos_token_id", writer.add_bos_token_id),
+        ("eos_token_id", writer.add_eos_token_id),
+        ("pad_token_id", writer.add_pad_token_id),
+        ("unk_token_id", writer.add_unk_token_id),
+    ):
         if getattr(tokenizer, attr, None) is not None:
             add(int(getattr(tokenizer, attr)))
     writer.add_add_bos_token(False)
@@ -96,7 +113,9 @@ def write_gguf(model, tokenizer, path: Path, gguf_type: str, source_gguf: Path |
 
     cfg = model.config
     if cfg.model_type != "llama":
-        raise GGUFError(f"--format gguf: model type {cfg.model_type!r}; GGUF export covers Llama-family decoders (llama)")
+        raise GGUFError(
+            f"--format gguf: model type {cfg.model_type!r}; GGUF export covers Llama-family decoders (llama)"
+        )
     n_layers = cfg.num_hidden_layers
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -109,12 +128,19 @@ def write_gguf(model, tokenizer, path: Path, gguf_type: str, source_gguf: Path |
     writer.add_head_count(cfg.num_attention_heads)
     writer.add_head_count_kv(cfg.num_key_value_heads)
     writer.add_rope_dimension_count(head_dim)
-    theta = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta") or getattr(cfg, "rope_theta", 10000.0)
+    theta = (
+        (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta") or getattr(cfg, "rope_theta", None) or 10000.0
+    )
     writer.add_rope_freq_base(float(theta))
     writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     writer.add_vocab_size(cfg.vocab_size)
-    writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[gguf_type])
+    writer.add_file_type(
+        {
+            "f32": gguf.LlamaFileType.ALL_F32,
+            "f16": gguf.LlamaFileType.MOSTLY_F16,
+            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        }[gguf_type]
+    )
     if source_gguf is not None:
         _tokenizer_fields_from_gguf(writer, source_gguf)
     else:
@@ -152,7 +178,9 @@ def write_gguf(model, tokenizer, path: Path, gguf_type: str, source_gguf: Path |
 
 
 @torch.no_grad()
-def verify_gguf(folder: Path, file: str, merged, merged_probe, ref, head, tolerance: float, prompts: list, generation) -> dict:
+def verify_gguf(
+    folder: Path, file: str, merged, merged_probe, ref, head, tolerance: float, prompts: list, generation
+) -> dict:
     """Load the GGUF file back with transformers and compare it with the merged model (its probe pass `merged_probe`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,7 +194,14 @@ def verify_gguf(folder: Path, file: str, merged, merged_probe, ref, head, tolera
     b = generate_batch(loaded, ref.tokenizer, prompts, generation)
     gguf_tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
     texts = [ref.tokenizer.decode(p, skip_special_tokens=False) for p in prompts]
-    same_ids = sum(gguf_tok(t, add_special_tokens=False)["input_ids"] == ref.tokenizer(t, add_special_tokens=False)["input_ids"]
-                   for t in texts)
-    return {"logits": check, "greedy_identical": sum(x == y for x, y in zip(a, b)), "prompts": len(prompts),
-            "tokenizer_identical_ids": same_ids, "examples": [{"run": x, "gguf": y} for x, y in list(zip(a, b))[:3]]}
+    same_ids = sum(
+        gguf_tok(t, add_special_tokens=False)["input_ids"] == ref.tokenizer(t, add_special_tokens=False)["input_ids"]
+        for t in texts
+    )
+    return {
+        "logits": check,
+        "greedy_identical": sum(x == y for x, y in zip(a, b)),
+        "prompts": len(prompts),
+        "tokenizer_identical_ids": same_ids,
+        "examples": [{"run": x, "gguf": y} for x, y in list(zip(a, b))[:3]],
+    }

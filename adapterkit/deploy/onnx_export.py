@@ -4,6 +4,7 @@ dynamic-quantized copy, each scored with onnxruntime on the run's validation exa
 Why torch's exporter and not optimum's: optimum-onnx (0.1) requires transformers < 4.58, and adapterkit runs on
 transformers 5. The graph takes the tokenizer's own inputs (input_ids, attention_mask[, token_type_ids]) with
 dynamic batch and sequence axes and returns `logits`, as optimum's exports do."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,13 +25,17 @@ class OnnxError(AdapterkitError):
 def check_supported(recipe, head) -> None:
     """Native transformers heads over encoders export; the rest is one line before any model loads."""
     if head.auto_class is None or head.wrap is not None or head.lm_training:
-        raise OnnxError(f"--format onnx: task.type {recipe.task.type!r} is not supported (ONNX export covers the native "
-                        f"encoder heads: sequence/token classification, regression, multi-label); use --format merged"
-                        + (" or gguf" if head.lm_training else ""))
+        raise OnnxError(
+            f"--format onnx: task.type {recipe.task.type!r} is not supported (ONNX export covers the native "
+            f"encoder heads: sequence/token classification, regression, multi-label); use --format merged"
+            + (" or gguf" if head.lm_training else "")
+        )
     pooling = getattr(recipe.task, "pooling", None)
     if pooling not in (None, "auto"):
-        raise OnnxError(f"--format onnx: task.pooling {pooling!r} uses adapterkit's own head module; "
-                        f"ONNX export needs the native head (task.pooling: auto)")
+        raise OnnxError(
+            f"--format onnx: task.pooling {pooling!r} uses adapterkit's own head module; "
+            f"ONNX export needs the native head (task.pooling: auto)"
+        )
 
 
 def _require():
@@ -38,7 +43,9 @@ def _require():
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise OnnxError("--format onnx needs the onnx and onnxruntime packages: pip install 'adapterkit[onnx]'") from None
+        raise OnnxError(
+            "--format onnx needs the onnx and onnxruntime packages: pip install 'adapterkit[onnx]'"
+        ) from None
 
 
 class OrtModel:
@@ -68,10 +75,23 @@ def write_onnx(model, sample: dict, path: Path) -> list[str]:
     """Export `model` (eager attention) with the sample batch's inputs; returns the input names."""
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
     axes = {k: {0: "batch", 1: "sequence"} for k in names}
-    axes["logits"] = {0: "batch", 1: "sequence"} if model.config.architectures and "TokenClassification" in model.config.architectures[0] else {0: "batch"}
+    axes["logits"] = (
+        {0: "batch", 1: "sequence"}
+        if model.config.architectures and "TokenClassification" in model.config.architectures[0]
+        else {0: "batch"}
+    )
     with torch.no_grad():
-        torch.onnx.export(model, (), str(path), kwargs={k: sample[k] for k in names}, input_names=names, output_names=["logits"],
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            model,
+            (),
+            str(path),
+            kwargs={k: sample[k] for k in names},
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
     return names
 
 
@@ -95,11 +115,14 @@ def export_onnx(tmp: Path, ref, head, model, merged_probe, tolerance: float, qua
         warnings.simplefilter("ignore")
         names = write_onnx(model, sample, tmp / "model.onnx")
     graph = OrtModel(tmp / "model.onnx")
-    check = verify.logit_check(verify.run_pass(graph, ref.probe, head, probe=10**9, labels=labels, task=recipe.task), merged_probe,
-                               tolerance)
+    check = verify.logit_check(
+        verify.run_pass(graph, ref.probe, head, probe=10**9, labels=labels, task=recipe.task), merged_probe, tolerance
+    )
     if not check.pop("ok"):
-        raise OnnxError(f"export: onnxruntime logits differ from the merged model by {check['max_abs_diff']:.2e} "
-                        f"({check['relative_diff']:.1e} of the largest logit) > tolerance {tolerance:g}; nothing was written")
+        raise OnnxError(
+            f"export: onnxruntime logits differ from the merged model by {check['max_abs_diff']:.2e} "
+            f"({check['relative_diff']:.1e} of the largest logit) > tolerance {tolerance:g}; nothing was written"
+        )
     passes = {"onnx": _without_loss(verify.run_pass(graph, ref.loader, head, labels=labels, task=recipe.task))}
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -111,10 +134,16 @@ def export_onnx(tmp: Path, ref, head, model, merged_probe, tolerance: float, qua
             quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model_int8.onnx"), weight_type=QuantType.QInt8)
         finally:
             root.setLevel(level)
-        passes["onnx_int8"] = _without_loss(verify.run_pass(OrtModel(tmp / "model_int8.onnx"), ref.loader, head, labels=labels,
-                                                            task=recipe.task))
+        passes["onnx_int8"] = _without_loss(
+            verify.run_pass(OrtModel(tmp / "model_int8.onnx"), ref.loader, head, labels=labels, task=recipe.task)
+        )
     for f in tmp.glob("*.safetensors"):  # the graph holds the weights
         f.unlink()
-    return {"onnx_vs_merged": {"precision": "float32", **check}, "inputs": names, "opset": OPSET, "quantize": quantize,
-            "loads_with": "onnxruntime.InferenceSession('model.onnx') (tokenizer and labels.json beside it)",
-            "passes": passes}
+    return {
+        "onnx_vs_merged": {"precision": "float32", **check},
+        "inputs": names,
+        "opset": OPSET,
+        "quantize": quantize,
+        "loads_with": "onnxruntime.InferenceSession('model.onnx') (tokenizer and labels.json beside it)",
+        "passes": passes,
+    }

@@ -7,11 +7,23 @@ The built-in heads register here, on import.
     multi_label.py      multi_label
     lm.py               causal_lm, label_words (decoders; prompt and chat rendering)
 """
+
 from . import classification, lm, multi_label, regression, token  # noqa: F401  (each registers its heads)
 from .modules import HeadModel, PooledClassifier, label_maps, pool
 from .registry import HEADS, IGNORE, Head, HeadContext, register_head, task_settings
 
 BUILTIN_HEADS = frozenset(HEADS)  # what docs/recipe-reference.md documents; plugin heads come later
 
-__all__ = ["BUILTIN_HEADS", "HEADS", "IGNORE", "Head", "HeadContext", "HeadModel", "PooledClassifier", "label_maps", "pool", "register_head",
-           "task_settings"]
+__all__ = [
+    "BUILTIN_HEADS",
+    "HEADS",
+    "IGNORE",
+    "Head",
+    "HeadContext",
+    "HeadModel",
+    "PooledClassifier",
+    "label_maps",
+    "pool",
+    "register_head",
+    "task_settings",
+]

@@ -1,4 +1,5 @@
 """Building blocks of custom heads: pooling, a pooled linear classifier, and the backbone + head model."""
+
 from __future__ import annotations
 
 import torch

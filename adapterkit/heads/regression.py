@@ -1,4 +1,5 @@
 """regression: one number per text, MSE, metrics in the original units (optionally normalized targets)."""
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,17 @@ def is_float(v) -> bool:
 
 class RegressionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    normalize_targets: bool = Field(False, description="Train on (y - mean) / std of the training targets; the statistics are "
-                                                       "recorded in the run's recipe and predictions are mapped back.")
-    target_mean: float | None = Field(None, description="Mean used for normalization (filled in from the training data).")
-    target_std: float | None = Field(None, gt=0, description="Standard deviation used for normalization (filled in from the training data).")
+    normalize_targets: bool = Field(
+        False,
+        description="Train on (y - mean) / std of the training targets; the statistics are "
+        "recorded in the run's recipe and predictions are mapped back.",
+    )
+    target_mean: float | None = Field(
+        None, description="Mean used for normalization (filled in from the training data)."
+    )
+    target_std: float | None = Field(
+        None, gt=0, description="Standard deviation used for normalization (filled in from the training data)."
+    )
 
 
 def fit_targets(task, values) -> None:
@@ -47,7 +55,9 @@ def target_norm(task):
     if not s.normalize_targets:
         return None
     if s.target_mean is None or s.target_std is None:
-        raise DataError("task.target_mean: normalize_targets is on but the statistics are missing (train the recipe first)")
+        raise DataError(
+            "task.target_mean: normalize_targets is on but the statistics are missing (train the recipe first)"
+        )
     return s.target_mean, s.target_std
 
 
@@ -60,27 +70,34 @@ def regression_metrics(preds, refs, labels=None, task=None) -> dict:
     # A few lines of torch instead of evaluate's Hub metrics (mse, pearsonr), which need the network.
     p, r = denormalize(preds.double().flatten(), task), denormalize(refs.double().flatten(), task)
     err = p - r
-    mse = float((err ** 2).mean())
+    mse = float((err**2).mean())
     var = float(((r - r.mean()) ** 2).mean())
     pc, rc = p - p.mean(), r - r.mean()
     denom = float(pc.norm() * rc.norm())
-    return {"mse": round(mse, 6), "rmse": round(math.sqrt(mse), 6), "mae": round(float(err.abs().mean()), 6),
-            "r2": round(1 - mse / var, 6) if var > 0 else 0.0, "pearson": round(float((pc * rc).sum()) / denom, 6) if denom else 0.0}
+    return {
+        "mse": round(mse, 6),
+        "rmse": round(math.sqrt(mse), 6),
+        "mae": round(float(err.abs().mean()), 6),
+        "r2": round(1 - mse / var, 6) if var > 0 else 0.0,
+        "pearson": round(float((pc * rc).sum()) / denom, 6) if denom else 0.0,
+    }
 
 
-register_head(Head(
-    name="regression",
-    metrics=("mse",),
-    label_kind="float",
-    auto_class=AutoModelForSequenceClassification,
-    config_kwargs=lambda task, labels: dict(num_labels=1, problem_type="regression"),
-    module=lambda hidden, task, labels: PooledClassifier(hidden, task, labels, n_out=1),
-    loss=lambda logits, labels: nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype)),
-    predict=lambda logits: logits.squeeze(-1).float(),
-    peft_task_type="SEQ_CLS",
-    metrics_fn=regression_metrics,
-    settings=RegressionSettings,
-    fit=fit_targets,
-    target_norm=target_norm,
-    decode=lambda p, task, labels: {"value": round(float(denormalize(p.double(), task)), 6)},
-))
+register_head(
+    Head(
+        name="regression",
+        metrics=("mse",),
+        label_kind="float",
+        auto_class=AutoModelForSequenceClassification,
+        config_kwargs=lambda task, labels: dict(num_labels=1, problem_type="regression"),
+        module=lambda hidden, task, labels: PooledClassifier(hidden, task, labels, n_out=1),
+        loss=lambda logits, labels: nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype)),
+        predict=lambda logits: logits.squeeze(-1).float(),
+        peft_task_type="SEQ_CLS",
+        metrics_fn=regression_metrics,
+        settings=RegressionSettings,
+        fit=fit_targets,
+        target_norm=target_norm,
+        decode=lambda p, task, labels: {"value": round(float(denormalize(p.double(), task)), 6)},
+    )
+)

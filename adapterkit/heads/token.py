@@ -1,4 +1,5 @@
 """token_classification (NER): one tag per word, cross-entropy per sub-token, entity-level seqeval metrics."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -13,8 +14,11 @@ from .registry import IGNORE, Head, register_head, task_settings
 
 class TokenSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    entity_scheme: Literal["IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU"] | None = Field(None, description="seqeval strict mode with this tagging scheme (IOB2, IOE2, IOBES, BILOU); "
-                                                        "default: CoNLL-style lenient matching.")
+    entity_scheme: Literal["IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU"] | None = Field(
+        None,
+        description="seqeval strict mode with this tagging scheme (IOB2, IOE2, IOBES, BILOU); "
+        "default: CoNLL-style lenient matching.",
+    )
 
 
 def token_metrics(preds, refs, labels=None, task=None) -> dict:
@@ -29,14 +33,16 @@ def token_metrics(preds, refs, labels=None, task=None) -> dict:
     return compute(("seqeval",), p_tags, r_tags, seqeval=kw)
 
 
-register_head(Head(
-    name="token_classification",
-    metrics=("seqeval",),
-    label_kind="tokens",
-    auto_class=AutoModelForTokenClassification,
-    config_kwargs=lambda task, labels: label_maps(labels),
-    peft_task_type="TOKEN_CLS",
-    metrics_fn=token_metrics,
-    settings=TokenSettings,
-    inputs="words",
-))
+register_head(
+    Head(
+        name="token_classification",
+        metrics=("seqeval",),
+        label_kind="tokens",
+        auto_class=AutoModelForTokenClassification,
+        config_kwargs=lambda task, labels: label_maps(labels),
+        peft_task_type="TOKEN_CLS",
+        metrics_fn=token_metrics,
+        settings=TokenSettings,
+        inputs="words",
+    )
+)

@@ -1,17 +1,16 @@
 """Evaluate and predict with a trained run (or, for zero-shot scoring, its base model)."""
+
 from __future__ import annotations
 
 import torch
 
 from .. import data as data_mod
-from ..errors import DataError
 from ..data.readers import check_utf8
+from ..errors import DataError
 from ..heads import HEADS
 from ..model import LoadedRun, load_base, load_run
 from ..progress import chunks
-from ..training import evaluate
-from ..training.evaluate import generated_text_metrics
-from ..training.precision import autocast
+from ..scoring import autocast, evaluate, generated_text_metrics
 
 
 def load_for_eval(run_dir, quantization=None, zero_shot: bool = False) -> LoadedRun:
@@ -39,12 +38,18 @@ def eval_data(run: LoadedRun, split: str = "validation", data_file: str | None =
     # Longest first, as training's evaluations batch (metrics ignore order): the same batches, the same numbers.
     dl = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False, by_length=by_length)
     rows = None
-    if data_mod.wants_generation(recipe, head):  # generated-text metrics, before (--zero-shot) or after tuning alike
-        rows = data_mod.load_generation_rows(recipe, tokenizer, head, split=None if data_file else split, path=data_file)
+    if data_mod.wants_generation(
+        recipe.task, head
+    ):  # generated-text metrics, before (--zero-shot) or after tuning alike
+        rows = data_mod.load_generation_rows(
+            recipe, tokenizer, head, split=None if data_file else split, path=data_file
+        )
     return dl, rows
 
 
-def eval_run(run_dir, split: str = "validation", data_file: str | None = None, quantization=None, zero_shot: bool = False) -> dict:
+def eval_run(
+    run_dir, split: str = "validation", data_file: str | None = None, quantization=None, zero_shot: bool = False
+) -> dict:
     if data_file:
         check_utf8(data_file, "--data")  # before the model loads
     run = load_for_eval(run_dir, quantization, zero_shot)
@@ -60,7 +65,9 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_si
     device = next(model.parameters()).device
     out = []
     for i in chunks(len(texts), batch_size, "predicting", min_items=4 * batch_size):
-        enc = tokenizer(texts[i:i + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        enc = tokenizer(
+            texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
         enc.pop("token_type_ids", None) if "token_type_ids" not in tokenizer.model_input_names else None
         out.append(model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu())
     return torch.cat(out)
@@ -70,8 +77,9 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_si
 def _head_logits(model, tokenizer, recipe, head, labels, texts: list[str]) -> torch.Tensor:
     import datasets
 
-    ds = data_mod.encoder_for(head).encode(datasets.Dataset.from_dict({recipe.data.text_column: texts}), tokenizer, recipe, head,
-                                           labels, "--text", False)
+    ds = data_mod.encoder_for(head).encode(
+        datasets.Dataset.from_dict({recipe.data.text_column: texts}), tokenizer, recipe, head, labels, "--text", False
+    )
     device = next(model.parameters()).device
     dl = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False)
     return torch.cat([model(**{k: v.to(device) for k, v in b.items()}).logits.float().cpu() for b in dl])
@@ -79,7 +87,8 @@ def _head_logits(model, tokenizer, recipe, head, labels, texts: list[str]) -> to
 
 def predict(run_dir, texts: list[str]) -> list[dict]:
     run = load_run(run_dir)
-    model, tokenizer, recipe, labels = run.model, run.tokenizer, run.recipe, run.labels
+    model, tokenizer, recipe = run.model, run.tokenizer, run.recipe
+    labels: list = run.labels or []  # heads without a label map (regression) read none
     head = HEADS[recipe.task.type]
     if head.predict is None:
         raise DataError(f"predict: task.type {recipe.task.type!r} has no class predictions; use `adapterkit generate`")
@@ -92,7 +101,7 @@ def predict(run_dir, texts: list[str]) -> list[dict]:
     preds = head.predict(logits)
     rows = []
     for text, p, lg in zip(texts, preds, logits):
-        row = {"text": text}
+        row: dict[str, object] = {"text": text}
         if head.decode is not None:
             row.update(head.decode(p, recipe.task, labels))
         elif head.label_kind == "class":
@@ -105,15 +114,19 @@ def predict(run_dir, texts: list[str]) -> list[dict]:
     return rows
 
 
-def predict_words(model, tokenizer, texts: list[str], labels: list[str], max_length: int, batch_size: int = 32) -> list[dict]:
+def predict_words(
+    model, tokenizer, texts: list[str], labels: list[str], max_length: int, batch_size: int = 32
+) -> list[dict]:
     """Tag each whitespace-separated word by its first sub-token's prediction, grouped into entities (seqeval's reading)."""
     from seqeval.metrics.sequence_labeling import get_entities
 
     device = next(model.parameters()).device
     rows = []
     for i in range(0, len(texts), batch_size):
-        words = [t.split() for t in texts[i:i + batch_size]]
-        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        words = [t.split() for t in texts[i : i + batch_size]]
+        enc = tokenizer(
+            words, is_split_into_words=True, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
         with torch.no_grad():
             pred = model(**{k: v.to(device) for k, v in enc.items()}).logits.argmax(-1).cpu()
         for j, ws in enumerate(words):
@@ -122,6 +135,8 @@ def predict_words(model, tokenizer, texts: list[str], labels: list[str], max_len
                 if w is not None and w not in first:
                     first[w] = labels[int(pred[j, pos])]
             tags = [first.get(w, "O") for w in range(len(ws))]  # words cut by max_length get O
-            ents = [{"type": t, "text": " ".join(ws[s:e + 1]), "start": s, "end": e + 1} for t, s, e in get_entities(tags)]
+            ents = [
+                {"type": t, "text": " ".join(ws[s : e + 1]), "start": s, "end": e + 1} for t, s, e in get_entities(tags)
+            ]
             rows.append({"text": texts[i + j], "tags": list(zip(ws, tags)), "entities": ents})
     return rows

@@ -1,6 +1,7 @@
 """Evaluation passes that keep what verification needs: the head's metrics (the trainer's own code), and per
 position predictions and the first logits, so two models can be compared on exactly the same inputs.
 Used by export (exported vs trained vs re-quantized) and sweep (metric per adapter scale)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import torch
 from .. import data as data_mod
 from ..errors import DataError
 from ..heads import HEADS
-from ..training import evaluate
+from ..scoring import evaluate
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Pass:
 
 
 # Logits kept per pass at most (float32 values, 256 MiB): a decoder with a 49k vocabulary has 0.2 MB of logits a token.
-PROBE_FLOATS = 2 ** 26
+PROBE_FLOATS = 2**26
 
 
 def _available(cfg, split: str) -> bool:
@@ -42,19 +43,19 @@ def _available(cfg, split: str) -> bool:
     return Path(getattr(cfg, split) or cfg.train).exists()  # a validation hold-out comes from the training file
 
 
-def split_path(recipe, split: str = "validation") -> tuple[str, str]:
-    """The split a run is verified on: the asked one, else the first of validation/test the recipe has. Returns
-    (split, where its rows come from)."""
+def split_path(data, split: str = "validation") -> tuple[str, str]:
+    """The split a run is verified on: the asked one, else the first of validation/test the data section has.
+    Returns (split, where its rows come from)."""
     for name in (split, "validation", "test"):
-        if _available(recipe.data, name):
-            return name, data_mod.describe(recipe.data, name)
+        if _available(data, name):
+            return name, data_mod.describe(data, name)
     raise DataError(f"data.{split}: the run's recipe names no {split} (or validation/test) file to evaluate on")
 
 
 def eval_loader(recipe, tokenizer, labels, split: str = "validation", max_examples: int | None = None) -> EvalLoader:
     """Deterministic (unshuffled) loader over a split of the run's recipe."""
     head = HEADS[recipe.task.type]
-    name, path = split_path(recipe, split)
+    name, path = split_path(recipe.data, split)
     ds, has_labels = data_mod.load_eval_split(recipe, tokenizer, head, labels, name)
     if not has_labels:
         raise DataError(f"{path}: no {recipe.data.label_column!r} column to score against")
@@ -65,11 +66,13 @@ def eval_loader(recipe, tokenizer, labels, split: str = "validation", max_exampl
 
 
 class _Recorder:
-    """Stands in for the model inside training.evaluate, so metrics and recorded predictions come from one pass."""
+    """Stands in for the model inside scoring.evaluate, so metrics and recorded predictions come from one pass."""
 
     def __init__(self, model, head, probe: int):
         self.model, self.head, self.probe = model, head, probe
-        self.preds, self.probe_logits, self.seen, self.kept, self.probe_examples = [], [], 0, 0, 0
+        self.preds: list = []
+        self.probe_logits: list = []
+        self.seen, self.kept, self.probe_examples = 0, 0, 0
 
     def __call__(self, **batch):
         device = next(self.model.parameters()).device
@@ -106,8 +109,12 @@ def run_pass(model, loader, head, probe: int = 0, labels=None, task=None) -> Pas
     rec = _Recorder(model, head, probe)
     model.eval()
     metrics = evaluate(rec, loader, head, desc="verify", labels=labels, task=task)
-    return Pass(metrics=metrics, preds=torch.cat(rec.preds) if rec.preds else torch.empty(0), probe_logits=rec.probe_logits,
-                probe_examples=rec.probe_examples)
+    return Pass(
+        metrics=metrics,
+        preds=torch.cat(rec.preds) if rec.preds else torch.empty(0),
+        probe_logits=rec.probe_logits,
+        probe_examples=rec.probe_examples,
+    )
 
 
 def agreement(a: Pass, b: Pass) -> float:
@@ -122,15 +129,23 @@ def logit_diff(a: list, b: list) -> tuple[float, float]:
     return float(d.max()), float(d.mean())
 
 
-def logit_check(got: "Pass", ref: "Pass", tolerance: float) -> dict:
+def logit_check(got: Pass, ref: Pass, tolerance: float) -> dict:
     """|got - ref| over the probe logits, judged against the logits' own scale: allowed is `tolerance` times the largest
     |logit| of `ref` (at least 1), so a 49k-vocabulary decoder and a 2-class head get the same relative bound.
     `examples` counts the probe examples really compared."""
     mx, mean = logit_diff(got.probe_logits, ref.probe_logits)
     scale = max((float(x.float().abs().max()) for x in ref.probe_logits if x.numel()), default=0.0)
     allowed = tolerance * max(scale, 1.0)
-    return {"max_abs_diff": mx, "mean_abs_diff": mean, "logit_scale": scale, "relative_diff": mx / max(scale, 1.0),
-            "tolerance": tolerance, "allowed_abs_diff": allowed, "examples": ref.probe_examples, "ok": mx <= allowed}
+    return {
+        "max_abs_diff": mx,
+        "mean_abs_diff": mean,
+        "logit_scale": scale,
+        "relative_diff": mx / max(scale, 1.0),
+        "tolerance": tolerance,
+        "allowed_abs_diff": allowed,
+        "examples": ref.probe_examples,
+        "ok": mx <= allowed,
+    }
 
 
 def primary_metric(recipe, metrics: dict) -> str | None:

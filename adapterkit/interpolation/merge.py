@@ -3,6 +3,7 @@
 The result is a normal run directory (recipe, labels, tokenizer, adapter, head), so eval, predict, sweep and
 export work on it unchanged. The adapters are combined in float32 on a full-precision base.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,18 +42,31 @@ def _check_runs(runs: list[Path]):
     first = recipes[0]
     for run, r, lab in zip(runs, recipes, labels):
         if not METHODS[r.adapter.method].combinable:  # DoRA magnitudes, IA3 vectors...: no combination rule
-            raise MergeError(f"{run}: adapter.method {r.adapter.method!r} cannot be combined; merge supports "
-                             f"{[n for n, m in METHODS.items() if m.combinable]}")
+            raise MergeError(
+                f"{run}: adapter.method {r.adapter.method!r} cannot be combined; merge supports "
+                f"{[n for n, m in METHODS.items() if m.combinable]}"
+            )
         if (r.backbone.path, r.backbone.gguf_file) != (first.backbone.path, first.backbone.gguf_file):
-            raise MergeError(f"{run}: backbone {r.backbone.path} differs from {runs[0]}'s {first.backbone.path}; "
-                             f"adapters combine only on the same backbone")
+            raise MergeError(
+                f"{run}: backbone {r.backbone.path} differs from {runs[0]}'s {first.backbone.path}; "
+                f"adapters combine only on the same backbone"
+            )
         if r.task.type != first.task.type or lab != labels[0]:
-            raise MergeError(f"{run}: task {r.task.type} with labels {lab} differs from {runs[0]} ({first.task.type}, {labels[0]})")
+            raise MergeError(
+                f"{run}: task {r.task.type} with labels {lab} differs from {runs[0]} ({first.task.type}, {labels[0]})"
+            )
     return recipes, labels[0]
 
 
-def merge(runs, weights: list[float] | None, out, method: str = "linear", density: float | None = None,
-          evaluate: bool = True, seed: int = 0) -> dict:
+def merge(
+    runs,
+    weights: list[float] | None,
+    out,
+    method: str = "linear",
+    density: float | None = None,
+    evaluate: bool = True,
+    seed: int = 0,
+) -> dict:
     runs, out = [Path(r) for r in runs], Path(out)
     if method not in COMBINATIONS:
         raise MergeError(f"--method: {method!r}; expected one of {list(COMBINATIONS)}")
@@ -62,11 +76,15 @@ def merge(runs, weights: list[float] | None, out, method: str = "linear", densit
     if len(weights) != len(runs):
         raise MergeError(f"--weights: {len(weights)} weights for {len(runs)} runs")
     if abs(sum(weights)) < 1e-12:  # before any model loads
-        raise MergeError("--weights: they sum to 0; the task heads are averaged with these weights, which needs a non-zero sum")
+        raise MergeError(
+            "--weights: they sum to 0; the task heads are averaged with these weights, which needs a non-zero sum"
+        )
     if method in NEEDS_DENSITY:
         density = 0.5 if density is None else density
         if not 0 < density <= 1:
             raise MergeError(f"--density: {density} must be in (0, 1]")
+    elif density is not None:  # was ignored without a word: the merge was not the one asked for
+        raise MergeError(f"--density: only used with --method {', '.join(NEEDS_DENSITY)}, not {method}")
     check_out_dir(out, "--out", MergeError)
     if out.exists() and any(out.iterdir()):
         raise MergeError(f"--out: {out} exists and is not empty; choose a new folder")
@@ -110,8 +128,10 @@ def _check_finite(model, name: str) -> None:
     combination would otherwise give a run marked finished whose every prediction is NaN."""
     bad = next((n for n, p in model.named_parameters() if name in n.split(".") and not torch.isfinite(p).all()), None)
     if bad is not None:
-        raise MergeError(f"merge: the combined adapter has NaN or inf values ({bad}); nothing was written. "
-                         f"Check --weights and --method")
+        raise MergeError(
+            f"merge: the combined adapter has NaN or inf values ({bad}); nothing was written. "
+            f"Check --weights and --method"
+        )
 
 
 def _write_merged(model, recipe, runs, weights, labels, method, density, out, tmp) -> dict:
@@ -130,20 +150,30 @@ def _write_merged(model, recipe, runs, weights, labels, method, density, out, tm
     head = {k: sum(w * h[k].float() for w, h in zip(weights, heads)) / total for k in heads[0]}
     bad = next((k for k, v in head.items() if not torch.isfinite(v).all()), None)
     if bad is not None:
-        raise MergeError(f"merge: the averaged head has NaN or inf values ({bad}); nothing was written. Check --weights")
+        raise MergeError(
+            f"merge: the averaged head has NaN or inf values ({bad}); nothing was written. Check --weights"
+        )
     save_file({k: v.to(heads[0][k].dtype).contiguous() for k, v in head.items()}, str(tmp / "head.safetensors"))
 
     cfg = json.loads((tmp / "adapter" / "adapter_config.json").read_text())
     merged_recipe = recipe.model_copy(deep=True)
     merged_recipe.adapter = type(recipe.adapter).model_validate(
-        {**recipe.to_dict()["adapter"], "method": "lora", "r": cfg["r"], "alpha": cfg["lora_alpha"]})
+        {**recipe.to_dict()["adapter"], "method": "lora", "r": cfg["r"], "alpha": cfg["lora_alpha"]}
+    )
     merged_recipe.training.output_dir = str(out.resolve())
     save_recipe(merged_recipe, tmp / "recipe.yaml")
     shutil.copytree(runs[0] / "tokenizer", tmp / "tokenizer")
     atomic_write_text(tmp / "labels.json", json.dumps({"labels": labels}, indent=1))
-    info = {"status": "finished", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "merged_from": [str(r.resolve()) for r in runs], "weights": weights, "combination": method,
-            "density": density, "rank": cfg["r"], "identity": run_identity(tmp)}
+    info = {
+        "status": "finished",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "merged_from": [str(r.resolve()) for r in runs],
+        "weights": weights,
+        "combination": method,
+        "density": density,
+        "rank": cfg["r"],
+        "identity": run_identity(tmp),
+    }
     atomic_write_text(tmp / "run.json", json.dumps(info, indent=1))
     return info
 

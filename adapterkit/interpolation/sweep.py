@@ -4,6 +4,7 @@ LoRA-family adapters are scaled through PEFT's own per-layer `set_scale` (scale 
 exactly the base model with the trained head, 1 is the trained run, >1 extrapolates. IA3 vectors are
 interpolated as 1 + s*(l - 1) (identity at 0). Writes sweep.json, sweep.md and sweep.png (metric vs scale).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,14 @@ class SweepError(AdapterkitError):
     pass
 
 
+MAX_SCALES = 100  # each scale is one evaluation pass over the split
+
+
 def parse_scales(text: str) -> list[float]:
+    if str(text).count(",") >= MAX_SCALES:  # counted before a list of a million floats is made
+        raise SweepError(
+            f"--scales: more than {MAX_SCALES} scales; each is an evaluation pass, give at most {MAX_SCALES}"
+        )
     try:
         scales = [float(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
@@ -45,8 +53,10 @@ def scaler(model):
     lora = [m for m in model.modules() if isinstance(m, LoraLayer)]
     ia3 = [m for m in model.modules() if isinstance(m, IA3Layer)]
     if not lora and not ia3:
-        raise SweepError("sweep: this run's adapter has no scalable layers (LoRA-family or IA3); "
-                         "prompt, prefix and bottleneck adapters cannot be interpolated with the base")
+        raise SweepError(
+            "sweep: this run's adapter has no scalable layers (LoRA-family or IA3); "
+            "prompt, prefix and bottleneck adapters cannot be interpolated with the base"
+        )
     if any(getattr(m, "use_dora", {}).get(a) for m in lora for a in m.lora_A):
         # DoRA re-normalises W + s*BA to the learned magnitude, so s=0 is not the base model; say so, do not hide it.
         note = "DoRA: the learned magnitude stays applied at every scale; scale 0 is not the base model"
@@ -67,8 +77,14 @@ def scaler(model):
     return set_scale
 
 
-def sweep(run_dir, scales: list[float], out: str | Path | None = None, split: str = "validation",
-          max_examples: int | None = None, quantization: str | None = None) -> dict:
+def sweep(
+    run_dir,
+    scales: list[float],
+    out: str | Path | None = None,
+    split: str = "validation",
+    max_examples: int | None = None,
+    quantization: str | None = None,
+) -> dict:
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "sweep"
     if quantization not in (None, "none", "int8", "nf4"):
@@ -89,8 +105,16 @@ def sweep(run_dir, scales: list[float], out: str | Path | None = None, split: st
         points.append({"scale": s, **verify.run_pass(model, ev.loader, head, labels=labels, task=recipe.task).metrics})
     set_scale(1.0)
     metric = verify.primary_metric(recipe, points[0])
-    result = {"run": str(run_dir), "split": ev.split, "file": ev.path, "examples": ev.examples, "method": recipe.adapter.method,
-              "quantization": quantization or recipe.backbone.quantization, "metric": metric, "points": points}
+    result = {
+        "run": str(run_dir),
+        "split": ev.split,
+        "file": ev.path,
+        "examples": ev.examples,
+        "method": recipe.adapter.method,
+        "quantization": quantization or recipe.backbone.quantization,
+        "metric": metric,
+        "points": points,
+    }
     if set_scale.note:
         result["note"] = set_scale.note
     out.mkdir(parents=True, exist_ok=True)
@@ -103,9 +127,13 @@ def sweep(run_dir, scales: list[float], out: str | Path | None = None, split: st
 
 def _markdown(result: dict) -> str:
     keys = [k for k, v in result["points"][0].items() if k != "scale" and isinstance(v, (int, float))]
-    lines = [f"Adapter scale sweep: {result['run']} ({result['method']}, {result['quantization']}), "
-             f"{result['split']} split, {result['examples']} examples.", "",
-             "| scale | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines = [
+        f"Adapter scale sweep: {result['run']} ({result['method']}, {result['quantization']}), "
+        f"{result['split']} split, {result['examples']} examples.",
+        "",
+        "| scale | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
     for p in result["points"]:
         lines.append(f"| {p['scale']:g} | " + " | ".join(f"{p[k]:.4f}" for k in keys) + " |")
     if result.get("note"):

@@ -1,8 +1,9 @@
 """Metrics: our own `evaluate` modules shipped in this package and loaded by path, so evaluation works
 offline (evaluate.load("accuracy") fetches its script from the Hub). Other names go to evaluate.load."""
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -12,7 +13,7 @@ def local_metrics() -> list[str]:
     return sorted(p.name for p in HERE.iterdir() if (p / f"{p.name}.py").is_file())
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_metric(name: str):
     import evaluate
 

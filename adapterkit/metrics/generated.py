@@ -1,5 +1,6 @@
 """What the generated-text metric modules (bleu, chrf, rouge, exact_match) share: predictions are strings,
 references a list of strings per example (every reference counts)."""
+
 from __future__ import annotations
 
 
@@ -7,9 +8,14 @@ def text_metric_info(description: str, kwargs: str):
     import datasets
     import evaluate
 
-    return evaluate.MetricInfo(description=description, citation="", inputs_description=kwargs,
-                               features=datasets.Features({"predictions": datasets.Value("string"),
-                                                           "references": datasets.Sequence(datasets.Value("string"))}))
+    return evaluate.MetricInfo(
+        description=description,
+        citation="",
+        inputs_description=kwargs,
+        features=datasets.Features(
+            {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+        ),
+    )
 
 
 def reference_streams(references: list[list[str]]) -> list[list]:

@@ -9,10 +9,26 @@
     fast_int8.py   the `int8_matmul: dequantize` path
     inspect.py     `adapterkit inspect`: module tree, targets and trainable parameters per method
 """
+
 from .assemble import build, build_task_model, head_state_dict, is_mergeable, set_head_trainable, trainable_parameters
 from .load import RUN_FILES, LoadedRun, load_base, load_run, require_finished
 from .recipe import REGISTRIES, load_recipe, load_run_recipe, opted_in, recipe_from_dict
 
-__all__ = ["build", "build_task_model", "head_state_dict", "is_mergeable", "set_head_trainable", "trainable_parameters",
-           "LoadedRun", "RUN_FILES", "load_base", "load_run", "require_finished", "REGISTRIES", "load_recipe", "load_run_recipe", "opted_in",
-           "recipe_from_dict"]
+__all__ = [
+    "build",
+    "build_task_model",
+    "head_state_dict",
+    "is_mergeable",
+    "set_head_trainable",
+    "trainable_parameters",
+    "LoadedRun",
+    "RUN_FILES",
+    "load_base",
+    "load_run",
+    "require_finished",
+    "REGISTRIES",
+    "load_recipe",
+    "load_run_recipe",
+    "opted_in",
+    "recipe_from_dict",
+]

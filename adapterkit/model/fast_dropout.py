@@ -9,6 +9,7 @@ exact, not an approximation, about 0.2 ms for that activation); for larger p, ea
 activation's dtype. Draws come from torch's default generator (seeding and checkpointed RNG states apply); GPUs
 keep torch's own dropout.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,7 @@ def keep_mask(shape, p: float) -> torch.Tensor:
     """A bool mask, True with probability 1 - p (p rounded to 1/65536), from torch's default CPU generator."""
     n = math.prod(shape)
     # The full signed range: a bare random_() stops at 2**63 - 1, so every fourth word would never be negative.
-    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None).view(torch.int16)[:n]
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None).view(torch.int16)[:n]
     return (words >= round(p * 65536) - 32768).view(shape)
 
 
@@ -87,7 +88,11 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
 
 
 def _forward(self, x):
-    return dropout(x, self.p, self.training) if not self.inplace else torch.nn.functional.dropout(x, self.p, self.training, True)
+    return (
+        dropout(x, self.p, self.training)
+        if not self.inplace
+        else torch.nn.functional.dropout(x, self.p, self.training, True)
+    )
 
 
 def use_fast_dropout(model) -> int:

@@ -10,6 +10,7 @@ slower than dequantize + bf16 GEMM, 1.48 vs 1.05 ms a layer, and less accurate);
 dequantizes in training, so there the two are equal in speed (benchmarks/switches_cpu.py). Numerics: the
 result equals a dense GEMM with the dequantized weight, i.e. the error is the weight-quantization error alone.
 """
+
 from __future__ import annotations
 
 import types

@@ -1,5 +1,6 @@
 """Batched generation with a causal LM (a run, its base model or a merged export): prompts left-padded into
 batches, KV-cached decoding through transformers' generate, stop strings cut, one completion per prompt."""
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,14 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings) -> list
     lm = decoder(model)
     device = next(lm.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kw = dict(max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams, do_sample=settings.do_sample,
-              repetition_penalty=settings.repetition_penalty, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+    kw = dict(
+        max_new_tokens=settings.max_new_tokens,
+        num_beams=settings.num_beams,
+        do_sample=settings.do_sample,
+        repetition_penalty=settings.repetition_penalty,
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if settings.do_sample:
         kw.update(temperature=settings.temperature, top_p=settings.top_p)
     was_training = lm.training
@@ -30,7 +37,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings) -> list
     out: list[str] = []
     size = settings.batch_size
     for i in chunks(len(prompts), size, "generating", min_items=2 * size):
-        batch = prompts[i:i + size]
+        batch = prompts[i : i + size]
         width = max(len(p) for p in batch)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)

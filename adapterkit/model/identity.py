@@ -2,6 +2,7 @@
 whenever the run is loaded: the label map, the head's tensor shapes and a sha256 of every weight, config, label
 and tokenizer file. A swapped labels.json or a head copied in from another training scores without error, but
 wrongly; this makes it a one-line refusal naming the file instead."""
+
 from __future__ import annotations
 
 import hashlib
@@ -55,12 +56,16 @@ def check_identity(run: Path) -> None:
     if (run / "labels.json").is_file():
         labels = read_json(run / "labels.json", "label map").get("labels")
         if labels != rec.get("labels"):
-            raise RunDirError(f"{run / 'labels.json'}: labels {json.dumps(labels)[:120]} are not the ones this run was trained "
-                              f"with ({json.dumps(rec.get('labels'))[:120]}, recorded in run.json); restore the file or retrain")
+            raise RunDirError(
+                f"{run / 'labels.json'}: labels {json.dumps(labels)[:120]} are not the ones this run was trained "
+                f"with ({json.dumps(rec.get('labels'))[:120]}, recorded in run.json); restore the file or retrain"
+            )
     for name, digest in (rec.get("sha256") or {}).items():
         path = run / name
         if not path.is_file():
             raise RunDirError(f"{path}: missing; run.json records it as part of this run (restore it or retrain)")
         if sha256(path) != digest:
-            raise RunDirError(f"{path}: not the file this run was trained with (its sha256 differs from run.json's record); "
-                              f"the run's files were changed or mixed from different trainings: restore it or retrain")
+            raise RunDirError(
+                f"{path}: not the file this run was trained with (its sha256 differs from run.json's record); "
+                f"the run's files were changed or mixed from different trainings: restore it or retrain"
+            )

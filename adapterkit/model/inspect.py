@@ -1,5 +1,6 @@
 """`adapterkit inspect MODEL_PATH`: the module tree, what each adapter method would target, and how many parameters
 each would train (count and share) at given settings. The backbone is loaded once; each method adapts a copy."""
+
 from __future__ import annotations
 
 import copy
@@ -57,17 +58,32 @@ def _targets_description(method: str, model) -> list[str]:
 def parse_settings(pairs: list[str]) -> dict:
     import yaml
 
+    from ..config.load import parse_yaml
+
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise RecipeError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set r=16")
         k, v = pair.split("=", 1)
-        out[k.strip().removeprefix("adapter.")] = yaml.safe_load(v) if v.strip() else None
+        try:  # as `train --set` reads values: YAML 1.2 scalars (`010` is 10, `1:30` a string), aliases bounded
+            value = parse_yaml(v, f"--set {k.strip()}") if v.strip() else None
+        except yaml.YAMLError:
+            value = v  # not YAML: the text itself, as `train --set` takes it
+        except RecursionError:
+            raise RecipeError(f"--set {k.strip()}: the value is nested too deeply") from None
+        out[k.strip().removeprefix("adapter.")] = value
     return out
 
 
-def inspect_model(path: str, methods: list[str] | None = None, settings: dict | None = None, gguf_file: str | None = None,
-                  quantization: str = "none", task: str = "sequence_classification", num_labels: int = 2) -> dict:
+def inspect_model(
+    path: str,
+    methods: list[str] | None = None,
+    settings: dict | None = None,
+    gguf_file: str | None = None,
+    quantization: str = "none",
+    task: str = "sequence_classification",
+    num_labels: int = 2,
+) -> dict:
     """Per method: targeted modules, trainable parameters and share. Settings apply to the methods that have them."""
     settings = settings or {}
     methods = methods or list(METHODS)
@@ -82,21 +98,38 @@ def inspect_model(path: str, methods: list[str] | None = None, settings: dict | 
     def recipe_for(method: str):
         fields = METHODS[method].settings.model_fields
         adapter = {"method": method, **{k: v for k, v in settings.items() if k in fields}}
-        backbone = {"path": path, "gguf_file": gguf_file, "quantization": "none" if METHODS[method].trains_base else quantization}
+        backbone = {
+            "path": path,
+            "gguf_file": gguf_file,
+            "quantization": "none" if METHODS[method].trains_base else quantization,
+        }
         return recipe_from_dict({"backbone": backbone, "adapter": adapter, "task": {"type": task}}, source="inspect")
 
     base_recipe = recipe_for(next((m for m in methods if not METHODS[m].trains_base), methods[0]))
     base, head_modules = build_task_model(base_recipe, labels)
     total = sum(p.numel() for p in base.parameters())
     head_params = sum(p.numel() for h in head_modules for p in base.get_submodule(h).parameters())
-    report = {"model": path, "model_type": getattr(base.config, "model_type", None), "total_params": total,
-              "quantization": quantization, "head_modules": head_modules, "head_params": head_params,
-              "tree": module_tree(base), "methods": {}}
+    report = {
+        "model": path,
+        "model_type": getattr(base.config, "model_type", None),
+        "total_params": total,
+        "quantization": quantization,
+        "head_modules": head_modules,
+        "head_params": head_params,
+        "tree": module_tree(base),
+        "methods": {},
+    }
     for method in methods:
         recipe = recipe_for(method)
         if METHODS[method].trains_base:  # every weight trains (of the unquantized model: same count), no copy needed
-            report["methods"][method] = dict(settings={}, targets=["every parameter"], trainable_params=total, adapter_params=total,
-                                             trainable_share=1.0, mergeable=True)
+            report["methods"][method] = dict(
+                settings={},
+                targets=["every parameter"],
+                trainable_params=total,
+                adapter_params=total,
+                trainable_share=1.0,
+                mergeable=True,
+            )
             continue
         model = copy.deepcopy(base)
         for p in model.parameters():
@@ -105,21 +138,30 @@ def inspect_model(path: str, methods: list[str] | None = None, settings: dict | 
         set_head_trainable(model, head_modules)
         trainable = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
         adapter_params = trainable - head_params
-        report["methods"][method] = dict(settings=method_settings(recipe.adapter).model_dump(), targets=_targets_description(method, model),
-                                         trainable_params=trainable, adapter_params=adapter_params,
-                                         trainable_share=round(trainable / total, 6), mergeable=METHODS[method].mergeable)
+        report["methods"][method] = dict(
+            settings=method_settings(recipe.adapter).model_dump(),
+            targets=_targets_description(method, model),
+            trainable_params=trainable,
+            adapter_params=adapter_params,
+            trainable_share=round(trainable / total, 6),
+            mergeable=METHODS[method].mergeable,
+        )
         del model
     return report
 
 
 def format_report(report: dict, tree: bool = True) -> str:
-    lines = [f"model: {report['model']} ({report['model_type']}), {report['total_params']:,} parameters, "
-             f"quantization {report['quantization']}",
-             f"task head (trained by every method): {', '.join(report['head_modules'])} = {report['head_params']:,} params"]
+    lines = [
+        f"model: {report['model']} ({report['model_type']}), {report['total_params']:,} parameters, "
+        f"quantization {report['quantization']}",
+        f"task head (trained by every method): {', '.join(report['head_modules'])} = {report['head_params']:,} params",
+    ]
     if tree:
         lines += ["", "module tree:"] + ["  " + line for line in report["tree"]]
     lines += ["", f"{'method':<15} {'trainable':>12} {'share':>8} {'adapter':>10}  mergeable  targets"]
     for name, m in report["methods"].items():
-        lines.append(f"{name:<15} {m['trainable_params']:>12,} {100 * m['trainable_share']:>7.3f}% {m['adapter_params']:>10,}  "
-                     f"{'yes' if m['mergeable'] else 'no':<9}  {'; '.join(m['targets'])}")
+        lines.append(
+            f"{name:<15} {m['trainable_params']:>12,} {100 * m['trainable_share']:>7.3f}% {m['adapter_params']:>10,}  "
+            f"{'yes' if m['mergeable'] else 'no':<9}  {'; '.join(m['targets'])}"
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """A trained model rebuilt from its run directory (or, for zero-shot scoring, its base model alone)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,8 +10,8 @@ from ..adapters import METHODS
 from ..errors import DataError, RunDirError
 from ..files import check_safetensors, read_json
 from ..heads import HEADS
-from .identity import check_identity
 from .assemble import after_peft, build_task_model, finish_model
+from .identity import check_identity
 from .recipe import load_run_recipe
 
 
@@ -33,8 +34,10 @@ def require_finished(run: Path, need=RUN_FILES, error=RunDirError) -> None:
     if (run / "run.json").is_file():  # its status says more than the files a crash left or did not leave
         status = read_json(run / "run.json", "run status").get("status")
         if status != "finished":
-            hint = {"interrupted": "continue it with `adapterkit train RECIPE --resume`",
-                    "failed": "see the error at the end of its log.jsonl, then retrain"}.get(status, "it is training, or stopped before it finished; retrain or --resume it")
+            hint = {
+                "interrupted": "continue it with `adapterkit train RECIPE --resume`",
+                "failed": "see the error at the end of its log.jsonl, then retrain",
+            }.get(status, "it is training, or stopped before it finished; retrain or --resume it")
             raise error(f"{run}: the run is {status or 'unfinished'}, not finished; {hint}")
     for name in (*need, "run.json"):
         if not (run / name).is_file():
@@ -62,8 +65,12 @@ def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
         try:
             model = PeftModel.from_pretrained(model, run / "adapter", is_trainable=False)
         except (ValueError, RuntimeError, KeyError) as e:
-            raise RunDirError(f"{run / 'adapter'}: cannot apply this adapter to {recipe.backbone.path}: {str(e).splitlines()[0]}") from None
-        model = after_peft(model, method, loaded=True)  # unwrap PEFT's copy of the head: head.safetensors loads by plain name
+            raise RunDirError(
+                f"{run / 'adapter'}: cannot apply this adapter to {recipe.backbone.path}: {str(e).splitlines()[0]}"
+            ) from None
+        model = after_peft(
+            model, method, loaded=True
+        )  # unwrap PEFT's copy of the head: head.safetensors loads by plain name
     check_safetensors(run / "head.safetensors", "head")
     state = load_file(run / "head.safetensors")
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -72,14 +79,18 @@ def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
     misfit = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     if misfit:  # e.g. labels.json from another training than the head: scores would name the wrong classes
         k = misfit[0]
-        raise RunDirError(f"{run / 'labels.json'}: {len(labels) if labels else 0} labels do not fit head.safetensors "
-                          f"({k} has shape {list(state[k].shape)}, this label map needs {list(own[k].shape)}); the run's files "
-                          f"come from different trainings: retrain it")
+        raise RunDirError(
+            f"{run / 'labels.json'}: {len(labels) if labels else 0} labels do not fit head.safetensors "
+            f"({k} has shape {list(state[k].shape)}, this label map needs {list(own[k].shape)}); the run's files "
+            f"come from different trainings: retrain it"
+        )
     result = inner.load_state_dict({k: v.to(device_of) for k, v in state.items()}, strict=False)
     if result.unexpected_keys:
-        raise RunDirError(f"{run / 'head.safetensors'}: weights {result.unexpected_keys[:3]} do not fit the {recipe.task.type} head")
+        raise RunDirError(
+            f"{run / 'head.safetensors'}: weights {result.unexpected_keys[:3]} do not fit the {recipe.task.type} head"
+        )
     check_identity(run)  # last: the checks above name what is wrong more precisely when they catch it
-    finish_model(model, recipe, quantization)
+    finish_model(model, recipe.backbone, quantization)
     model.eval()
     return LoadedRun(model, tokenizer, recipe, labels, head_modules)
 
@@ -94,11 +105,13 @@ def load_base(run_dir, quantization=None) -> LoadedRun:
         raise RunDirError(f"{run}: not an adapterkit run (recipe.yaml or labels.json missing)")
     recipe = load_run_recipe(run)
     if not HEADS[recipe.task.type].zero_shot:
-        raise DataError(f"--zero-shot: task.type {recipe.task.type!r} has a trained head, so its base model cannot score; "
-                        f"zero-shot works for heads that reuse the LM head (label_words, causal_lm)")
+        raise DataError(
+            f"--zero-shot: task.type {recipe.task.type!r} has a trained head, so its base model cannot score; "
+            f"zero-shot works for heads that reuse the LM head (label_words, causal_lm)"
+        )
     labels = read_json(run / "labels.json", "label map")["labels"]
     tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
     model, head_modules = build_task_model(recipe, labels, quantization, tokenizer=tokenizer)
-    finish_model(model, recipe, quantization)
+    finish_model(model, recipe.backbone, quantization)
     model.eval()
     return LoadedRun(model, tokenizer, recipe, labels, head_modules)

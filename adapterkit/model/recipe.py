@@ -2,8 +2,10 @@
 
 The config layer checks structure only; here the built-in registries are imported (with PEFT, for the
 bottleneck method's type) and handed to validation, after the plugins the recipe names have been imported."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -19,11 +21,11 @@ from ..heads import HEADS
 REGISTRIES = config.Registries(methods=METHODS, heads=HEADS)
 
 
-def recipe_from_dict(data: Any, overrides: list[str] = (), source: str = "recipe") -> config.Recipe:
+def recipe_from_dict(data: Any, overrides: Sequence[str] = (), source: str = "recipe") -> config.Recipe:
     return config.recipe_from_dict(data, overrides, source, registries=REGISTRIES)
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> config.Recipe:
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> config.Recipe:
     return config.load_recipe(path, overrides, registries=REGISTRIES)
 
 
@@ -31,11 +33,12 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> config.Recipe:
 class OptIns:
     """What the user allowed on this command's line for the run folders it reads: plugin modules to import
     (`--plugin`) and model code shipped with the backbone (`--trust-remote-code`)."""
+
     plugins: frozenset[str] = frozenset()
     trust_remote_code: bool = False
 
 
-_OPT_INS: ContextVar[OptIns] = ContextVar("adapterkit_opt_ins", default=OptIns())
+_OPT_INS: ContextVar[OptIns] = ContextVar("adapterkit_opt_ins", default=OptIns())  # noqa: B039  (frozen: never mutated)
 
 
 @contextmanager
@@ -60,6 +63,8 @@ def load_run_recipe(run: str | Path) -> config.Recipe:
     allowed = _OPT_INS.get()
     recipe = config.load_recipe(path, registries=REGISTRIES, allowed_plugins=allowed.plugins)
     if recipe.backbone.trust_remote_code and not allowed.trust_remote_code:
-        raise RunDirError(f"{path}: backbone.trust_remote_code is true; a run folder's files never allow model code on their "
-                          f"own: pass --trust-remote-code to this command if you trust {recipe.backbone.path}")
+        raise RunDirError(
+            f"{path}: backbone.trust_remote_code is true; a run folder's files never allow model code on their "
+            f"own: pass --trust-remote-code to this command if you trust {recipe.backbone.path}"
+        )
     return recipe

@@ -4,6 +4,7 @@ new data. The source is an adapterkit run (its adapter and its head), a PEFT ada
 
 Label maps must match the source run's, unless `task.labels` names the new set: then the head rows of the kept
 classes are carried over and new classes start fresh."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,10 +21,10 @@ FIELD = "adapter.init_from"
 
 @dataclass
 class Source:
-    where: str                 # as the recipe named it
-    kind: str                  # run | adapter | hub
-    adapter: Path              # folder with adapter_config.json + adapter_model.safetensors
-    head: Path | None = None   # head.safetensors of a run
+    where: str  # as the recipe named it
+    kind: str  # run | adapter | hub
+    adapter: Path  # folder with adapter_config.json + adapter_model.safetensors
+    head: Path | None = None  # head.safetensors of a run
     labels: list | None = None  # a run's label map
 
 
@@ -32,16 +33,22 @@ def resolve(init_from: str) -> Source:
     if path.is_dir():
         if (path / "adapter" / "adapter_config.json").is_file():
             check_identity(path)  # a head and labels from different trainings would carry the wrong classes over
-            labels = read_json(path / "labels.json", "label map")["labels"] if (path / "labels.json").is_file() else None
+            labels = (
+                read_json(path / "labels.json", "label map")["labels"] if (path / "labels.json").is_file() else None
+            )
             head = path / "head.safetensors" if (path / "head.safetensors").is_file() else None
             return Source(init_from, "run", path / "adapter", head, labels)
         if (path / "adapter_config.json").is_file():
             return Source(init_from, "adapter", path)
-        raise ModelError(f"{FIELD}: {path} is neither an adapterkit run (adapter/ missing) nor a PEFT adapter folder (adapter_config.json missing)")
+        raise ModelError(
+            f"{FIELD}: {path} is neither an adapterkit run (adapter/ missing) nor a PEFT adapter folder (adapter_config.json missing)"
+        )
     if is_hub_id(init_from):
         folder = hub_snapshot(init_from, None, ("*.json", "*.safetensors"), "model", FIELD, ModelError)
         if not (folder / "adapter_config.json").is_file():
-            raise ModelError(f"{FIELD}: the Hub repository {init_from!r} holds no adapter_config.json (not a PEFT adapter)")
+            raise ModelError(
+                f"{FIELD}: the Hub repository {init_from!r} holds no adapter_config.json (not a PEFT adapter)"
+            )
         return Source(init_from, "hub", folder)
     raise ModelError(f"{FIELD}: {init_from} is not a folder (a run, a PEFT adapter folder) or a Hugging Face Hub id")
 
@@ -53,9 +60,12 @@ def check_labels(source: Source, labels: list | None, named: bool) -> None:
     if not named:
         gone = [l for l in source.labels if l not in labels]
         new = [l for l in labels if l not in source.labels]
-        raise ModelError(f"{FIELD}: {source.where} was trained on the labels {list(source.labels)}, this data has {list(labels)}"
-                         + (f" (new: {new})" if new else "") + (f" (gone: {gone})" if gone else "")
-                         + "; set task.labels to the new label set to carry the kept classes over")
+        raise ModelError(
+            f"{FIELD}: {source.where} was trained on the labels {list(source.labels)}, this data has {list(labels)}"
+            + (f" (new: {new})" if new else "")
+            + (f" (gone: {gone})" if gone else "")
+            + "; set task.labels to the new label set to carry the kept classes over"
+        )
 
 
 def apply(model, source: Source, labels: list | None) -> dict:
@@ -69,19 +79,25 @@ def apply(model, source: Source, labels: list | None) -> dict:
     if ours is None:
         raise ModelError(f"{FIELD}: this recipe's adapter method trains no PEFT adapter to start from")
     if str(cfg.get("peft_type")) != str(ours.peft_type.value if hasattr(ours.peft_type, "value") else ours.peft_type):
-        raise ModelError(f"{FIELD}: {source.where} holds a {cfg.get('peft_type')} adapter, this recipe trains {ours.peft_type}")
+        raise ModelError(
+            f"{FIELD}: {source.where} holds a {cfg.get('peft_type')} adapter, this recipe trains {ours.peft_type}"
+        )
     weights_file = source.adapter / "adapter_model.safetensors"
     check_safetensors(weights_file, "adapter")
     state = load_file(weights_file)
     try:
         result = set_peft_model_state_dict(model, state)
     except RuntimeError as e:  # shapes differ: another rank, other target modules
-        raise ModelError(f"{FIELD}: the adapter in {source.where} does not fit this recipe's adapter ({str(e).splitlines()[-1].strip()[:200]}); "
-                         f"use the same adapter settings as the source") from None
+        raise ModelError(
+            f"{FIELD}: the adapter in {source.where} does not fit this recipe's adapter ({str(e).splitlines()[-1].strip()[:200]}); "
+            f"use the same adapter settings as the source"
+        ) from None
     unexpected = list(getattr(result, "unexpected_keys", []))
     if unexpected:
-        raise ModelError(f"{FIELD}: the adapter in {source.where} has weights this recipe's adapter lacks ({unexpected[:2]}); "
-                         f"use the same target modules as the source")
+        raise ModelError(
+            f"{FIELD}: the adapter in {source.where} has weights this recipe's adapter lacks ({unexpected[:2]}); "
+            f"use the same target modules as the source"
+        )
     record = {"source": source.where, "kind": source.kind, "adapter": str(source.adapter), "head": False}
     if source.head is not None:
         check_safetensors(source.head, "head")
@@ -94,15 +110,26 @@ def apply(model, source: Source, labels: list | None) -> dict:
                 target = own.get(name)
                 if target is None:
                     raise ModelError(f"{FIELD}: the head of {source.where} has {name}, which this recipe's head lacks")
-                if target.shape == value.shape and (labels is None or source.labels is None or list(labels) == list(source.labels)
-                                                    or value.shape[0] != len(source.labels)):
+                if target.shape == value.shape and (
+                    labels is None
+                    or source.labels is None
+                    or list(labels) == list(source.labels)
+                    or value.shape[0] != len(source.labels)
+                ):
                     target.copy_(value.to(target.dtype))
-                elif source.labels is not None and value.shape[0] == len(source.labels) and target.shape[0] == len(labels):
+                elif (
+                    source.labels is not None
+                    and value.shape[0] == len(source.labels)
+                    and labels is not None
+                    and target.shape[0] == len(labels)
+                ):
                     for i, label in enumerate(labels):  # per-class rows: kept classes keep theirs, new ones stay fresh
                         if label in source.labels:
                             target[i].copy_(value[source.labels.index(label)].to(target.dtype))
                 else:
-                    raise ModelError(f"{FIELD}: the head weight {name} of {source.where} has shape {tuple(value.shape)}, "
-                                     f"this recipe's has {tuple(target.shape)}")
+                    raise ModelError(
+                        f"{FIELD}: the head weight {name} of {source.where} has shape {tuple(value.shape)}, "
+                        f"this recipe's has {tuple(target.shape)}"
+                    )
         record.update(head=True, kept_labels=kept, new_labels=[l for l in (labels or []) if l not in kept])
     return record

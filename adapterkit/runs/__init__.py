@@ -1,4 +1,5 @@
 """The run directory: what training writes (`rundir.py`) and the report built from it (`report.py`)."""
+
 from .report import write_report, write_report_safely
 from .rundir import RunWriter, finished
 

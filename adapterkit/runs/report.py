@@ -9,17 +9,21 @@ reports what is there.
     plots/validation_metrics.png   every validation metric vs step (when the run evaluated any)
     report.html
 """
+
 from __future__ import annotations
 
 import base64
 import html
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RunDirError
+from ..config.load import parse_yaml
+from ..errors import AdapterkitError, RunDirError
 from ..files import read_json
+from .results import RunResult
 
 # Keys of an eval record that are bookkeeping, not metrics.
 _EVAL_META = {"event", "split", "step", "best"}
@@ -80,17 +84,24 @@ def collect_series(records: list[dict]) -> list[Plot]:
     for key in sorted({k for r in train for k in r if k == "loss" or k.startswith("loss/")}):
         pts = [(r["step"], r[key]) for r in train if _number(r.get(key))]
         if pts:
-            loss.series["train " + (f"loss ({key[5:]})" if "/" in key else "loss")] = ([p[0] for p in pts], [p[1] for p in pts])
+            loss.series["train " + (f"loss ({key[5:]})" if "/" in key else "loss")] = (
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+            )
     evals = [dict(r, split=f"{r['task']} {r.get('split', 'validation')}") if r.get("task") else r for r in evals]
     for split in sorted({r.get("split", "validation") for r in evals}):
-        pts = [(r["step"], r["loss"]) for r in evals if r.get("split", "validation") == split and _number(r.get("loss"))]
+        pts = [
+            (r["step"], r["loss"]) for r in evals if r.get("split", "validation") == split and _number(r.get("loss"))
+        ]
         if pts:
             loss.series[f"{split} loss"] = ([p[0] for p in pts], [p[1] for p in pts])
     if loss.series:
         plots.append(loss)
     pts = [(r["step"], r["lr"]) for r in train if _number(r.get("lr"))]
     if pts:
-        plots.append(Plot("learning_rate", "Learning rate", "learning rate", {"lr": ([p[0] for p in pts], [p[1] for p in pts])}))
+        plots.append(
+            Plot("learning_rate", "Learning rate", "learning rate", {"lr": ([p[0] for p in pts], [p[1] for p in pts])})
+        )
     metric = Plot("validation_metrics", "Validation metrics", "value")
     for split in sorted({r.get("split", "validation") for r in evals}):
         rows = [r for r in evals if r.get("split", "validation") == split]
@@ -141,19 +152,19 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
-# Keys of metrics.json that are not evaluated splits.
-NOT_SPLITS = ("train", "timings", "peak_rss_mib", "selection", "warnings")
-
-
 def _metrics_table(final: dict) -> str:
-    eval_splits = {s: m for s, m in final.items() if s not in NOT_SPLITS and isinstance(m, dict)}
+    result = RunResult.from_metrics(final)  # a multi-task run: one row per task and split
+    eval_splits = {(f"{n} {s}" if result.multi else s): m for n, t in result.tasks.items() for s, m in t.splits.items()}
     if not eval_splits:
         return "<p>No final metrics yet (the run has not finished).</p>"
-    names = sorted({k for m in eval_splits.values() for k, v in m.items() if _number(v)}, key=lambda k: (k != "loss", k))
+    names = sorted(
+        {k for m in eval_splits.values() for k, v in m.items() if _number(v)}, key=lambda k: (k != "loss", k)
+    )
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     rows = "".join(
         f"<tr><th>{html.escape(s)}</th>" + "".join(f"<td>{_fmt(m.get(n))}</td>" for n in names) + "</tr>"
-        for s, m in eval_splits.items())
+        for s, m in eval_splits.items()
+    )
     out = f'<table class="metrics"><tr><th>split</th>{head}</tr>{rows}</table>'
     # Structured extras (e.g. seqeval's per-entity scores and its text report) go below the table.
     for s, m in eval_splits.items():
@@ -173,9 +184,11 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
-def _kv_table(rows: list[tuple[str, object]], cls: str) -> str:
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v) if not isinstance(v, (list, dict)) else html.escape(json.dumps(v))}</td></tr>"
-                   for k, v in rows)
+def _kv_table(rows: Sequence[tuple[str, object]], cls: str) -> str:
+    body = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v) if not isinstance(v, (list, dict)) else html.escape(json.dumps(v))}</td></tr>"
+        for k, v in rows
+    )
     return f'<table class="{cls}">{body}</table>'
 
 
@@ -187,52 +200,90 @@ td{font-family:ui-monospace,monospace}img{max-width:100%;display:block;margin:.5
 def _data_section(audit: dict) -> str:
     """The "Data" section from data_audit.json (data/audit.py `to_dict`; a multi-task run: {task: audit})."""
     if "splits" not in audit:
-        return "".join(f"<h3>task {html.escape(str(n))}</h3>" + _data_section(a) for n, a in audit.items() if isinstance(a, dict))
+        return "".join(
+            f"<h3>task {html.escape(str(n))}</h3>" + _data_section(a) for n, a in audit.items() if isinstance(a, dict)
+        )
     cols = ["rows", "distinct_texts", "duplicate_rows", "conflicting_texts", "p50", "p90", "p99", "max", "truncated"]
-    names = {"distinct_texts": "distinct", "duplicate_rows": "dup rows", "conflicting_texts": "conflicting",
-             "truncated": f"&gt; {_fmt(audit.get('max_length'))} (truncated)"}
+    names = {
+        "distinct_texts": "distinct",
+        "duplicate_rows": "dup rows",
+        "conflicting_texts": "conflicting",
+        "truncated": f"&gt; {_fmt(audit.get('max_length'))} (truncated)",
+    }
     head = "".join(f"<th>{names.get(c, c)}</th>" for c in cols)
     rows = ""
     for split, sa in (audit.get("splits") or {}).items():
         vals = dict(sa, **(sa.get("lengths") or {}))
         rows += f"<tr><th>{html.escape(split)}</th>" + "".join(f"<td>{_fmt(vals.get(c))}</td>" for c in cols) + "</tr>"
     out = f'<table class="data"><tr><th>split</th>{head}</tr>{rows}</table>'
-    labels = [(f"labels {split}", ", ".join(f"{k} {v}" for k, v in sa["labels"].items()))
-              for split, sa in (audit.get("splits") or {}).items() if sa.get("labels")]
-    overlaps = [(f"overlap {'/'.join(o['splits'])}", f"{o['exact']} verbatim, {o['normalized']} normalised, e.g. {o['example']!r}")
-                for o in audit.get("overlaps") or []]
+    labels = [
+        (f"labels {split}", ", ".join(f"{k} {v}" for k, v in sa["labels"].items()))
+        for split, sa in (audit.get("splits") or {}).items()
+        if sa.get("labels")
+    ]
+    overlaps = [
+        (
+            f"overlap {'/'.join(o['splits'])}",
+            f"{o['exact']} verbatim, {o['normalized']} normalised, e.g. {o['example']!r}",
+        )
+        for o in audit.get("overlaps") or []
+    ]
     if labels or overlaps:
         out += _kv_table(labels + overlaps, "data-extra")
     out += "".join(f'<p class="note">warning: {html.escape(w)}</p>' for w in audit.get("warnings") or [])
     return out
 
 
-def write_html(run_dir: Path, plots: list[Plot], final: dict, info: dict, recipe: dict | None, notes: list[str],
-               data_audit: dict | None = None) -> Path:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>adapterkit report: {html.escape(run_dir.name)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>Training report: {html.escape(run_dir.name)}</h1>",
-             f"<p>Run directory: <code>{html.escape(str(run_dir))}</code></p>"]
+def write_html(
+    run_dir: Path,
+    plots: list[Plot],
+    final: dict,
+    info: dict,
+    recipe: dict | None,
+    notes: list[str],
+    data_audit: dict | None = None,
+) -> Path:
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>adapterkit report: {html.escape(run_dir.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Training report: {html.escape(run_dir.name)}</h1>",
+        f"<p>Run directory: <code>{html.escape(str(run_dir))}</code></p>",
+    ]
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
     if final.get("warnings"):
-        parts.append("<h2>Warnings</h2>" + "".join(f'<p class="note">warning: {html.escape(w)}</p>' for w in final["warnings"]))
+        parts.append(
+            "<h2>Warnings</h2>" + "".join(f'<p class="note">warning: {html.escape(w)}</p>' for w in final["warnings"])
+        )
     parts.append("<h2>Final metrics</h2>" + _metrics_table(final))
     sel = final.get("selection") or {}
     summary = [("weights scored", sel["weights"])] if sel.get("weights") else []
     if sel.get("headline"):
         h = sel["headline"]
-        summary.append(("headline", f"{h['split']} {h['metric']} {h['value']}" + (f" ({h['note']})" if h.get("note") else "")))
+        summary.append(
+            ("headline", f"{h['split']} {h['metric']} {h['value']}" + (f" ({h['note']})" if h.get("note") else ""))
+        )
     summary += [(k, v) for k, v in (final.get("train") or {}).items()]
-    summary += [(k, info[k]) for k in ("status", "started", "finished", "trainable_params", "total_params", "total_steps") if k in info]
+    summary += [
+        (k, info[k])
+        for k in ("status", "started", "finished", "trainable_params", "total_params", "total_steps")
+        if k in info
+    ]
     if summary:
         parts.append("<h2>Run</h2>" + _kv_table(summary, "run"))
     if final.get("timings"):
-        parts.append("<h2>Time</h2><p>Wall seconds of each part of the command (the report's own time is not in this "
-                     "page's copy).</p>" + _kv_table(list(final["timings"].items()), "timings"))
+        parts.append(
+            "<h2>Time</h2><p>Wall seconds of each part of the command (the report's own time is not in this "
+            "page's copy).</p>" + _kv_table(list(final["timings"].items()), "timings")
+        )
     env = info.get("environment") or {}
     if env:
-        rows = [("python", env.get("python"))] + [(n, v or "not installed") for n, v in (env.get("packages") or {}).items()]
+        rows = [("python", env.get("python"))] + [
+            (n, v or "not installed") for n, v in (env.get("packages") or {}).items()
+        ]
         cpu = env.get("cpu") or {}
-        rows.append(("cpu", ", ".join([str(cpu.get("torch_capability", "?"))] + [f for f, on in cpu.items() if on is True])))
+        rows.append(
+            ("cpu", ", ".join([str(cpu.get("torch_capability", "?"))] + [f for f, on in cpu.items() if on is True]))
+        )
         rows.append(("cuda", ", ".join(env.get("cuda") or []) or "no devices"))
         parts.append("<h2>Environment</h2>" + _kv_table(rows, "environment"))
     if data_audit:
@@ -240,8 +291,12 @@ def write_html(run_dir: Path, plots: list[Plot], final: dict, info: dict, recipe
     if plots:
         parts.append("<h2>Plots</h2>")
     for p in plots:
+        if p.path is None:  # not drawn
+            continue
         data = base64.b64encode(p.path.read_bytes()).decode("ascii")
-        parts.append(f"<h3>{html.escape(p.title)}</h3><img alt='{html.escape(p.title)}' src='data:image/png;base64,{data}'>")
+        parts.append(
+            f"<h3>{html.escape(p.title)}</h3><img alt='{html.escape(p.title)}' src='data:image/png;base64,{data}'>"
+        )
     if recipe:
         parts.append("<h2>Settings</h2>" + _kv_table(_flatten(recipe), "settings"))
     parts.append("</body></html>")
@@ -267,9 +322,20 @@ def write_report(run_dir) -> Report:
     else:
         notes.append("metrics.json is missing: the run has not finished (or stopped early); plots show the log so far.")
     info = read_json(run_dir / "run.json", "run status") if (run_dir / "run.json").is_file() else {}
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else None
+    recipe = None
+    if (run_dir / "recipe.yaml").is_file():
+        # A run folder is data: its recipe read as recipes are (YAML 1.2 scalars, aliases bounded: a billion-laughs
+        # recipe.yaml hung the settings table); a damaged one costs the section, not the report.
+        try:
+            recipe = parse_yaml((run_dir / "recipe.yaml").read_text(encoding="utf-8"), str(run_dir / "recipe.yaml"))
+        except (AdapterkitError, yaml.YAMLError, RecursionError, UnicodeDecodeError) as e:
+            notes.append(f"recipe.yaml not shown: {str(e).splitlines()[0][:200]}")
+        recipe = recipe if isinstance(recipe, dict) else None
     stopped = [r for r in records if r.get("event") in ("stopped", "early_stop")]
-    notes += [f"{r['event'].replace('_', ' ')} at step {r.get('step')}" + (f": {r['reason']}" if r.get("reason") else "") for r in stopped]
+    notes += [
+        f"{r['event'].replace('_', ' ')} at step {r.get('step')}" + (f": {r['reason']}" if r.get("reason") else "")
+        for r in stopped
+    ]
     best_step = (final.get("train") or {}).get("best_step")
     plots = collect_series(records)
     if not plots:
@@ -293,5 +359,5 @@ def write_report_safely(run_dir) -> Report | None:
     try:
         return write_report(run_dir)
     except Exception as e:  # noqa: BLE001
-        warnings.warn(f"adapterkit: training report not written for {run_dir}: {e}")
+        warnings.warn(f"adapterkit: training report not written for {run_dir}: {e}", stacklevel=2)
         return None

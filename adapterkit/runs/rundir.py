@@ -14,6 +14,7 @@
 
 Training writes it (training/loop.py through RunWriter); eval, predict, export, merge and sweep read it.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,13 +52,18 @@ def foreign_entries(folder: Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir() or (folder / "run.json").is_file():
         return []
-    return sorted(p.name for p in folder.iterdir()
-                  if p.name not in PRE_RUN_NAMES and not p.name.startswith(".write-test-") and not _only_checkpoints(p))
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name not in PRE_RUN_NAMES and not p.name.startswith(".write-test-") and not _only_checkpoints(p)
+    )
 
 
 def _only_checkpoints(p: Path) -> bool:
     """A checkpoints/ folder holding nothing but checkpoints (copied in to resume from)."""
-    return p.name == "checkpoints" and p.is_dir() and all(re.match(r"^\.?(tmp-)?step-\d+$", c.name) for c in p.iterdir())
+    return (
+        p.name == "checkpoints" and p.is_dir() and all(re.match(r"^\.?(tmp-)?step-\d+$", c.name) for c in p.iterdir())
+    )
 
 
 class RunWriter:
@@ -65,18 +71,22 @@ class RunWriter:
         self.dir = Path(run_dir)
         self.recipe = recipe
         self.on_log = None  # optional callback for each record, e.g. forwarding to experiment trackers
-        self.info = None    # run.json's content, once start() has written it
+        self.info: dict | None = None  # run.json's content, once start() has written it
 
     def check_writable(self) -> None:
         """Before any expensive work: refuse to clobber a finished run or a folder adapterkit did not create (training
         clears a run's checkpoints/ and replaces its files: they must be ours); make sure we can write."""
         status = self.dir / "run.json"
         if finished(status) and not self.recipe.training.overwrite:
-            raise RunDirError(f"training.output_dir: {self.dir} holds a finished run; choose another output_dir or set training.overwrite=true")
+            raise RunDirError(
+                f"training.output_dir: {self.dir} holds a finished run; choose another output_dir or set training.overwrite=true"
+            )
         foreign = foreign_entries(self.dir)
         if foreign:
-            raise RunDirError(f"training.output_dir: {self.dir} is not empty and is not an adapterkit run (no run.json; holds "
-                              f"{foreign[:3]}); choose a new or empty folder")
+            raise RunDirError(
+                f"training.output_dir: {self.dir} is not empty and is not an adapterkit run (no run.json; holds "
+                f"{foreign[:3]}); choose a new or empty folder"
+            )
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / f".write-test-{os.getpid()}"  # one per process: ranks probe the same folder at once
@@ -155,5 +165,8 @@ class RunWriter:
         if library:
             self.log({"event": "library_output", "lines": library})
         atomic_write_text(self.dir / "metrics.json", json.dumps(final, indent=1))
-        self.info.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), identity=run_identity(self.dir))
+        assert self.info is not None, "finish() comes after start()"
+        self.info.update(
+            status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), identity=run_identity(self.dir)
+        )
         atomic_write_text(self.dir / "run.json", json.dumps(self.info, indent=1))

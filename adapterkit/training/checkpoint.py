@@ -13,6 +13,7 @@ the optimizer. Here every tensor goes through safetensors and everything else is
 A checkpoint is written into a temporary folder and renamed into place: a kill during a save leaves the previous
 checkpoints untouched, and a half-written folder is never mistaken for a checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,6 +42,7 @@ SLEEP_ENV = "ADAPTERKIT_TEST_SLEEP_IN_SAVE"
 @dataclass
 class Position:
     """Loop counters saved with each checkpoint. Data positions live in each task's `Stream`."""
+
     step: int = 0
     seen: int = 0
     best: float | None = None
@@ -53,6 +55,7 @@ class Position:
 
 
 # ---- tensors + JSON instead of pickle -------------------------------------------------------------------------
+
 
 def _encode(obj, tensors: dict, key: str):
     """A JSON tree for `obj` with every tensor moved into `tensors` (saved with safetensors)."""
@@ -122,6 +125,7 @@ def _fsync(path: Path) -> None:
 
 # ---- RNG states ---------------------------------------------------------------------------------------------------
 
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -139,6 +143,7 @@ def set_rng_state(state: dict) -> None:
 
 # ---- finding checkpoints ----------------------------------------------------------------------------------------
 
+
 def checkpoints_dir(run_dir) -> Path:
     return Path(run_dir) / DIRNAME
 
@@ -155,7 +160,9 @@ def list_checkpoints(run_dir) -> list[Path]:
 def verify(ckpt: Path) -> dict:
     """Read a checkpoint's state and check that every file in it loads. Returns the state."""
     state = read_json(ckpt / "state.json", "checkpoint state")
-    for name in ["trainable.safetensors", "optimizer.safetensors"] + (["best.safetensors"] if state.get("has_best") else []):
+    for name in ["trainable.safetensors", "optimizer.safetensors"] + (
+        ["best.safetensors"] if state.get("has_best") else []
+    ):
         _load_tensors(ckpt / name, name)
     return state
 
@@ -172,15 +179,16 @@ def resolve_resume(run_dir, resume: str | None) -> Path | None:
         raise RunDirError(f"--resume: {where} is not a folder (give a run folder or a checkpoints/step-N folder)")
     found = list_checkpoints(where)
     if not found:
-        raise RunDirError(f"--resume: no checkpoint in {checkpoints_dir(where)} (set training.checkpoint_every to write them)")
+        raise RunDirError(
+            f"--resume: no checkpoint in {checkpoints_dir(where)} (set training.checkpoint_every to write them)"
+        )
     verify(found[-1])
     return found[-1]
 
 
-def check_output_dir(recipe, resume: str | None, run_dir=None) -> Path | None:
+def check_output_dir(t, resume: str | None, run_dir=None) -> Path | None:
     """Before loading a model: refuse to start over a finished run or over an interrupted run's checkpoints
-    unless asked, and find the checkpoint to resume from. Returns that checkpoint or None."""
-    t = recipe.training
+    unless asked, and find the checkpoint to resume from (`t`: the training section). Returns that checkpoint or None."""
     run_dir = Path(run_dir or t.output_dir)
     status = run_dir / "run.json"
     finished = run_finished(status)
@@ -189,8 +197,10 @@ def check_output_dir(recipe, resume: str | None, run_dir=None) -> Path | None:
             raise RunDirError(f"--resume: {run_dir} holds a finished run; there is nothing to resume")
         return resolve_resume(run_dir, resume)
     if list_checkpoints(run_dir) and not finished and not t.overwrite:
-        raise RunDirError(f"training.output_dir: {run_dir} holds checkpoints of an unfinished run; "
-                          f"continue it with --resume or start over with training.overwrite=true")
+        raise RunDirError(
+            f"training.output_dir: {run_dir} holds checkpoints of an unfinished run; "
+            f"continue it with --resume or start over with training.overwrite=true"
+        )
     return None
 
 
@@ -198,9 +208,19 @@ def check_output_dir(recipe, resume: str | None, run_dir=None) -> Path | None:
 
 # Keys a resume may change: where the run writes, how often it logs, saves or evaluates, and the test split; not
 # what a training step computes (a changed batch size or learning rate would be ignored by the restored state).
-RESUME_MAY_CHANGE = ("training.output_dir", "training.overwrite", "training.checkpoint_every", "training.keep_checkpoints",
-                     "training.log_every", "training.trackers", "training.eval_batch_size", "training.eval_every",
-                     "data.test", "data.max_test_samples", "training.on_collapse")
+RESUME_MAY_CHANGE = (
+    "training.output_dir",
+    "training.overwrite",
+    "training.checkpoint_every",
+    "training.keep_checkpoints",
+    "training.log_every",
+    "training.trackers",
+    "training.eval_batch_size",
+    "training.eval_every",
+    "data.test",
+    "data.max_test_samples",
+    "training.on_collapse",
+)
 
 
 def settings(recipe) -> dict:
@@ -219,10 +239,13 @@ def settings(recipe) -> dict:
 
 
 def changed_settings(saved: dict, now: dict) -> list[str]:
-    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    return [
+        f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)
+    ]
 
 
 # ---- saving and loading -----------------------------------------------------------------------------------------
+
 
 def trainable_state(model, keys: set[str] | None = None) -> dict[str, torch.Tensor]:
     """The trained parameters: those named in `keys` (fixed when training starts: a multi-task run with per-task
@@ -296,8 +319,19 @@ class Checkpointer:
     """Saves and restores the training state of one run. All processes call save(); the main one writes the shared
     files, each writes its own RNG state."""
 
-    def __init__(self, run_dir, accelerator, model, optimizer, scheduler, streams: dict[str, Stream], sampler=None,
-                 keep: int = 2, keys: set[str] | None = None, settings: dict | None = None):
+    def __init__(
+        self,
+        run_dir,
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        streams: dict[str, Stream],
+        sampler=None,
+        keep: int = 2,
+        keys: set[str] | None = None,
+        settings: dict | None = None,
+    ):
         self.root = checkpoints_dir(run_dir)
         self.keys = keys
         self.settings = settings
@@ -322,12 +356,19 @@ class Checkpointer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(self.model)
-            _save_tensors({k: v.cpu().clone().contiguous() for k, v in trainable_state(unwrapped, self.keys).items()}, tmp / "trainable.safetensors")
+            _save_tensors(
+                {k: v.cpu().clone().contiguous() for k, v in trainable_state(unwrapped, self.keys).items()},
+                tmp / "trainable.safetensors",
+            )
             if best_state is not None:
-                _save_tensors({k: v.cpu().clone().contiguous() for k, v in best_state.items()}, tmp / "best.safetensors")
+                _save_tensors(
+                    {k: v.cpu().clone().contiguous() for k, v in best_state.items()}, tmp / "best.safetensors"
+                )
             tensors: dict = {}
-            trees = {"optimizer": _encode(self.optimizer.state_dict(), tensors, "optimizer"),
-                     "scheduler": _encode(self.scheduler.state_dict(), tensors, "scheduler")}
+            trees = {
+                "optimizer": _encode(self.optimizer.state_dict(), tensors, "optimizer"),
+                "scheduler": _encode(self.scheduler.state_dict(), tensors, "scheduler"),
+            }
             if acc.scaler is not None:
                 trees["scaler"] = _encode(acc.scaler.state_dict(), tensors, "scaler")
             streams, gens = {}, {}
@@ -340,9 +381,18 @@ class Checkpointer:
                 trees["task_sampler"] = _encode(self.sampler.state(), tensors, "task_sampler")
             _save_tensors(tensors, tmp / "optimizer.safetensors")
             pause_for_tests(pos.step)
-            _write_json(tmp / "state.json", dict(position=asdict(pos), streams=streams, has_best=best_state is not None,
-                                                 processes=acc.num_processes, saved=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                 settings=self.settings, **trees))
+            _write_json(
+                tmp / "state.json",
+                dict(
+                    position=asdict(pos),
+                    streams=streams,
+                    has_best=best_state is not None,
+                    processes=acc.num_processes,
+                    saved=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    settings=self.settings,
+                    **trees,
+                ),
+            )
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -354,7 +404,7 @@ class Checkpointer:
     def _rotate(self, best_step: int | None) -> None:
         """Keep the last `keep` checkpoints and the one written at the best evaluation (when there is one)."""
         found = list_checkpoints(self.root.parent)
-        keep = set(found[-self.keep:])
+        keep = set(found[-self.keep :])
         keep.update(p for p in found if best_step is not None and p.name == f"step-{best_step:08d}")
         for p in found:
             if p not in keep:
@@ -368,23 +418,35 @@ class Checkpointer:
         acc = self.acc
         state = verify(ckpt)
         if state.get("processes", 1) != acc.num_processes:
-            raise RunDirError(f"--resume: {ckpt} was written by {state['processes']} process(es); "
-                              f"resume it with the same number (now {acc.num_processes}) to continue exactly")
-        changed = changed_settings(state["settings"], self.settings) if state.get("settings") is not None and self.settings is not None else []
+            raise RunDirError(
+                f"--resume: {ckpt} was written by {state['processes']} process(es); "
+                f"resume it with the same number (now {acc.num_processes}) to continue exactly"
+            )
+        changed = (
+            changed_settings(state["settings"], self.settings)
+            if state.get("settings") is not None and self.settings is not None
+            else []
+        )
         if changed:
-            raise RunDirError(f"--resume: the recipe changed since {ckpt} was written ({'; '.join(changed[:3])}); resume with "
-                              f"the recipe that wrote it, or start over with training.overwrite=true")
+            raise RunDirError(
+                f"--resume: the recipe changed since {ckpt} was written ({'; '.join(changed[:3])}); resume with "
+                f"the recipe that wrote it, or start over with training.overwrite=true"
+            )
         if sorted(state.get("streams", {})) != sorted(self.streams):
-            raise RunDirError(f"--resume: {ckpt} holds the tasks {sorted(state.get('streams', {}))}, this recipe trains "
-                              f"{sorted(self.streams)}; resume with the recipe that wrote it")
+            raise RunDirError(
+                f"--resume: {ckpt} holds the tasks {sorted(state.get('streams', {}))}, this recipe trains "
+                f"{sorted(self.streams)}; resume with the recipe that wrote it"
+            )
         unwrapped = acc.unwrap_model(self.model)
         weights = _load_tensors(ckpt / "trainable.safetensors", "trainable.safetensors")
         expected = {k: tuple(p.shape) for k, p in trainable_state(unwrapped, self.keys).items()}
         got = {k: tuple(v.shape) for k, v in weights.items()}
         if got != expected:
             diff = sorted(set(got) ^ set(expected)) or [k for k in expected if expected[k] != got[k]]
-            raise RunDirError(f"--resume: {ckpt} does not fit this recipe's model (parameters differ: {diff[:3]}); "
-                              f"resume with the recipe that wrote it")
+            raise RunDirError(
+                f"--resume: {ckpt} does not fit this recipe's model (parameters differ: {diff[:3]}); "
+                f"resume with the recipe that wrote it"
+            )
         unwrapped.load_state_dict(weights, strict=False)
         tensors = _load_tensors(ckpt / "optimizer.safetensors", "optimizer.safetensors")
         self.optimizer.load_state_dict(_decode(state["optimizer"], tensors))
@@ -397,8 +459,12 @@ class Checkpointer:
         if self.sampler is not None and "task_sampler" in state:
             self.sampler.set_state(_decode(state["task_sampler"], tensors))
         rank = acc.process_index
-        set_rng_state(_decode(read_json(ckpt / f"rng-{rank}.json", "checkpoint RNG state"),
-                              _load_tensors(ckpt / f"rng-{rank}.safetensors", f"rng-{rank}.safetensors")))
+        set_rng_state(
+            _decode(
+                read_json(ckpt / f"rng-{rank}.json", "checkpoint RNG state"),
+                _load_tensors(ckpt / f"rng-{rank}.safetensors", f"rng-{rank}.safetensors"),
+            )
+        )
         best_state = _load_tensors(ckpt / "best.safetensors", "best.safetensors") if state.get("has_best") else None
         return Position(**state["position"]), best_state
 

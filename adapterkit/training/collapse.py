@@ -4,6 +4,7 @@ an entity F1 of 0 while the gold has entities, or accuracy no better than always
 Such a run has a finite, often flat loss and would otherwise finish looking fine (a LoRA NER run tagged every token
 `O` for five epochs and reported success). Each finding is one sentence naming what collapsed, the likely cause and
 the setting that stops the run on it (`training.on_collapse: stop`)."""
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,10 @@ def findings(head, preds: torch.Tensor | None, refs: torch.Tensor | None, metric
     """What looks collapsed in one evaluation's predictions (empty when nothing does)."""
     if preds is None or refs is None or head.label_kind not in ("class", "tokens"):
         return []
-    name = lambda i: repr(labels[i]) if labels and 0 <= i < len(labels) else str(i)
+
+    def name(i: int) -> str:
+        return repr(labels[i]) if labels and 0 <= i < len(labels) else str(i)
+
     keep = refs != -100
     p, r = preds[keep], refs[keep]
     if r.numel() == 0:
@@ -25,7 +29,9 @@ def findings(head, preds: torch.Tensor | None, refs: torch.Tensor | None, metric
     seen = torch.unique(p)
     what = "token" if head.label_kind == "tokens" else "example"
     if len(gold) > 1 and len(seen) == 1:
-        out.append(f"the model predicts {name(int(seen[0]))} for every validation {what} (the gold has {len(gold)} classes)")
+        out.append(
+            f"the model predicts {name(int(seen[0]))} for every validation {what} (the gold has {len(gold)} classes)"
+        )
     if head.label_kind == "tokens":
         f1 = next((metrics[k] for k in ("f1", "overall_f1") if k in metrics), None)
         if f1 == 0 and len(gold) > 1:
@@ -33,8 +39,10 @@ def findings(head, preds: torch.Tensor | None, refs: torch.Tensor | None, metric
     elif "accuracy" in metrics and len(gold) > 1:
         majority = torch.bincount(r).max().item() / r.numel()
         if metrics["accuracy"] <= majority + 1e-9 and not out:
-            out.append(f"validation accuracy {metrics['accuracy']:.4f} is no better than always answering the commonest "
-                       f"class ({majority:.4f})")
+            out.append(
+                f"validation accuracy {metrics['accuracy']:.4f} is no better than always answering the commonest "
+                f"class ({majority:.4f})"
+            )
     return out
 
 

@@ -1,6 +1,7 @@
 """SIGINT (Ctrl-C) and SIGTERM during training. In the loop (`armed`): finish the current step, write a checkpoint,
 stop with exit 130/143 and a line saying how to resume. Outside it (loading, the final save) or on a second signal:
-stop at once, as Python would (the run is marked failed; its files stay as they were)."""
+stop at once, as Ctrl-C does (the run is marked failed; its files stay as they were)."""
+
 from __future__ import annotations
 
 import signal
@@ -8,13 +9,13 @@ import threading
 
 import torch
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from ..signals import SIGNALS, Stopped
 
 
 class StopRequest:
     """Installed for the whole training; `poll()` at each optimizer step says which signal asked to stop (or None)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.signum: int | None = None
         self.armed = False
         self._old: dict = {}
@@ -35,9 +36,7 @@ class StopRequest:
         if self.armed and self.signum is None:
             self.signum = signum
             return
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
+        raise Stopped(signum)
 
     def poll(self, accelerator) -> int | None:
         """The signal to stop for, agreed by every process (each must write its part of the checkpoint at the same

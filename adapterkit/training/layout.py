@@ -1,11 +1,12 @@
 """How a job's tasks sit on the model and in the run folder: one task (`SingleTask`: the model is the task's, the
 run folder is its run) or several (`MultiTask`: a joint model, a joint folder and one run folder per task). The loop
 asks its layout and never which one it has; everything else about a task is the same code."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..config import Recipe
 from ..errors import RecipeError
@@ -17,6 +18,7 @@ from . import multitask
 @dataclass(frozen=True)
 class TaskRecipe:
     """One task as the loop trains it: its single-task recipe and what the multi-task spec adds."""
+
     recipe: Recipe
     weight: float = 1.0
     metric: str | None = None
@@ -28,7 +30,9 @@ def selection(results: dict[str, dict], metric: str, multi: bool) -> float:
     if not multi:
         result = results["main"]
         if metric not in result:
-            raise RecipeError(f"training.early_stopping.metric: {metric!r} is not among the validation metrics {sorted(result)}")
+            raise RecipeError(
+                f"training.early_stopping.metric: {metric!r} is not among the validation metrics {sorted(result)}"
+            )
         return result[metric]
     if "/" in metric:
         name, _, key = metric.partition("/")
@@ -38,15 +42,16 @@ def selection(results: dict[str, dict], metric: str, multi: bool) -> float:
         return results[name][key]
     missing = [n for n, r in results.items() if metric not in r]
     if missing:
-        raise RecipeError(f"training.early_stopping.metric: {metric!r} is not reported by task(s) {missing}; "
-                          f"name one task's metric as TASK/METRIC")
+        raise RecipeError(
+            f"training.early_stopping.metric: {metric!r} is not reported by task(s) {missing}; "
+            f"name one task's metric as TASK/METRIC"
+        )
     return sum(r[metric] for r in results.values()) / len(results)
 
 
 class SingleTask:
     multi = False
-    generates = True             # generated-text metrics (causal LM heads) at each evaluation
-    logs_empty_windows = True    # a log step whose losses were all skipped still writes `loss`
+    logs_empty_windows = True  # a log step whose losses were all skipped still writes `loss`
     find_unused_parameters = False  # DDP: every parameter gets a gradient each step
 
     def __init__(self, recipe: Recipe):
@@ -58,13 +63,19 @@ class SingleTask:
     def task_recipes(self) -> dict[str, TaskRecipe]:
         return {"main": TaskRecipe(self.recipe)}
 
+    def generator(self, model, name: str, adapter: str | None):
+        """The model that generates a task's text (generated-text metrics), its adapter active."""
+        return model
+
     def build(self, tasks: dict, device, tokenizer):
         """(model, head module paths, task -> the PEFT adapter it trains, joint model or None, what run.json adds)."""
         model, head_modules = build(self.recipe, tasks["main"].labels, device=device, tokenizer=tokenizer)
         return model, head_modules, {"main": None}, None, dict(head_modules=head_modules)
 
     def prepare(self, accelerator, model, optimizer, scheduler, train_dls: dict):
-        model, optimizer, train_dls["main"], scheduler = accelerator.prepare(model, optimizer, train_dls["main"], scheduler)
+        model, optimizer, train_dls["main"], scheduler = accelerator.prepare(
+            model, optimizer, train_dls["main"], scheduler
+        )
         return model, optimizer, scheduler, train_dls
 
     def sampler(self, sizes: dict, seed: int):
@@ -121,22 +132,28 @@ class SingleTask:
 
 class MultiTask(SingleTask):
     multi = True
-    generates = False  # a joint model does not generate through one task's view yet
     logs_empty_windows = False
     find_unused_parameters = True  # a step trains one task's head (and adapter)
 
     def check(self) -> None:
-        multitask.check_method(self.recipe)
+        multitask.check_method(self.recipe.adapter)
         if self.recipe.adapter.init_from:
             raise RecipeError("adapter.init_from: warm starts are for single-task recipes")
 
     def task_recipes(self) -> dict[str, TaskRecipe]:
-        return {spec.name: TaskRecipe(multitask.task_recipe(self.recipe, spec), spec.weight, spec.metric or "loss")
-                for spec in self.recipe.tasks}
+        return {
+            spec.name: TaskRecipe(multitask.task_recipe(self.recipe, spec), spec.weight, spec.metric or "loss")
+            for spec in self.recipe.tasks or []
+        }
 
     def build(self, tasks: dict, device, tokenizer):
-        joint = multitask.build_joint(self.recipe, {n: k.recipe for n, k in tasks.items()}, {n: k.labels for n, k in tasks.items()},
-                                      device, tokenizer)
+        joint = multitask.build_joint(
+            self.recipe,
+            {n: k.recipe for n, k in tasks.items()},
+            {n: k.labels for n, k in tasks.items()},
+            device,
+            tokenizer,
+        )
         per_task = self.recipe.multitask.adapter == "per_task"
         return joint.model, joint.head_paths, {n: joint.adapters[n] if per_task else None for n in tasks}, joint, {}
 
@@ -150,6 +167,12 @@ class MultiTask(SingleTask):
 
     def view(self, model, name: str, adapter: str | None):
         return multitask.TaskView(model, name, adapter)
+
+    def generator(self, model, name: str, adapter: str | None):
+        # The task's own model inside the joint one: its backbone blocks (and the adapter layers in them) are shared.
+        if adapter:
+            multitask.set_adapter(model, adapter)
+        return model.get_base_model().tasks[name]
 
     def forward_task(self, name: str) -> str | None:
         return name  # the joint model's forward takes the task name
@@ -171,8 +194,13 @@ class MultiTask(SingleTask):
 
     def start_info(self, sizes: dict) -> dict:
         m = self.recipe.multitask
-        return dict(multitask=True, tasks=list(sizes), sampling=m.sampling, adapter=m.adapter,
-                    sampling_weights=multitask.sampling_weights(sizes, m.sampling, m.temperature))
+        return dict(
+            multitask=True,
+            tasks=list(sizes),
+            sampling=m.sampling,
+            adapter=m.adapter,
+            sampling_weights=multitask.sampling_weights(sizes, m.sampling, m.temperature),
+        )
 
     def step_record(self, step: int, seen: int, tasks: dict) -> dict:
         return dict(step=step)
@@ -184,8 +212,10 @@ class MultiTask(SingleTask):
         return {"task": name}
 
     def final(self, results: dict, tasks: dict, counts: dict, n_proc: int, train_info: dict, select: Callable) -> dict:
-        final = {"tasks": {n: dict(res, train=dict(batches=counts[n] * n_proc)) for n, res in results.items()},
-                 "train": dict(train_info, batches_per_task={n: c * n_proc for n, c in counts.items()})}
+        final = {
+            "tasks": {n: dict(res, train=dict(batches=counts[n] * n_proc)) for n, res in results.items()},
+            "train": dict(train_info, batches_per_task={n: c * n_proc for n, c in counts.items()}),
+        }
         final["summary"] = {n: {k.metric: results[n].get("validation", {}).get(k.metric)} for n, k in tasks.items()}
         return final
 
@@ -198,8 +228,11 @@ class MultiTask(SingleTask):
             task_dir = Path(k.recipe.training.output_dir)
             task_writer = RunWriter(task_dir, k.recipe)
             task_writer.check_writable()
-            task_writer.start(tokenizer, k.labels, dict(trainable_params=n_train, total_steps=total_steps, head_modules=hm,
-                                                        joint_run=str(run_dir)))
+            task_writer.start(
+                tokenizer,
+                k.labels,
+                dict(trainable_params=n_train, total_steps=total_steps, head_modules=hm, joint_run=str(run_dir)),
+            )
             task_writer.save_weights(fresh, hm)
             if k.holdout:
                 task_writer.write_json("data_split.json", k.holdout)

@@ -9,6 +9,7 @@ It reads as phases: `setup` (accelerator, tokenizer, data, model, optimiser, res
 tasks sit on the model and in the run folder is the job's layout (layout.py), and a `TaskSampler` chooses which
 task's next batch each step of a multi-task job trains on.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,11 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -28,21 +30,21 @@ from .. import data as data_mod
 from ..adapters import method_settings
 from ..adapters.lora import residual_init
 from ..config import Recipe
-from ..data.audit import audit, to_dict as audit_dict
-from ..errors import AdapterkitError, Collapsed, Interrupted, RecipeError
+from ..data.audit import audit
+from ..data.audit import to_dict as audit_dict
+from ..errors import AdapterkitError, Collapsed, Interrupted
 from ..heads import HEADS, Head
-from ..model import build, trainable_parameters, warmstart
+from ..model import trainable_parameters, warmstart
 from ..model.backbone import load_tokenizer, pin_revision
 from ..progress import progress, stage  # bars quiet in non-interactive logs; see progress.py
 from ..runs import RunWriter, write_report_safely
 from ..runs.lock import locked
-from . import checkpoint, distributed, multitask, switches, tracking
+from ..scoring import collect, generated_text_metrics, lower_is_better, score
+from ..scoring.precision import cpu_has_bf16, mixed_precision  # noqa: F401  (cpu_has_bf16: re-exported)
+from . import checkpoint, collapse, distributed, multitask, switches, tracking
 from .interrupt import StopRequest
-from . import collapse
-from .evaluate import collect, generated_text_metrics, lower_is_better, score
-from .nonfinite import NonFiniteGuard
 from .layout import SingleTask, layout, selection  # noqa: F401  (selection: re-exported for tuning)
-from .precision import cpu_has_bf16, mixed_precision  # noqa: F401  (cpu_has_bf16: re-exported)
+from .nonfinite import NonFiniteGuard
 
 
 def param_groups(model, recipe: Recipe, head_modules):
@@ -51,7 +53,8 @@ def param_groups(model, recipe: Recipe, head_modules):
     create_loraplus_optimizer, kept in these groups so the head's rate and the no-decay groups stay."""
     t = recipe.training
     plus = getattr(method_settings(recipe.adapter), "loraplus_lr_ratio", None)
-    groups = {}
+    groups: dict[tuple, dict] = {}
+    lr_base = float(t.lr or 0.0)  # filled from the method's default when the recipe leaves it out
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -59,31 +62,35 @@ def param_groups(model, recipe: Recipe, head_modules):
         decay = p.ndim >= 2 and "norm" not in name.lower()
         is_b = bool(plus) and not is_head and ".lora_B." in name
         key = (is_head, decay, is_b)
-        lr = (t.head_lr or t.lr) if is_head else t.lr * (plus if is_b else 1.0)
-        groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": t.weight_decay if decay else 0.0})["params"].append(p)
+        lr = (t.head_lr or lr_base) if is_head else lr_base * (float(plus or 1.0) if is_b else 1.0)
+        groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": t.weight_decay if decay else 0.0})[
+            "params"
+        ].append(p)
     return list(groups.values())
 
 
 @dataclass
 class Task:
     """One task the loop trains: its own (single-task) recipe, head, labels, tokenized splits and loss weight."""
+
     name: str
     recipe: Recipe
     head: Head
     labels: list | None
     splits: dict
     weight: float = 1.0
-    adapter: str | None = None     # the PEFT adapter to activate for this task (multi-task, per-task adapters)
+    adapter: str | None = None  # the PEFT adapter to activate for this task (multi-task, per-task adapters)
     eval_loader: Any = None
     stream: checkpoint.Stream | None = None
-    metric: str | None = None      # headline validation metric (multi-task summary)
-    holdout: dict | None = None    # data.validation_split: which training rows went where
+    metric: str | None = None  # headline validation metric (multi-task summary)
+    holdout: dict | None = None  # data.validation_split: which training rows went where
     generation: dict = field(default_factory=dict)  # split -> (prompt ids, references) for generated-text metrics
 
 
 @dataclass
 class Job:
     """What the loop trains: the model, its head modules (paths in the model) and the tasks feeding it."""
+
     model: Any
     head_modules: list[str]
     tasks: dict[str, Task]
@@ -97,8 +104,17 @@ def _prepare_tasks(lay: SingleTask, tokenizer) -> dict[str, Task]:
     for name, tr in lay.task_recipes().items():
         head = HEADS[tr.recipe.task.type]
         data = data_mod.prepare(tr.recipe, tokenizer, head)
-        tasks[name] = Task(name, tr.recipe, head, data.labels, data.splits, tr.weight, metric=tr.metric, holdout=data.holdout,
-                           generation=data.generation)
+        tasks[name] = Task(
+            name,
+            tr.recipe,
+            head,
+            data.labels,
+            data.splits,
+            tr.weight,
+            metric=tr.metric,
+            holdout=data.holdout,
+            generation=data.generation,
+        )
     return tasks
 
 
@@ -109,8 +125,13 @@ def _build_job(lay: SingleTask, tasks: dict[str, Task], device, tokenizer) -> Jo
     return Job(model, head_modules, tasks, joint=joint, info=info)
 
 
-def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None,
-          on_eval: Callable[[int, float], None] | None = None, started: float | None = None) -> dict:
+def train(
+    recipe: Recipe,
+    run_dir: Path | None = None,
+    resume: str | None = None,
+    on_eval: Callable[[int, float], None] | None = None,
+    started: float | None = None,
+) -> dict:
     """Train the recipe; write the run directory (and, for multi-task recipes, one per task); return the final
     metrics. `resume`: "latest" (the newest checkpoint in the run directory), a checkpoint folder, or a run folder.
     `on_eval(step, value)` sees the early-stopping metric after each evaluation (a search's pruner; it may raise to stop).
@@ -126,9 +147,13 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
         except Interrupted:
             raise
         except BaseException as e:
-            if writer.info is not None and writer.info.get("status") == "running":  # the run started: say why it stopped
+            if (
+                writer.info is not None and writer.info.get("status") == "running"
+            ):  # the run started: say why it stopped
                 reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {str(e)[:500]}"
-                if not isinstance(e, (AdapterkitError, FloatingPointError, KeyboardInterrupt)):  # those already said why
+                if not isinstance(
+                    e, (AdapterkitError, FloatingPointError, KeyboardInterrupt)
+                ):  # those already said why
                     writer.log(dict(event="error", error=reason, traceback=traceback.format_exc()))
                     e.add_note(f"adapterkit-log: {run_dir / 'log.jsonl'}")
                 writer.set_status("failed", error=reason)
@@ -139,6 +164,7 @@ def train(recipe: Recipe, run_dir: Path | None = None, resume: str | None = None
 class Timings:
     """Wall seconds of each part of a training command, what the user waits for (metrics.json `timings`), and the
     process's peak resident memory at the end of each part (`peak_rss_mib`), which says which part raised it."""
+
     started: float | None = None
     parts: dict = field(default_factory=dict)
     peaks: dict = field(default_factory=dict)
@@ -171,6 +197,7 @@ def _peak_rss_mib() -> float | None:
 @dataclass
 class Session:
     """What set-up built and every later phase reads."""
+
     recipe: Recipe
     run_dir: Path
     writer: RunWriter
@@ -178,10 +205,10 @@ class Session:
     accelerator: Any
     tokenizer: Any
     job: Job
-    model: Any                 # as Accelerate prepared it
+    model: Any  # as Accelerate prepared it
     optimizer: Any
     scheduler: Any
-    views: dict                # task -> what evaluation calls (the model, or the task's view of the joint model)
+    views: dict  # task -> what evaluation calls (the model, or the task's view of the joint model)
     ckpt: checkpoint.Checkpointer
     guard: NonFiniteGuard
     total_steps: int
@@ -190,7 +217,7 @@ class Session:
     n_total: int
     trained_keys: set
     has_eval: bool
-    sizes: dict                # task -> training batches per epoch
+    sizes: dict  # task -> training batches per epoch
     allocate: Callable | None = None  # PEFT's AdaLoRA rank reallocation, run after each optimizer step
 
     @property
@@ -205,48 +232,75 @@ class Session:
 @dataclass
 class State:
     """Where training stands: what a checkpoint saves, plus the best weights and the latest evaluation."""
+
     step: int
     seen: int
-    windows: dict              # task -> [sum of finite losses, count] since the last log step
+    windows: dict  # task -> [sum of finite losses, count] since the last log step
     best: float | None
     best_step: int | None
     bad_evals: int
-    counts: dict               # task -> micro-batches trained
+    counts: dict  # task -> micro-batches trained
     t0: float
-    eval_s: float              # evaluation time, kept out of the training throughput
+    eval_s: float  # evaluation time, kept out of the training throughput
     best_state: dict | None = None
     last_eval: tuple | None = None  # (step, results): the final evaluation reuses it when the weights are the same
     before: checkpoint.Position = field(default_factory=checkpoint.Position)  # where a resumed run started from
 
     @classmethod
-    def start(cls, pos: checkpoint.Position, best_state, tasks) -> "State":
-        return cls(pos.step, pos.seen, {n: list(pos.windows.get(n, (0.0, 0))) for n in tasks}, pos.best, pos.best_step,
-                   pos.bad_evals, {n: pos.batches.get(n, 0) for n in tasks}, time.perf_counter() - pos.elapsed_s, pos.eval_s,
-                   best_state, before=pos)
+    def start(cls, pos: checkpoint.Position, best_state, tasks) -> State:
+        return cls(
+            pos.step,
+            pos.seen,
+            {n: list(pos.windows.get(n, (0.0, 0))) for n in tasks},
+            pos.best,
+            pos.best_step,
+            pos.bad_evals,
+            {n: pos.batches.get(n, 0) for n in tasks},
+            time.perf_counter() - pos.elapsed_s,
+            pos.eval_s,
+            best_state,
+            before=pos,
+        )
 
     def position(self) -> checkpoint.Position:
-        return checkpoint.Position(step=self.step, seen=self.seen, best=self.best, best_step=self.best_step, bad_evals=self.bad_evals,
-                                   windows=self.windows, batches=dict(self.counts), elapsed_s=time.perf_counter() - self.t0,
-                                   eval_s=self.eval_s)
+        return checkpoint.Position(
+            step=self.step,
+            seen=self.seen,
+            best=self.best,
+            best_step=self.best_step,
+            bad_evals=self.bad_evals,
+            windows=self.windows,
+            batches=dict(self.counts),
+            elapsed_s=time.perf_counter() - self.t0,
+            eval_s=self.eval_s,
+        )
 
 
 @dataclass
 class Monitor:
     """Degenerate predictions: each validation evaluation's findings per task, and the warnings they became
     (metrics.json `warnings`, each finding once, with the step it was first seen)."""
+
     collapse_from: int
     warnings: list = field(default_factory=list)
     findings: dict = field(default_factory=dict)  # task -> findings of its latest validation evaluation
 
     @classmethod
-    def for_run(cls, t, total_steps: int) -> "Monitor":
+    def for_run(cls, t, total_steps: int) -> Monitor:
         # Early evaluations are often one-class (a healthy tiny NER run tagged all-O for its first quarter): a finding
         # counts when two evaluations in a row in the second half of training show it, or when the final weights do.
         return cls(max(int(t.warmup_ratio * total_steps), total_steps // 2))
 
 
-def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None, on_eval, stop_request: StopRequest,
-           timings: Timings) -> dict:
+def _train(
+    recipe: Recipe,
+    run_dir: Path,
+    writer: RunWriter,
+    resume: str | None,
+    on_eval,
+    stop_request: StopRequest,
+    timings: Timings,
+) -> dict:
     s, state = setup(recipe, run_dir, writer, resume, timings)
     monitor = Monitor.for_run(recipe.training, s.total_steps)
     _train_until_done(s, state, monitor, on_eval, stop_request, timings)
@@ -255,12 +309,15 @@ def _train(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None,
 
 # --- set-up: accelerator, tokenizer, data, model, optimiser, resume, the run folder ---------------------------------
 
-def setup(recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None, timings: Timings) -> tuple[Session, State]:
+
+def setup(
+    recipe: Recipe, run_dir: Path, writer: RunWriter, resume: str | None, timings: Timings
+) -> tuple[Session, State]:
     from accelerate.utils import set_seed
 
     t = recipe.training
     lay = layout(recipe)
-    resume_from = checkpoint.check_output_dir(recipe, resume, run_dir)
+    resume_from = checkpoint.check_output_dir(recipe.training, resume, run_dir)
     switches.check(recipe, [tr.recipe.task.type for tr in lay.task_recipes().values()])
     lay.check()
     accelerator = _accelerator(recipe, lay, run_dir)
@@ -297,10 +354,13 @@ def _accelerator(recipe: Recipe, lay: SingleTask, run_dir: Path):
 
     t = recipe.training
     _fresh_state_for(mixed_precision(t.mixed_precision))
-    return Accelerator(mixed_precision=mixed_precision(t.mixed_precision), gradient_accumulation_steps=t.gradient_accumulation,
-                       **tracking.accelerator_kwargs(t.trackers, run_dir),
-                       **distributed.accelerator_kwargs(find_unused_parameters=lay.find_unused_parameters),
-                       **switches.accelerator_kwargs(recipe))
+    return Accelerator(
+        mixed_precision=mixed_precision(t.mixed_precision),
+        gradient_accumulation_steps=t.gradient_accumulation,
+        **tracking.accelerator_kwargs(t.trackers, run_dir),
+        **distributed.accelerator_kwargs(find_unused_parameters=lay.find_unused_parameters),
+        **switches.accelerator_kwargs(recipe.training),
+    )
 
 
 def _warm_start_source(recipe: Recipe, lay: SingleTask, tasks: dict[str, Task]):
@@ -312,7 +372,34 @@ def _warm_start_source(recipe: Recipe, lay: SingleTask, tasks: dict[str, Task]):
     return source
 
 
-def _optimization(recipe: Recipe, lay: SingleTask, run_dir: Path, writer: RunWriter, accelerator, tokenizer, job: Job) -> Session:
+def _loaders(t, tasks: dict[str, Task], tokenizer, n_proc: int) -> tuple[dict, dict]:
+    """Each task's training loader (shuffled, length-grouped, split across processes) and validation loader."""
+    train_dls = {
+        n: data_mod.dataloader(
+            k.splits["train"],
+            tokenizer,
+            t.batch_size,
+            True,
+            t.seed,
+            t.group_by_length,
+            n_proc,
+            collate_fn=switches.train_collator(k.recipe, tokenizer),
+        )
+        for n, k in tasks.items()
+    }
+    eval_dls = {
+        n: data_mod.dataloader(
+            k.splits["validation"], tokenizer, t.eval_batch_size, False, t.seed, False, by_length=True
+        )
+        for n, k in tasks.items()
+        if "validation" in k.splits
+    }
+    return train_dls, eval_dls
+
+
+def _optimization(
+    recipe: Recipe, lay: SingleTask, run_dir: Path, writer: RunWriter, accelerator, tokenizer, job: Job
+) -> Session:
     """Data loaders, optimiser and schedule, prepared by Accelerate; the checkpointer and the non-finite guard."""
     from transformers import get_scheduler
 
@@ -320,58 +407,112 @@ def _optimization(recipe: Recipe, lay: SingleTask, run_dir: Path, writer: RunWri
     n_train, n_total = trainable_parameters(model)
     trained_keys = _trainable_keys(model)  # fixed now: per-task adapters switch requires_grad as training goes
     for task in tasks.values():
-        switches.prepare_model(task.recipe, model)
+        switches.prepare_model(task.recipe.training, model)
     n_proc = accelerator.num_processes
-    train_dls = {n: data_mod.dataloader(k.splits["train"], tokenizer, t.batch_size, True, t.seed, t.group_by_length, n_proc,
-                                        collate_fn=switches.train_collator(k.recipe, tokenizer)) for n, k in tasks.items()}
-    eval_dls = {n: data_mod.dataloader(k.splits["validation"], tokenizer, t.eval_batch_size, False, t.seed, False, by_length=True)
-                for n, k in tasks.items() if "validation" in k.splits}
+    train_dls, eval_dls = _loaders(t, tasks, tokenizer, n_proc)
     sizes = {n: len(dl) for n, dl in train_dls.items()}  # batches per epoch of each task
     steps_per_epoch = math.ceil(sum(sizes.values()) / (t.gradient_accumulation * n_proc))
     total_steps = t.max_steps or max(1, math.ceil(steps_per_epoch * t.epochs))
     optimizer = torch.optim.AdamW(param_groups(model, recipe, job.head_modules), lr=t.lr)
     # Accelerate's prepared scheduler steps once per process per optimizer step: count the schedule in those units.
-    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps) * n_proc,
-                              num_training_steps=total_steps * n_proc)
+    scheduler = get_scheduler(
+        t.scheduler,
+        optimizer,
+        num_warmup_steps=int((t.warmup_ratio or 0.0) * total_steps) * n_proc,
+        num_training_steps=total_steps * n_proc,
+    )
     model, optimizer, scheduler, train_dls = lay.prepare(accelerator, model, optimizer, scheduler, train_dls)
     job.sampler = lay.sampler(sizes, t.seed)
     for n, k in tasks.items():
         k.stream = checkpoint.Stream(train_dls[n])
         k.eval_loader = accelerator.prepare(eval_dls[n]) if n in eval_dls else None
-    ckpt = checkpoint.Checkpointer(run_dir, accelerator, model, optimizer, scheduler, {n: k.stream for n, k in tasks.items()},
-                                   job.sampler, t.keep_checkpoints, trained_keys, checkpoint.settings(recipe))
+    ckpt = checkpoint.Checkpointer(
+        run_dir,
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        {n: k.stream for n, k in tasks.items() if k.stream is not None},
+        job.sampler,
+        t.keep_checkpoints,
+        trained_keys,
+        checkpoint.settings(recipe),
+    )
     guard = NonFiniteGuard(t.on_nonfinite, accelerator, writer, run_dir)
-    return Session(recipe, run_dir, writer, lay, accelerator, tokenizer, job, model, optimizer, scheduler,
-                   {n: lay.view(model, n, k.adapter) for n, k in tasks.items()}, ckpt, guard, total_steps, steps_per_epoch,
-                   n_train, n_total, trained_keys, bool(eval_dls), sizes)
+    return Session(
+        recipe,
+        run_dir,
+        writer,
+        lay,
+        accelerator,
+        tokenizer,
+        job,
+        model,
+        optimizer,
+        scheduler,
+        {n: lay.view(model, n, k.adapter) for n, k in tasks.items()},
+        ckpt,
+        guard,
+        total_steps,
+        steps_per_epoch,
+        n_train,
+        n_total,
+        trained_keys,
+        bool(eval_dls),
+        sizes,
+    )
 
 
 def _start_run_folder(s: Session, backbone: dict | None, resume_from, pos: checkpoint.Position) -> None:
     """run.json (status running), labels, tokenizer, the data audit and the first log records."""
     lay, tasks, writer = s.layout, s.tasks, s.writer
     sizes, n_train, n_total = s.sizes, s.n_train, s.n_total
-    info = dict(trainable_params=n_train, total_params=n_total, total_steps=s.total_steps, backbone=backbone,
-                environment=environment.record(), **s.job.info, **lay.start_info(sizes))
+    info = dict(
+        trainable_params=n_train,
+        total_params=n_total,
+        total_steps=s.total_steps,
+        backbone=backbone,
+        environment=environment.record(),
+        **s.job.info,
+        **lay.start_info(sizes),
+    )
     writer.start(s.tokenizer, lay.keyed({n: k.labels for n, k in tasks.items()}), info, resume=resume_from is not None)
     # The data as read: rows, duplicates, labels, overlaps between splits. Token lengths need a second, untruncated
     # tokenization (it tripled the start-up of small runs): `adapterkit data check` reports them.
     audits = {n: audit(k.recipe, s.tokenizer, lengths=False) for n, k in tasks.items()}
     writer.write_json("data_audit.json", lay.keyed({n: audit_dict(a) for n, a in audits.items()}))
-    writer.log(dict(event="data_audit", rows={n: {sp: sa.rows for sp, sa in a.splits.items()} for n, a in audits.items()},
-                    truncated={n: {sp: sa.truncated for sp, sa in a.splits.items()} for n, a in audits.items()},
-                    warnings=[w for a in audits.values() for w in a.warnings]))
+    writer.log(
+        dict(
+            event="data_audit",
+            rows={n: {sp: sa.rows for sp, sa in a.splits.items()} for n, a in audits.items()},
+            truncated={n: {sp: sa.truncated for sp, sa in a.splits.items()} for n, a in audits.items()},
+            warnings=[w for a in audits.values() for w in a.warnings],
+        )
+    )
     holdouts = {n: k.holdout for n, k in tasks.items() if k.holdout}
     if holdouts:
         writer.write_json("data_split.json", lay.keyed(holdouts))
     if resume_from is not None:
         writer.log(dict(event="resume", checkpoint=str(resume_from), step=pos.step))
-    writer.log(dict(event="start", trainable_params=n_train, total_params=n_total, trainable_share=round(n_train / n_total, 6),
-                    total_steps=s.total_steps, processes=s.accelerator.num_processes, **lay.start_record(sizes)))
+    writer.log(
+        dict(
+            event="start",
+            trainable_params=n_train,
+            total_params=n_total,
+            trainable_share=round(n_train / n_total, 6),
+            total_steps=s.total_steps,
+            processes=s.accelerator.num_processes,
+            **lay.start_record(sizes),
+        )
+    )
 
 
 # --- the loop: step, log, evaluate and select, checkpoint --------------------------------------------------------
 
-def _train_until_done(s: Session, state: State, monitor: Monitor, on_eval, stop_request: StopRequest, timings: Timings) -> None:
+
+def _train_until_done(
+    s: Session, state: State, monitor: Monitor, on_eval, stop_request: StopRequest, timings: Timings
+) -> None:
     s.allocate = getattr(getattr(s.accelerator.unwrap_model(s.model), "base_model", None), "update_and_allocate", None)
     s.model.train()
     bar = progress(total=s.total_steps, initial=state.step, desc="train", disable=not s.main)
@@ -392,8 +533,15 @@ def _train_until_done(s: Session, state: State, monitor: Monitor, on_eval, stop_
         if signum is not None:
             stop_request.armed = False
             bar.close()
-            _interrupt(signum, state.step, s.total_steps, None if saved else s.ckpt.save(state.position(), state.best_state),
-                       s.ckpt, s.writer, s.accelerator)
+            _interrupt(
+                signum,
+                state.step,
+                s.total_steps,
+                None if saved else s.ckpt.save(state.position(), state.best_state),
+                s.ckpt,
+                s.writer,
+                s.accelerator,
+            )
     stop_request.armed = False
     bar.close()
 
@@ -402,6 +550,7 @@ def train_step(s: Session, state: State, name: str) -> bool:
     """One micro-batch of task `name`: forward, backward and, once the gradients are accumulated, the optimiser and
     schedule step. True when an optimiser step completed (`state.step` counts it)."""
     t, acc, task = s.recipe.training, s.accelerator, s.tasks[name]
+    assert task.stream is not None, "setup gives every task its stream"
     batch = task.stream.next()
     if task.adapter:
         multitask.set_adapter(s.model, task.adapter)
@@ -442,13 +591,17 @@ def log_step(s: Session, state: State, bar=None) -> None:
         if not math.isfinite(mean):
             if s.main:
                 s.writer.log(dict(event="stopped", step=state.step, reason="non-finite loss"))
-            raise FloatingPointError(f"training loss{lay.prefix(n, ' of task {}')} is {mean} at step {state.step}: lower "
-                                     f"training.lr or check the data")
+            raise FloatingPointError(
+                f"training loss{lay.prefix(n, ' of task {}')} is {mean} at step {state.step}: lower "
+                f"training.lr or check the data"
+            )
         record[lay.loss_key(n)] = round(mean, 6)
         if bar is not None:
             bar.set_postfix(loss=f"{mean:.4f}")
-    record.update(lr=s.scheduler.get_last_lr()[0],
-                  examples_per_s=round(state.seen / max(time.perf_counter() - state.t0 - state.eval_s, 1e-9), 2))
+    record.update(
+        lr=s.scheduler.get_last_lr()[0],
+        examples_per_s=round(state.seen / max(time.perf_counter() - state.t0 - state.eval_s, 1e-9), 2),
+    )
     if s.main:
         s.writer.log(record)
     state.windows = {n: [0.0, 0] for n in s.tasks}
@@ -458,7 +611,11 @@ def _evaluate_if_due(s: Session, state: State, monitor: Monitor, on_eval) -> boo
     """Evaluate at eval_every (or each epoch's end) and the last step; True when early stopping ends training."""
     t = s.recipe.training
     at_epoch_end = state.step % s.steps_per_epoch == 0
-    due = (t.eval_every and state.step % t.eval_every == 0) or (not t.eval_every and at_epoch_end) or state.step == s.total_steps
+    due = (
+        (t.eval_every and state.step % t.eval_every == 0)
+        or (not t.eval_every and at_epoch_end)
+        or state.step == s.total_steps
+    )
     if not s.has_eval or not due:
         return False
     return evaluate_and_select(s, state, monitor, on_eval)
@@ -466,10 +623,14 @@ def _evaluate_if_due(s: Session, state: State, monitor: Monitor, on_eval) -> boo
 
 def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> bool:
     """Validation of every task; keep the best weights; tell the caller's pruner; early stopping. True to stop."""
-    t, es, acc = s.recipe.training, s.recipe.training.early_stopping, s.accelerator
+    es, acc = s.recipe.training.early_stopping, s.accelerator
     e0 = time.perf_counter()
     previous = dict(monitor.findings)
-    results = {n: evaluate_split(s, monitor, n, k.eval_loader, "validation") for n, k in s.tasks.items() if k.eval_loader is not None}
+    results = {
+        n: evaluate_split(s, monitor, n, k.eval_loader, "validation")
+        for n, k in s.tasks.items()
+        if k.eval_loader is not None
+    }
     state.last_eval = (state.step, results)
     state.eval_s += time.perf_counter() - e0
     value = s.layout.select(results, es.metric)
@@ -478,7 +639,9 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
     if improved:
         state.best, state.best_step, state.bad_evals = value, state.step, 0
         unwrapped = acc.unwrap_model(s.model)
-        state.best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items() if k in s.trained_keys}
+        state.best_state = {
+            k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items() if k in s.trained_keys
+        }
     else:
         state.bad_evals += 1
     _log_evals(s, results, state.step, best=improved)
@@ -490,7 +653,9 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
                 s.writer.log(dict(event="stopped", step=state.step, reason=str(e)[:200] or type(e).__name__))
                 s.writer.set_status("stopped", step=state.step)
             raise
-    _check_collapse(s, monitor, state.step, previous, at_end=state.step >= s.total_steps and state.best_step == state.step)
+    _check_collapse(
+        s, monitor, state.step, previous, at_end=state.step >= s.total_steps and state.best_step == state.step
+    )
     if es.patience and state.bad_evals >= es.patience:
         if s.main:
             s.writer.log(dict(event="early_stop", step=state.step, best_step=state.best_step))
@@ -502,8 +667,9 @@ def evaluate_split(s: Session, monitor: Monitor, name: str, loader, split: str) 
     k = s.tasks[name]
     c = collect(s.views[name], loader, k.head, s.accelerator, desc=s.layout.name(name, split))
     result = score(c, k.head, k.labels, k.recipe.task)
-    if s.layout.generates:  # generated-text metrics (causal LM): batched generation with the adapter in place
-        result.update(generated_text_metrics(s.accelerator.unwrap_model(s.model), s.tokenizer, k.recipe.task, k.generation.get(split)))
+    # Generated-text metrics (causal LM): batched generation with the task's adapter in place.
+    generator = s.layout.generator(s.accelerator.unwrap_model(s.model), name, k.adapter)
+    result.update(generated_text_metrics(generator, s.tokenizer, k.recipe.task, k.generation.get(split)))
     if split == "validation":
         monitor.findings[name] = collapse.findings(k.head, c.preds, c.refs, result, k.labels)
     return result
@@ -513,13 +679,23 @@ def _log_evals(s: Session, results: dict[str, dict], step: int, **extra) -> None
     if not s.main:
         return
     for n, result in results.items():  # the text report goes to metrics.json only
-        s.writer.log(dict(event="eval", **s.layout.eval_key(n), split="validation", step=step, **extra,
-                          **{k: v for k, v in result.items() if k != "report"}))
+        s.writer.log(
+            dict(
+                event="eval",
+                **s.layout.eval_key(n),
+                split="validation",
+                step=step,
+                **extra,
+                **{k: v for k, v in result.items() if k != "report"},
+            )
+        )
 
 
 def _check_collapse(s: Session, monitor: Monitor, at: int, previous: dict[str, list[str]], at_end: bool) -> None:
     for n, found in monitor.findings.items():
-        seen = found if at_end else [f for f in found if f in previous.get(n, ())] if at >= monitor.collapse_from else []
+        seen = (
+            found if at_end else [f for f in found if f in previous.get(n, ())] if at >= monitor.collapse_from else []
+        )
         _report_collapse(s, monitor, at, s.layout.prefix(n, "task {}: "), seen)
 
 
@@ -548,6 +724,7 @@ def _checkpoint_if_due(s: Session, state: State, stop: bool) -> bool:
 
 # --- finish: the selected weights, final evaluation, run files, report -------------------------------------------
 
+
 def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict:
     pos_elapsed, pos_eval = state.before.elapsed_s, state.before.eval_s
     train_s = max(time.perf_counter() - state.t0 - state.eval_s, 1e-9)
@@ -559,12 +736,24 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
     results = {n: _final_results(s, state, monitor, n, k) for n, k in s.tasks.items()}
     if s.has_eval:
         _check_collapse(s, monitor, state.best_step or state.step, {}, at_end=True)  # the weights the run ends with
-    train_info = dict(steps=state.step, examples=state.seen, seconds=round(train_s, 2), examples_per_s=round(state.seen / train_s, 2),
-                      best_step=state.best_step, trainable_params=s.n_train)
+    train_info = dict(
+        steps=state.step,
+        examples=state.seen,
+        seconds=round(train_s, 2),
+        examples_per_s=round(state.seen / train_s, 2),
+        best_step=state.best_step,
+        trainable_params=s.n_train,
+    )
     es = s.recipe.training.early_stopping
     selected = s.has_eval and state.best_state is not None
-    final = s.layout.final(results, s.tasks, state.counts, s.accelerator.num_processes, train_info,
-                           lambda result: _selection(result, es.metric, state.best_step, state.step, selected))
+    final = s.layout.final(
+        results,
+        s.tasks,
+        state.counts,
+        s.accelerator.num_processes,
+        train_info,
+        lambda result: _selection(result, es.metric, state.best_step, state.step, selected),
+    )
     _log_evals(s, s.layout.final_evals(results), state.step)
     if monitor.warnings:
         final["warnings"] = list(monitor.warnings)
@@ -582,10 +771,13 @@ def _final_results(s: Session, state: State, monitor: Monitor, n: str, k: Task) 
     if k.eval_loader is not None:
         last = state.last_eval
         same = last is not None and last[0] == state.step and state.best_step == state.step and n in last[1]
-        res["validation"] = last[1][n] if same else evaluate_split(s, monitor, n, k.eval_loader, "validation")
+        res["validation"] = (
+            last[1][n] if same and last is not None else evaluate_split(s, monitor, n, k.eval_loader, "validation")
+        )
     if "test" in k.splits:
-        test_dl = s.accelerator.prepare(data_mod.dataloader(k.splits["test"], s.tokenizer, t.eval_batch_size, False, t.seed, False,
-                                                            by_length=True))
+        test_dl = s.accelerator.prepare(
+            data_mod.dataloader(k.splits["test"], s.tokenizer, t.eval_batch_size, False, t.seed, False, by_length=True)
+        )
         res["test"] = evaluate_split(s, monitor, n, test_dl, "test")
     return res
 
@@ -609,7 +801,10 @@ def _selection(result: dict, metric: str, best_step: int | None, step: int, sele
     """Which weights the final metrics come from and which split is the honest headline: a split that chose the
     checkpoint reports an optimistic number, so the held-out test split heads the run when there is one."""
     chosen = selected and best_step is not None and best_step != step
-    out = dict(weights=f"best step {best_step}" if chosen else f"final (step {step})", chosen_on="validation" if chosen else None)
+    out: dict[str, Any] = dict(
+        weights=f"best step {best_step}" if chosen else f"final (step {step})",
+        chosen_on="validation" if chosen else None,
+    )
     split = "test" if "test" in result else ("validation" if "validation" in result else None)
     if split is not None and metric in result[split]:
         out["headline"] = dict(split=split, metric=metric, value=result[split][metric])
@@ -636,8 +831,11 @@ def _interrupt(signum: int, step: int, total: int, saved, ckpt, writer: RunWrite
         writer.log(dict(event="interrupted", signal=name, step=step, checkpoint=str(where)))
         writer.set_status("interrupted", signal=name, step=step)
     accelerator.end_training()
-    raise Interrupted(f"interrupted by {name} at step {step} of {total}; checkpoint {where}; continue with the same "
-                      f"command and --resume", signum)
+    raise Interrupted(
+        f"interrupted by {name} at step {step} of {total}; checkpoint {where}; continue with the same "
+        f"command and --resume",
+        signum,
+    )
 
 
 def _trainable_keys(model) -> set[str]:

@@ -7,6 +7,7 @@ computed right away (softmax - onehot) and only the [tokens, hidden] input gradi
 extra memory is one chunk's logits. Our own function because torch and transformers have no fused
 linear + cross-entropy for CPU/SDPA; the math is the standard one, checked against F.cross_entropy.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_bias = torch.zeros_like(bias, dtype=acc) if bias is not None and bias.requires_grad else None
         total = torch.zeros((), dtype=acc, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
-            h = hidden[start:start + chunk]
-            t = targets[start:start + chunk]
+            h = hidden[start : start + chunk]
+            t = targets[start : start + chunk]
             keep = t != IGNORE
             if not bool(keep.any()):
                 continue
@@ -47,7 +48,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             g[torch.arange(g.shape[0], device=g.device), safe_t] -= 1.0
             g.mul_((keep.to(acc) / denom).unsqueeze(1))
             if grad_hidden is not None:
-                grad_hidden[start:start + chunk] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
+                grad_hidden[start : start + chunk] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
             if grad_weight is not None:
                 grad_weight += g.t() @ h.to(acc)
             if grad_bias is not None:
@@ -65,8 +66,13 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return gh, gw, gb, None, None
 
 
-def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                          bias: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+def chunked_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Mean cross-entropy of `hidden @ weight^T + bias` against `targets` (-100 ignored), [..., H] / [...]."""
     h = hidden.reshape(-1, hidden.shape[-1])
     return ChunkedLinearCrossEntropy.apply(h, weight, bias, targets.reshape(-1), int(chunk))
@@ -86,7 +92,9 @@ def _decoder_and_head(model, task: str | None = None):
     if head is None or body is None:
         raise ValueError(f"{type(inner).__name__} is not a causal LM with an output projection")
     if hasattr(head, "base_layer"):  # an adapter on the LM head: its delta would be skipped by using .weight
-        raise ValueError("training.loss_chunk_tokens: the LM head carries an adapter; chunked loss needs a plain LM head")
+        raise ValueError(
+            "training.loss_chunk_tokens: the LM head carries an adapter; chunked loss needs a plain LM head"
+        )
     return body, head
 
 

@@ -7,6 +7,7 @@ Each step trains one task, chosen by the `TaskSampler` (`multitask.sampling`). A
 as an ordinary run directory `<output_dir>/<task name>/` (so `adapterkit eval/predict/export` work on it), and
 `<output_dir>/metrics.json` holds the metrics of all tasks.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,7 +116,9 @@ def share_backbone(models: dict[str, nn.Module], head_modules: dict[str, list[st
             if child not in shared:
                 shared[child] = module
             elif type(shared[child]) is not type(module):
-                raise ModelError(f"tasks: cannot share backbone block {child!r} between task heads ({type(module).__name__})")
+                raise ModelError(
+                    f"tasks: cannot share backbone block {child!r} between task heads ({type(module).__name__})"
+                )
             else:
                 setattr(base, child, shared[child])
     return sorted(shared)
@@ -149,21 +152,23 @@ def set_adapter(model, adapter: str) -> None:
 
 @dataclass
 class JointModel:
-    model: nn.Module                   # PEFT-wrapped MultiTaskModel
-    head_paths: list[str]              # every task's head modules, as paths in the joint model
-    adapters: dict[str, str]           # task -> the PEFT adapter it trains
+    model: nn.Module  # PEFT-wrapped MultiTaskModel
+    head_paths: list[str]  # every task's head modules, as paths in the joint model
+    adapters: dict[str, str]  # task -> the PEFT adapter it trains
     head_modules: dict[str, list[str]]  # task -> its head modules, as paths in its own task model
 
 
-def check_method(recipe) -> None:
-    if METHODS[recipe.adapter.method].trains_base:
-        raise RecipeError(f"adapter.method: multi-task training needs an adapter method ({recipe.adapter.method} fine-tuning is single-task only)")
+def check_method(adapter) -> None:
+    if METHODS[adapter.method].trains_base:
+        raise RecipeError(
+            f"adapter.method: multi-task training needs an adapter method ({adapter.method} fine-tuning is single-task only)"
+        )
 
 
 def build_joint(recipe: Recipe, subs: dict, labels: dict, device=None, tokenizer=None) -> JointModel:
     from peft import get_peft_model
 
-    check_method(recipe)
+    check_method(recipe.adapter)
     models, head_modules = {}, {}
     for name, sub in subs.items():
         models[name], head_modules[name] = build_task_model(sub, labels[name], None, device, tokenizer)
@@ -196,7 +201,7 @@ def build_joint(recipe: Recipe, subs: dict, labels: dict, device=None, tokenizer
                                 p.requires_grad_(True)
     for name in subs:
         set_head_trainable(joint, [f"tasks.{name}.{h}" for h in head_modules[name]])
-    finish_model(joint, recipe)
+    finish_model(joint, recipe.backbone)
     paths = [f"tasks.{n}.{h}" for n, hs in head_modules.items() for h in hs]
     return JointModel(joint, paths, adapters, head_modules)
 

@@ -1,5 +1,6 @@
 """Non-finite loss or gradients during training: stop with the step number (the last checkpoint stays the last good
 one), or skip that optimizer step, as `training.on_nonfinite` says."""
+
 from __future__ import annotations
 
 import math
@@ -30,10 +31,20 @@ class NonFiniteGuard:
     def step_ok(self, grad_norm, step: int) -> bool:
         """At an optimizer step: True to take it. A non-finite gradient norm only counts without a grad scaler
         (fp16's scaler skips such steps by itself). All processes agree, so DDP never diverges."""
-        bad_grad = grad_norm is not None and self.acc.scaler is None and not bool(torch.isfinite(torch.as_tensor(grad_norm)).all())
+        bad_grad = (
+            grad_norm is not None
+            and self.acc.scaler is None
+            and not bool(torch.isfinite(torch.as_tensor(grad_norm)).all())
+        )
         flag = torch.tensor(float(self.bad_loss is not None or bad_grad), device=self.acc.device)
         bad = self.acc.reduce(flag, "sum").item() > 0
-        what = f"loss is {self.bad_loss}" if self.bad_loss is not None else "gradient norm is not finite" if bad_grad else "another process saw a non-finite value"
+        what = (
+            f"loss is {self.bad_loss}"
+            if self.bad_loss is not None
+            else "gradient norm is not finite"
+            if bad_grad
+            else "another process saw a non-finite value"
+        )
         self.bad_loss = None
         if not bad:
             return True
@@ -43,8 +54,14 @@ class NonFiniteGuard:
                 self.writer.log(dict(event="skipped_step", step=step, reason=what))
             return False
         found = list_checkpoints(self.run_dir)
-        last = f"last good checkpoint: {found[-1]} (continue with --resume)" if found else "no checkpoint was written yet (training.checkpoint_every)"
+        last = (
+            f"last good checkpoint: {found[-1]} (continue with --resume)"
+            if found
+            else "no checkpoint was written yet (training.checkpoint_every)"
+        )
         if self.acc.is_main_process:
             self.writer.log(dict(event="stopped", step=step, reason=what))
-        raise NonFiniteError(f"training stopped at step {step}: {what}; {last}. "
-                             f"Lower training.lr, check the data, or set training.on_nonfinite=skip")
+        raise NonFiniteError(
+            f"training stopped at step {step}: {what}; {last}. "
+            f"Lower training.lr, check the data, or set training.on_nonfinite=skip"
+        )

@@ -1,17 +1,19 @@
 """The speed/memory switches of a recipe, wired into training in one place, for single- and multi-task runs.
 
-  backbone.int8_matmul: dequantize    model/fast_int8.py (applied when the model is built)
-  backbone.gradient_checkpointing     model/assemble.py (non-reentrant, so it works with a frozen PEFT-wrapped base)
-  training.packing                    data/packing.py: the training collator
-  training.loss_chunk_tokens          losses.py: the training loss
-  training.compile                    Accelerate's dynamo backend (torch.compile)
+backbone.int8_matmul: dequantize    model/fast_int8.py (applied when the model is built)
+backbone.gradient_checkpointing     model/assemble.py (non-reentrant, so it works with a frozen PEFT-wrapped base)
+training.packing                    data/packing.py: the training collator
+training.loss_chunk_tokens          losses.py: the training loss
+training.compile                    Accelerate's dynamo backend (torch.compile)
 """
+
 from __future__ import annotations
 
 from ..data.packing import PackingCollator, check_packing_support, examples
 from ..errors import RecipeError
 from ..heads import HEADS
 from .losses import _decoder_and_head, causal_lm_loss
+
 
 def _lm_heads() -> list[str]:
     return [n for n, h in HEADS.items() if h.lm_training]
@@ -25,11 +27,13 @@ def check(recipe, task_types: list[str] | None = None) -> None:
     for key, on in (("training.packing", t.packing), ("training.loss_chunk_tokens", t.loss_chunk_tokens)):
         other = next((tt for tt in task_types if not HEADS[tt].lm_training), None)
         if on and other is not None:
-            raise RecipeError(f"{key}: only for task.type {' or '.join(_lm_heads())} (this recipe trains {other!r}); remove it")
+            raise RecipeError(
+                f"{key}: only for task.type {' or '.join(_lm_heads())} (this recipe trains {other!r}); remove it"
+            )
 
 
-def accelerator_kwargs(recipe) -> dict:
-    return {"dynamo_backend": "inductor"} if recipe.training.compile else {}
+def accelerator_kwargs(training) -> dict:
+    return {"dynamo_backend": "inductor"} if training.compile else {}
 
 
 def train_collator(recipe, tokenizer):
@@ -39,8 +43,8 @@ def train_collator(recipe, tokenizer):
     return PackingCollator(tokenizer.pad_token_id, recipe.data.max_length)
 
 
-def prepare_model(recipe, model) -> None:
-    if recipe.training.packing:
+def prepare_model(training, model) -> None:
+    if training.packing:
         check_packing_support(model)
 
 

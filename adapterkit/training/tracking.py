@@ -4,6 +4,7 @@ Accelerate does the tracking; we only check the names up front (Accelerate silen
 package is missing, which would lose a run's curves without a word), flatten the recipe into hyperparameters,
 and forward every log.jsonl record to `accelerator.log`. Local trackers write under RUN_DIR/trackers/.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,7 @@ from ..errors import RecipeError
 
 
 def check_trackers(names: list[str]) -> None:
-    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
-    from accelerate.tracking import get_available_trackers
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 
     known = sorted(LOGGER_TYPE_TO_CLASS)  # includes trackers registered with accelerate.tracking.register_tracker_class
     available = {str(t) for t in get_available_trackers()}
@@ -39,7 +39,10 @@ def accelerator_kwargs(names: list[str], run_dir: Path) -> dict:
 
     check_trackers(names)
     run_dir = Path(run_dir)
-    return dict(log_with=list(names), project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "trackers")))
+    return dict(
+        log_with=list(names),
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "trackers")),
+    )
 
 
 def hparams(recipe) -> dict:
@@ -70,7 +73,11 @@ def scalars(record: dict) -> tuple[dict, int | None]:
     else:
         return {}, step
     skip = {"step", "event", "split", "best", "task"}
-    return {prefix + k: v for k, v in record.items() if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}, step
+    return {
+        prefix + k: v
+        for k, v in record.items()
+        if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }, step
 
 
 def start(accelerator, recipe, writer, run_dir: Path) -> None:
@@ -92,7 +99,12 @@ def log_final(accelerator, final: dict, step: int) -> None:
         return
     per_task = final.get("tasks")  # multi-task: {"tasks": {name: {split: metrics}}}
     splits = {f"{n}/{s}": m for n, res in per_task.items() for s, m in res.items()} if per_task else final
-    values = {f"final/{split}/{k}": v for split, m in splits.items() if not split.endswith("train") and isinstance(m, dict)
-              for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    values = {
+        f"final/{split}/{k}": v
+        for split, m in splits.items()
+        if not split.endswith("train") and isinstance(m, dict)
+        for k, v in m.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     if values:
         accelerator.log(values, step=step)

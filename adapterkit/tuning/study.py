@@ -2,35 +2,45 @@
 
 Each trial is an ordinary run folder (OUT/trials/trial-NNNN); its validation metric at every evaluation feeds the
 pruner; the study lives in OUT/study.db (SQLite), so the same command after an interruption continues it: finished
-trials stay, a trial that was running is marked failed and its settings are tried again. The result is
+trials stay, a trial that was running is marked failed and its settings are tried again. SIGINT or SIGTERM stops
+the whole search (not just the trial) with exit 130/143; the trial it stopped does not count toward --trials. The result is
 best_recipe.yaml, trials.csv / trials.md and report.html with the optimisation history and parameter importances."""
+
 from __future__ import annotations
 
 import csv
 import gc
 import io
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .. import console
 from ..config import apply_override, resolve_paths
-from ..errors import AdapterkitError, RecipeError
+from ..config.load import dump_yaml, parse_yaml
+from ..config.schema import MAX_FOLDS, SEED_MAX
+from ..errors import AdapterkitError, Interrupted, RecipeError
 from ..files import atomic_write_text
+from ..model import load_recipe
 from ..progress import quiet_libraries
 from ..runs.lock import locked
-from ..model import load_recipe
+from ..runs.results import RunResult
+from ..scoring import lower_is_better
+from ..signals import Stopped, signal_number, stop_on_signals
 from ..stats import mean_sd
 from ..training import preflight, train
-from ..training.evaluate import lower_is_better
 from ..training.loop import selection
 from .repeats import check_parent, fold_overrides
-from .space import Param, dump_value, load_space
+from .space import Param, check_grid, dump_value, load_space
 
 SAMPLERS = ("tpe", "random", "grid")
+MAX_TRIALS = 10_000  # each trial is a training run
+MAX_JOBS = 64  # each job is a process holding its own model
 PRUNERS = ("median", "hyperband", "none")
 STUDY = "adapterkit"
 
@@ -38,6 +48,7 @@ STUDY = "adapterkit"
 @dataclass(frozen=True)
 class Search:
     """Everything a tune process (and each of its --jobs workers) needs to run trials."""
+
     recipe: str
     overrides: tuple[str, ...]
     space_file: str
@@ -67,8 +78,11 @@ def _recipe_value(data: dict, key: str):
 
 
 def trial_overrides(s: Search, chosen: dict, run_dir: Path) -> list[str]:
-    return list(s.overrides) + [f"{k}={dump_value(v)}" for k, v in chosen.items()] + [
-        f"training.output_dir={run_dir}", f"training.early_stopping.metric={s.metric}"]
+    return (
+        list(s.overrides)
+        + [f"{k}={dump_value(v)}" for k, v in chosen.items()]
+        + [f"training.output_dir={run_dir}", f"training.early_stopping.metric={s.metric}"]
+    )
 
 
 def check_space(s: Search) -> None:
@@ -106,22 +120,38 @@ def open_study(s: Search):
     import optuna
 
     storage = optuna.storages.RDBStorage(s.storage_url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, sampler=make_sampler(s),
-                               pruner=make_pruner(s), direction="minimize" if s.lower else "maximize")
+    return optuna.create_study(
+        study_name=STUDY,
+        storage=storage,
+        load_if_exists=True,
+        sampler=make_sampler(s),
+        pruner=make_pruner(s),
+        direction="minimize" if s.lower else "maximize",
+    )
 
 
 def settings_record(s: Search) -> dict:
-    return {"recipe": s.recipe, "overrides": list(s.overrides), "space": yaml.safe_load(Path(s.space_file).read_text()),
-            "metric": s.metric, "cv_folds": s.folds, "sampler": s.sampler, "pruner": s.pruner}
+    return {
+        "recipe": s.recipe,
+        "overrides": list(s.overrides),
+        "space": yaml.safe_load(Path(s.space_file).read_text()),
+        "metric": s.metric,
+        "cv_folds": s.folds,
+        "sampler": s.sampler,
+        "pruner": s.pruner,
+    }
 
 
 def counted(study) -> int:
     """Trials that count toward --trials: finished, pruned, or failed by themselves (not interrupted ones)."""
     from optuna.trial import TrialState
 
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")))
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
+    )
 
 
 def recover_interrupted(study) -> list[int]:
@@ -142,7 +172,7 @@ def objective(s: Search, base_data: dict):
     import optuna
 
     def run(trial) -> float:
-        chosen = {}
+        chosen: dict[str, Any] = {}
         for p in s.params:
             if p.active(chosen, lambda k: _recipe_value(base_data, k)):
                 chosen[p.key] = p.suggest(trial)
@@ -153,8 +183,13 @@ def objective(s: Search, base_data: dict):
             if s.folds:
                 values = []
                 for i in range(s.folds):
-                    r = resolve_paths(load_recipe(s.recipe, sets + [f"training.output_dir={run_dir / f'fold-{i}'}", *fold_overrides(s.folds, i)]))
-                    values.append(_final_value(train(r), s.metric, bool(r.tasks)))
+                    r = resolve_paths(
+                        load_recipe(
+                            s.recipe,
+                            sets + [f"training.output_dir={run_dir / f'fold-{i}'}", *fold_overrides(s.folds, i)],
+                        )
+                    )
+                    values.append(_final_value(train(r), s.metric))
                     trial.report(mean_sd(values)[0], i)
                     if i + 1 < s.folds and trial.should_prune():
                         raise optuna.TrialPruned(f"pruned after fold {i}")
@@ -167,7 +202,14 @@ def objective(s: Search, base_data: dict):
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at step {step}")
 
-            return _final_value(train(r, on_eval=on_eval), s.metric, bool(r.tasks))
+            return _final_value(train(r, on_eval=on_eval), s.metric)
+        except (Interrupted, KeyboardInterrupt) as e:
+            # A signal says nothing about these settings: the trial is marked (not counted), its settings run again
+            # when the same command continues, and the search stops (Stopped is not in optimize's `catch`).
+            trial.set_user_attr("interrupted", True)
+            if trial.params:
+                trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise Stopped(e.signum if isinstance(e, Interrupted) else signal_number(e)) from None
         except AdapterkitError as e:
             trial.set_user_attr("error", str(e))
             raise
@@ -177,10 +219,9 @@ def objective(s: Search, base_data: dict):
     return run
 
 
-def _final_value(final: dict, metric: str, multi: bool) -> float:
-    if multi:
-        return selection({n: t["validation"] for n, t in final["tasks"].items() if "validation" in t}, metric, True)
-    return selection({"main": final["validation"]}, metric, False)
+def _final_value(final: dict, metric: str) -> float:
+    result = RunResult.from_metrics(final)
+    return selection(result.split("validation"), metric, result.multi)
 
 
 def work(s: Search, study=None):
@@ -190,6 +231,8 @@ def work(s: Search, study=None):
 
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if study is None:  # a --jobs worker: the parent passes SIGTERM on, and it stops as the parent does
+        stop_on_signals()
     study = study or open_study(s)
     base_data = _base_data(s)
 
@@ -198,30 +241,38 @@ def work(s: Search, study=None):
             study.stop()
 
     if counted(study) < s.trials:
-        study.optimize(objective(s, base_data), timeout=s.timeout, callbacks=[stop_when_done],
-                       catch=(AdapterkitError, FloatingPointError))
+        study.optimize(
+            objective(s, base_data),
+            timeout=s.timeout,
+            callbacks=[stop_when_done],
+            catch=(AdapterkitError, FloatingPointError),
+        )
     return study
 
 
 def _base_data(s: Search) -> dict:
-    data = yaml.safe_load(Path(s.recipe).read_text(encoding="utf-8"))
+    data = parse_yaml(Path(s.recipe).read_text(encoding="utf-8"), s.recipe)  # as load_recipe read it (YAML 1.2 scalars)
     for o in s.overrides:
         apply_override(data, o)
     return data
 
 
-def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", metric: str | None = None,
-         timeout: float | None = None, jobs: int = 1, pruner: str = "median", out=None, folds: int | None = None,
-         seed: int = 0) -> dict:
+def tune(
+    recipe,
+    space,
+    overrides=(),
+    trials: int = 20,
+    sampler: str = "tpe",
+    metric: str | None = None,
+    timeout: float | None = None,
+    jobs: int = 1,
+    pruner: str = "median",
+    out=None,
+    folds: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Search the space; returns the summary written to OUT/tune.json."""
-    import optuna
-
-    if sampler not in SAMPLERS:
-        raise RecipeError(f"--sampler: {sampler!r}; expected one of {list(SAMPLERS)}")
-    if pruner not in PRUNERS:
-        raise RecipeError(f"--pruner: {pruner!r}; expected one of {list(PRUNERS)}")
-    if trials < 1 or jobs < 1:
-        raise RecipeError("--trials and --jobs: expected positive numbers")
+    _check_options(sampler, pruner, trials, jobs, seed, folds, timeout)
     recipe = str(Path(recipe).resolve())
     base = resolve_paths(load_recipe(recipe, list(overrides)))
     if folds and base.tasks:
@@ -229,25 +280,28 @@ def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", me
     params = tuple(load_space(space))
     metric = metric or base.training.early_stopping.metric
     out = Path(out or base.training.output_dir).resolve()
-    s = Search(recipe, tuple(overrides), str(Path(space).resolve()), params, metric,
-               lower_is_better(metric, base.training.early_stopping.mode), out, trials, sampler, pruner, folds, seed, timeout)
+    s = Search(
+        recipe,
+        tuple(overrides),
+        str(Path(space).resolve()),
+        params,
+        metric,
+        lower_is_better(metric, base.training.early_stopping.mode),
+        out,
+        trials,
+        sampler,
+        pruner,
+        folds,
+        seed,
+        timeout,
+    )
     if sampler == "grid":
-        for p in params:
-            p.grid(s.space_file)
+        check_grid(params, s.space_file)
     check_space(s)
     check_parent(out)
     preflight(base, output=False)  # trials write below --out, each into its own folder
     with locked(out, "--out", "tune.lock"):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = open_study(s)
-        record = settings_record(s)
-        before = study.user_attrs.get("settings")
-        if before is None:
-            study.set_user_attr("settings", record)
-        elif before != record:
-            differ = sorted(k for k in record if record[k] != before.get(k))
-            raise RecipeError(f"--out: {out / 'study.db'} holds a search with other settings ({', '.join(differ)} differ); "
-                              f"choose another --out or remove it")
+        study = _open_same_study(s)
         redo = recover_interrupted(study)
         if redo:
             console.echo(f"note: trial(s) {redo} were interrupted; their settings run again", err=True)
@@ -260,10 +314,68 @@ def tune(recipe, space, overrides=(), trials: int = 20, sampler: str = "tpe", me
             workers = [ctx.Process(target=work, args=(s,)) for _ in range(jobs - 1)]
             for w in workers:
                 w.start()
-        work(s, study)
+        try:
+            work(s, study)
+        except Stopped as e:
+            _stop_workers(workers)
+            done = counted(study)
+            raise Interrupted(
+                f"tune: interrupted by {e.name}; {done} trial(s) done and kept in {out / 'study.db'}, "
+                f"the stopped trial's settings run again: continue with the same command",
+                e.signum,
+            ) from None
         for w in workers:
             w.join()
         return write_results(s, study, round(time.perf_counter() - t0, 1))  # trials are read from the shared storage
+
+
+def _stop_workers(workers) -> None:
+    """Workers share the terminal's Ctrl-C but not a SIGTERM sent to this process: pass it on, then wait for each
+    to mark its trial interrupted."""
+    for w in workers:
+        if w.is_alive():
+            w.terminate()
+    for w in workers:
+        w.join(timeout=60)
+        if w.is_alive():
+            w.kill()
+
+
+def _check_options(sampler, pruner, trials, jobs, seed, folds, timeout) -> None:
+    """Counts checked before anything is read: one line naming the option."""
+    if sampler not in SAMPLERS:
+        raise RecipeError(f"--sampler: {sampler!r}; expected one of {list(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise RecipeError(f"--pruner: {pruner!r}; expected one of {list(PRUNERS)}")
+    for name, value, lo, hi in (
+        ("--trials", trials, 1, MAX_TRIALS),
+        ("--jobs", jobs, 1, MAX_JOBS),
+        ("--seed", seed, 0, SEED_MAX),
+        ("--cv", folds, 2, MAX_FOLDS),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
+            raise RecipeError(f"{name}: {value!r}; expected an integer from {lo} to {hi}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):  # nan passed `min=1`: no timeout at all
+        raise RecipeError(f"--timeout: {timeout}; expected a positive number of seconds")
+
+
+def _open_same_study(s: Search):
+    """The study in OUT/study.db, refused when an earlier search there had other settings."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(s)
+    record = settings_record(s)
+    before = study.user_attrs.get("settings")
+    if before is None:
+        study.set_user_attr("settings", record)
+    elif before != record:
+        differ = sorted(k for k in record if record[k] != before.get(k))
+        raise RecipeError(
+            f"--out: {s.out / 'study.db'} holds a search with other settings ({', '.join(differ)} differ); "
+            f"choose another --out or remove it"
+        )
+    return study
 
 
 def write_results(s: Search, study, seconds: float) -> dict:
@@ -271,29 +383,57 @@ def write_results(s: Search, study, seconds: float) -> dict:
 
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    states = {st.name.lower(): sum(1 for t in trials if t.state == st) for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    result = {"metric": s.metric, "direction": "minimize" if s.lower else "maximize", "trials": states, "seconds_this_call": seconds,
-              "study": str(s.out / "study.db")}
+    states = {
+        st.name.lower(): sum(1 for t in trials if t.state == st)
+        for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
+    result: dict[str, Any] = {
+        "metric": s.metric,
+        "direction": "minimize" if s.lower else "maximize",
+        "trials": states,
+        "seconds_this_call": seconds,
+        "study": str(s.out / "study.db"),
+    }
     if done:
         best = study.best_trial
-        result["best"] = {"trial": best.number, "value": best.value, "params": best.params, "run_dir": best.user_attrs.get("run_dir")}
+        result["best"] = {
+            "trial": best.number,
+            "value": best.value,
+            "params": best.params,
+            "run_dir": best.user_attrs.get("run_dir"),
+        }
         data = _base_data(s)
         for k, v in best.params.items():
             apply_override(data, f"{k}={dump_value(v)}")
         data.setdefault("training", {})["output_dir"] = str(s.out / "best")
         data["training"].setdefault("early_stopping", {})["metric"] = s.metric
-        header = (f"# Best of {len(done)} completed trials of `adapterkit tune` (trial {best.number}: validation {s.metric} "
-                  f"{best.value:.6g}).\n# Tuned keys: {', '.join(best.params)}; the rest is {Path(s.recipe).name}.\n")
-        atomic_write_text(s.out / "best_recipe.yaml", header + yaml.safe_dump(data, sort_keys=False))
+        header = (
+            f"# Best of {len(done)} completed trials of `adapterkit tune` (trial {best.number}: validation {s.metric} "
+            f"{best.value:.6g}).\n# Tuned keys: {', '.join(best.params)}; the rest is {Path(s.recipe).name}.\n"
+        )
+        atomic_write_text(s.out / "best_recipe.yaml", header + dump_yaml(data))
     keys = [p.key for p in s.params]
     rows = []
     for t in trials:
-        dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        dur = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
         last = max(t.intermediate_values) if t.intermediate_values else None
-        rows.append({"trial": t.number, "state": t.state.name.lower() + (" (interrupted)" if t.user_attrs.get("interrupted") else ""),
-                     "value": t.value, "last_step": last, "seconds": round(dur, 1) if dur is not None else None,
-                     **{k: t.params.get(k) for k in keys}, "run_dir": t.user_attrs.get("run_dir"),
-                     "note": t.user_attrs.get("error") or (f"retry of {t.user_attrs['retry_of']}" if "retry_of" in t.user_attrs else "")})
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name.lower() + (" (interrupted)" if t.user_attrs.get("interrupted") else ""),
+                "value": t.value,
+                "last_step": last,
+                "seconds": round(dur, 1) if dur is not None else None,
+                **{k: t.params.get(k) for k in keys},
+                "run_dir": t.user_attrs.get("run_dir"),
+                "note": t.user_attrs.get("error")
+                or (f"retry of {t.user_attrs['retry_of']}" if "retry_of" in t.user_attrs else ""),
+            }
+        )
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["trial"])
     w.writeheader()
@@ -358,8 +498,13 @@ def _plots(s: Search, study, importances: dict) -> list[Path]:
         ax.step(xs, best, where="post", color="tab:red", label="best so far")
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
     if pruned:
-        ax.scatter([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
-                   marker="x", color="grey", label="pruned (last value)")
+        ax.scatter(
+            [t.number for t in pruned],
+            [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+            marker="x",
+            color="grey",
+            label="pruned (last value)",
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {s.metric}")
     ax.set_title("optimisation history")
@@ -385,17 +530,23 @@ def _report(s: Search, result: dict, rows: list[dict], plots: list[Path]) -> Non
     import html
 
     best = result.get("best")
-    parts = ["<html><head><meta charset='utf-8'><title>adapterkit tune</title></head><body>",
-             f"<h1>adapterkit tune: {html.escape(Path(s.recipe).name)}</h1>",
-             f"<p>Space {html.escape(s.space_file)}; sampler {s.sampler}, pruner {s.pruner}; metric validation "
-             f"{html.escape(s.metric)} ({result['direction']}); trials {result['trials']}.</p>"]
+    parts = [
+        "<html><head><meta charset='utf-8'><title>adapterkit tune</title></head><body>",
+        f"<h1>adapterkit tune: {html.escape(Path(s.recipe).name)}</h1>",
+        f"<p>Space {html.escape(s.space_file)}; sampler {s.sampler}, pruner {s.pruner}; metric validation "
+        f"{html.escape(s.metric)} ({result['direction']}); trials {result['trials']}.</p>",
+    ]
     if best:
-        parts.append(f"<p>Best: trial {best['trial']}, {html.escape(s.metric)} = {best['value']:.6g}, "
-                     f"{html.escape(json.dumps(best['params']))} (best_recipe.yaml).</p>")
+        parts.append(
+            f"<p>Best: trial {best['trial']}, {html.escape(s.metric)} = {best['value']:.6g}, "
+            f"{html.escape(json.dumps(best['params']))} (best_recipe.yaml).</p>"
+        )
     for p in plots:
         parts.append(f"<img src='plots/{p.name}' alt='{p.stem}'>")
     cols = list(rows[0]) if rows else []
-    parts.append("<table border='1' cellspacing='0' cellpadding='3'><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>")
+    parts.append(
+        "<table border='1' cellspacing='0' cellpadding='3'><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"
+    )
     parts += ["<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for r in rows]
     parts.append("</table></body></html>")
     atomic_write_text(s.out / "report.html", "\n".join(parts))

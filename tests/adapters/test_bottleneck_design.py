@@ -4,10 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from adapterkit.config import resolve_paths
 from adapterkit.errors import ModelError
-from adapterkit.model import recipe_from_dict
-from conftest import tiny_recipe
+from helpers import as_recipe, tiny_recipe
 
 LABELS = ["neg", "pos"]
 TEXTS = ["the film was great and really great", "the film was awful", "bad", "a lovely lovely film"]
@@ -86,10 +84,10 @@ def test_bad_design_settings_name_the_field(bad, err):
 
 
 def _recipe(model_dir, tmp_path, adapter, quant="none"):
+    """A Recipe to build (no data is read: the files need not exist) with `adapter` set whole, at `quant`."""
     files = {"train": tmp_path / "t.csv", "validation": tmp_path / "v.csv"}
-    r = tiny_recipe(model_dir, files, tmp_path / "run", backbone={"quantization": quant})
-    r["adapter"] = dict(adapter)
-    return resolve_paths(recipe_from_dict(r))
+    return as_recipe(tiny_recipe(model_dir, files, tmp_path / "run", backbone={"quantization": quant},
+                                 replace={"adapter": dict(adapter)}))
 
 
 def test_post_norm_on_a_pre_norm_decoder_is_one_clear_error(tiny_llama, tmp_path):

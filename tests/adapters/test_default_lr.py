@@ -7,12 +7,13 @@ from adapterkit.adapters import METHODS, Method, MethodSettings
 from adapterkit.config.schema import DEFAULT_LR, DEFAULT_WARMUP
 from adapterkit.errors import AdapterkitError
 from adapterkit.model import recipe_from_dict
+from helpers import tiny_recipe
 
 
 def _recipe(adapter, **training):
-    return {"backbone": {"path": "unused", "quantization": "none"}, "adapter": adapter,
-            "task": {"type": "sequence_classification"}, "data": {"train": "t.csv", "validation": "v.csv"},
-            "training": {"output_dir": "runs/x", **training}}
+    """A recipe dict with `adapter` and no training.lr or warmup_ratio unless given (the tiny recipe's lr left out)."""
+    return tiny_recipe("unused", {"train": "t.csv", "validation": "v.csv"}, "runs/x", backbone={"quantization": "none"},
+                       replace={"adapter": adapter, "training": {"output_dir": "runs/x", **training}})
 
 
 @pytest.mark.parametrize("adapter,want", [({"method": "lora"}, 5e-4), ({"method": "dora"}, 5e-4), ({"method": "bottleneck"}, 1.5e-3),

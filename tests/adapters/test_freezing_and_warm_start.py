@@ -8,15 +8,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import tiny_recipe, write_sentiment
+from helpers import cli, save_tokenizer, tiny_recipe, write_recipe, write_sentiment
 
 
 def _recipe(tiny_bert, files, out, adapter, **sections):
+    """The tiny recipe with `adapter` set whole (these tests pick each method's settings), as a Recipe."""
     import adapterkit
 
-    r = tiny_recipe(tiny_bert, files, out, **sections)
-    r["adapter"] = adapter
-    return adapterkit.recipe_from_dict(r)
+    return adapterkit.recipe_from_dict(tiny_recipe(tiny_bert, files, out, replace={"adapter": adapter}, **sections))
 
 
 @pytest.mark.parametrize("method,extra", [("lora", {"r": 4}), ("ia3", {}), ("bottleneck", {"bottleneck_size": 8}),
@@ -27,13 +26,12 @@ def test_layers_top_2_adapts_only_the_two_top_blocks(method, extra, tmp_path, se
     from transformers import BertConfig, BertModel
 
     from adapterkit.model import build
-    from conftest import _save_tokenizer
 
     d = tmp_path / "bert4"
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                          architectures=["BertModel"])).save_pretrained(d)
-    _save_tokenizer(d)
+    save_tokenizer(d)
     model, _ = build(_recipe(d, sentiment_files, tmp_path / "o", {"method": method, "layers": "top:2", **extra}), ["neg", "pos"])
     adapted = {n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
     blocks = {int(n.split(".layer.")[1].split(".")[0]) for n in adapted}
@@ -135,9 +133,8 @@ def test_a_plugin_registers_a_method(tiny_bert, sentiment_files, tmp_path, monke
 
 
 @pytest.mark.slow
-def test_warm_start_continues_a_run_and_checks_labels(tiny_bert, tmp_path, capsys):
+def test_warm_start_continues_a_run_and_checks_labels(tiny_bert, tmp_path):
     import adapterkit
-    from adapterkit.cli import main
 
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()
@@ -160,18 +157,14 @@ def test_warm_start_continues_a_run_and_checks_labels(tiny_bert, tmp_path, capsy
     files = write_sentiment(tmp_path / "c")
     for split in ("train", "validation"):
         files[split].write_text(files[split].read_text().replace(",pos", ",good"))
-    r = tiny_recipe(tiny_bert, files, tmp_path / "third", task=mean)
-    r["adapter"] = {"method": "lora", "r": 4, "alpha": 8, "init_from": str(tmp_path / "first")}
-    path = tmp_path / "third.yaml"
-    path.write_text(yaml.safe_dump(r))
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main(["train", str(path)])
-    err = [l for l in capsys.readouterr().err.splitlines() if l.strip() and "kernels" not in l]
-    assert e.value.code == 2 and len(err) == 1 and "adapter.init_from:" in err[0] and "task.labels" in err[0], err
+    r = tiny_recipe(tiny_bert, files, tmp_path / "third", task=mean,
+                    replace={"adapter": {"method": "lora", "r": 4, "alpha": 8, "init_from": str(tmp_path / "first")}})
+    res = cli("train", write_recipe(tmp_path / "third.yaml", r))
+    err = [l for l in res.err_lines if "kernels" not in l]
+    assert res.code == 2 and len(err) == 1 and "adapter.init_from:" in err[0] and "task.labels" in err[0], err
     r["task"] = {**mean, "labels": ["neg", "good"]}
-    path.write_text(yaml.safe_dump(r))
-    main(["train", str(path)])
+    res = cli("train", write_recipe(tmp_path / "third.yaml", r))
+    assert res.code == 0, res.err
     info = json.loads((tmp_path / "third" / "run.json").read_text())
     assert info["init_from"]["kept_labels"] == ["neg"] and info["init_from"]["new_labels"] == ["good"]
 

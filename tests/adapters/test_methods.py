@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from adapterkit.adapters import method_settings
 from adapterkit.config import resolve_paths
 from adapterkit.model import recipe_from_dict
-from conftest import tiny_recipe
+from helpers import ROOT, as_recipe, cli, shared_data, smollm2_dir, tiny_recipe
 
 LABELS = ["neg", "pos"]
 TEXTS = ["the film was great and really great", "the film was awful", "bad", "a lovely lovely film"]
@@ -72,10 +72,10 @@ def expected_adapter_params(fam, name):
 
 
 def _recipe(model_dir, tmp_path, adapter, quant="none", **extra):
+    """A Recipe to build (no data is read: the files need not exist) with `adapter` set whole, at `quant`."""
     files = {"train": tmp_path / "t.csv", "validation": tmp_path / "v.csv"}
-    r = tiny_recipe(model_dir, files, tmp_path / "run", backbone={"quantization": quant}, **extra)
-    r["adapter"] = dict(adapter)
-    return resolve_paths(recipe_from_dict(r))
+    return as_recipe(tiny_recipe(model_dir, files, tmp_path / "run", backbone={"quantization": quant},
+                                 replace={"adapter": dict(adapter)}, **extra))
 
 
 def _batch(model_dir):
@@ -270,12 +270,11 @@ def test_bad_method_settings_fail_in_one_line(adapter, where, message, tiny_bert
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_inspect_reports_targets_and_counts(tiny_llama, capsys):
-    from adapterkit.cli import main
-
-    main(["inspect", str(tiny_llama), "--method", "bottleneck", "--method", "ia3", "--method", "lora",
-          "--set", "placement=houlsby", "--set", "bottleneck_size=8", "--set", "r=4", "--json"])
-    report = json.loads(capsys.readouterr().out)
+def test_inspect_reports_targets_and_counts(tiny_llama):
+    res = cli("inspect", tiny_llama, "--method", "bottleneck", "--method", "ia3", "--method", "lora",
+              "--set", "placement=houlsby", "--set", "bottleneck_size=8", "--set", "r=4", "--json")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
     head = DIMS["llama"]["head"]
     m = report["methods"]
     assert m["bottleneck"]["trainable_params"] == expected_adapter_params("llama", "houlsby") + head
@@ -284,16 +283,13 @@ def test_inspect_reports_targets_and_counts(tiny_llama, capsys):
     assert m["bottleneck"]["targets"] == ["model.layers.*.mlp.down_proj (x2)", "model.layers.*.self_attn.o_proj (x2)"]
     assert m["bottleneck"]["trainable_share"] == pytest.approx(m["bottleneck"]["trainable_params"] / report["total_params"], abs=1e-6)
     assert any("ModuleList x 2" in line for line in report["tree"])
-    with pytest.raises(SystemExit) as e:
-        main(["inspect", str(tiny_llama), "--method", "ia3", "--set", "bottleneck_size=8"])
-    assert e.value.code == 2 and "--set: ['bottleneck_size'] is not a setting" in capsys.readouterr().err
+    res = cli("inspect", tiny_llama, "--method", "ia3", "--set", "bottleneck_size=8")
+    assert res.code == 2 and "--set: ['bottleneck_size'] is not a setting" in res.err
 
 
 @pytest.mark.slow
 def test_smollm2_prompt_tuning_recipe_trains(tmp_path):
     """Acceptance 3: the SmolLM2 prompt-tuning recipe runs (a few steps on a slice of SST-2)."""
-    from conftest import ROOT, shared_data, smollm2_dir
-
     from adapterkit.model import load_recipe
     from adapterkit.training import train
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, tiny_recipe
+from helpers import ROOT, cli, tiny_recipe, write_recipe
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from peft_types import KWARGS  # noqa: E402  the settings the table was measured with
@@ -44,21 +44,12 @@ def test_type_trains_reloads_and_merges(peft_type, tiny_bert, sentiment_files, t
         assert not list(Path(tmp_path / "merged").glob("adapter_config.json"))
 
 
-def test_bad_peft_settings_are_one_line(tiny_bert, sentiment_files, tmp_path, capsys):
-    import yaml
-
-    from adapterkit.cli import main
-
+def test_bad_peft_settings_are_one_line(tiny_bert, sentiment_files, tmp_path):
     for adapter, expected in (({"peft_type": "loha", "rr": 4}, "adapter.rr: not a setting of PEFT's LoHaConfig; its settings: ["),
                               ({"peft_type": "loha", "r": "four"}, "adapter.r: Input should be a valid integer"),
                               ({"peft_type": "nonsense"}, "adapter.peft_type: 'nonsense' is not a PEFT method type"),
                               ({"peft_type": "xlora"}, "adapter.peft_type: xlora is not supported through adapterkit: mixes several")):
-        r = tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run")
-        r["adapter"] = {"method": "peft", **adapter}
-        path = tmp_path / "r.yaml"
-        path.write_text(yaml.safe_dump(r))
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as e:
-            main(["train", str(path)])
-        err = [l for l in capsys.readouterr().err.splitlines() if l.strip() and "kernels" not in l]
-        assert e.value.code == 2 and len(err) == 1 and expected in err[0], (expected, err)
+        r = tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run", replace={"adapter": {"method": "peft", **adapter}})
+        res = cli("train", write_recipe(tmp_path / "r.yaml", r))
+        err = [l for l in res.err_lines if "kernels" not in l]
+        assert res.code == 2 and len(err) == 1 and expected in err[0], (expected, err)

@@ -3,8 +3,6 @@ one case also as a real subprocess) and must end with exit code 2 and exactly on
 or file at fault. None of the recipe, model or data cases may load a model."""
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import adapterkit.deploy.artifacts  # noqa: F401  (import-time library chatter h
 import adapterkit.training.loop  # noqa: F401
 from adapterkit.config import resolve_paths, save_recipe
 from adapterkit.model import recipe_from_dict
-from conftest import ROOT, one_error_line, tiny_recipe, write_sentiment
+from helpers import ROOT, cli_process, one_error_line, tiny_recipe, write_sentiment
 
 
 class Ctx:
@@ -137,6 +135,38 @@ def _one_label(c: Ctx) -> list[str]:
                    "data.validation=null")
 
 
+def _empty_parquet(c: Ctx) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.string())}), c.root / "empty.parquet")
+    return str(c.root / "empty.parquet")
+
+
+def _empty_arrow(c: Ctx) -> str:
+    import pyarrow as pa
+
+    t = pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.string())})
+    with pa.OSFile(str(c.root / "empty.arrow"), "wb") as sink, pa.ipc.new_stream(sink, t.schema) as w:
+        w.write_table(t)
+    return str(c.root / "empty.arrow")
+
+
+def _empty_disk(c: Ctx) -> str:
+    import datasets
+
+    datasets.Dataset.from_dict({"text": [], "label": []}).save_to_disk(str(c.root / "empty_disk"))  # saved without an Arrow file
+    return str(c.root / "empty_disk")
+
+
+def _disk_splits_one_empty(c: Ctx) -> list[str]:
+    import datasets
+
+    full = datasets.Dataset.from_dict({"text": ["good film", "bad film"], "label": ["pos", "neg"]})
+    datasets.DatasetDict({"train": full, "validation": full.select([])}).save_to_disk(str(c.root / "splits"))
+    return c.train("data.format=disk", f"data.name={c.root / 'splits'}", "data.train=train", "data.validation=validation")
+
+
 # (case id, argv builder, substrings the single error line must contain)
 CASES = [
     # ---- recipe ----
@@ -186,6 +216,13 @@ CASES = [
     ("data-missing-label-column", lambda c: c.train("data.label_column=sentiment"), ["data.label_column: column 'sentiment' not in"]),
     ("data-missing-pair-column", lambda c: c.train("data.text_pair_column=hypothesis"), ["data.text_pair_column: column 'hypothesis' not in"]),
     ("data-empty-file", lambda c: c.train(f"data.train={c.file('empty.csv', '')}"), ["data.train", "empty.csv is empty"]),
+    ("data-empty-parquet", lambda c: c.train(f"data.train={_empty_parquet(c)}"), ["data.train", "empty.parquet has a header but no rows"]),
+    ("data-zero-byte-parquet", lambda c: c.train(f"data.validation={c.file('v.parquet', '')}"), ["data.validation", "v.parquet is empty"]),
+    ("data-not-parquet", lambda c: c.train(f"data.train={c.file('t.parquet', 'text,label')}"), ["data.train", "cannot read", "t.parquet as parquet"]),
+    ("data-empty-arrow", lambda c: c.train(f"data.train={_empty_arrow(c)}"), ["data.train", "empty.arrow has a header but no rows"]),
+    ("data-empty-disk-dataset", lambda c: c.train(f"data.validation={_empty_disk(c)}"), ["data.validation", "empty_disk has a header but no rows"]),
+    ("data-disk-format-for-a-file", lambda c: c.train("data.format=disk"), ["data.train", "train.csv is a file, not a `save_to_disk` folder"]),
+    ("data-empty-disk-split", _disk_splits_one_empty, ["data.validation", "splits[validation] has a header but no rows"]),
     ("data-empty-split", lambda c: c.train(f"data.validation={c.file('val.csv', 'text,label' + chr(10))}"),
      ["data.validation", "val.csv has a header but no rows"]),
     ("data-ragged-csv", lambda c: c.train(f"data.train={c.file('rag.csv', 'text,label' + chr(10) + 'ok,pos' + chr(10) + 'a,b,neg' + chr(10))}"),
@@ -239,12 +276,12 @@ NEEDS_RUN = {"run-unfinished", "run-interrupted", "run-labels-do-not-fit-head", 
 
 @pytest.mark.parametrize("case,build,expected", [pytest.param(*c, marks=pytest.mark.slow) if c[0] in NEEDS_RUN else c for c in CASES],
                          ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line(case, build, expected, tiny_bert, tiny_llama, request, tmp_path, capsys, monkeypatch):
+def test_bad_input_is_one_line(case, build, expected, tiny_bert, tiny_llama, request, tmp_path, monkeypatch):
     c = Ctx(tmp_path, tiny_bert, tiny_llama, lambda: request.getfixturevalue("trained_run"))
     argv = build(c)
     if not case.startswith("run-") and not case.startswith("export-"):
         request.getfixturevalue("no_model")
-    line = one_error_line(argv, capsys)
+    line = one_error_line(argv)
     for s in expected:
         assert s in line, f"{s!r} not in {line!r}"
 
@@ -255,7 +292,6 @@ def test_table_is_large_enough():
 
 def test_bad_input_through_a_real_process(tiny_bert, tmp_path):
     c = Ctx(tmp_path, tiny_bert, tiny_bert, tmp_path)
-    res = subprocess.run([sys.executable, "-m", "adapterkit.cli", *c.train(f"backbone.path={_vit_dir(c)}")],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    res = cli_process(*c.train(f"backbone.path={_vit_dir(c)}"), cwd=ROOT)
     err = [l for l in res.stderr.splitlines() if l.strip()]
     assert res.returncode == 2 and len(err) == 1 and "(vit) has no AutoModelForSequenceClassification" in err[0], res.stderr

@@ -14,10 +14,9 @@ import torch
 import yaml
 
 from adapterkit import files
-from adapterkit.cli import main
 from adapterkit.model import load_recipe, recipe_from_dict
-from test_bad_inputs import Ctx, _fake_run, trained_run  # noqa: F401  (trained_run: the module-scoped fixture, trained once here)
-from conftest import one_error_line
+from test_bad_inputs import Ctx, _fake_run, _with_method, trained_run  # noqa: F401  (trained_run: the module-scoped fixture, trained once here)
+from helpers import cli, one_error_line
 
 LATIN1 = "text,label\ncaf\xe9 cr\xe8me was great,pos\nbad,neg\n".encode("latin-1")  # é as one byte: not UTF-8
 
@@ -43,6 +42,25 @@ def _two_runs(c: Ctx) -> list[str]:
     return [_fake_run(c, "lora"), str(c.root)]
 
 
+def _bomb(levels: int = 9, width: int = 9, merge: bool = False) -> str:
+    """A billion-laughs document (under 1 KB): each anchor repeats the one before `width` times, 9**9 values in all;
+    with `merge`, the repeats are YAML merge keys (`<<`) instead of list items."""
+    if merge:
+        lines = ["l0: &l0 {a: 1, b: 2}"] + [f"l{i}: &l{i} {{<<: [{', '.join([f'*l{i - 1}'] * width)}], k{i}: 1}}" for i in range(1, levels)]
+    else:
+        lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"] + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def _bomb_recipe(c: Ctx, **kw) -> list[str]:
+    """The tiny recipe with a bomb under task.labels (a list key the value checks walk)."""
+    return ["train", c.write(yaml.safe_dump(c.recipe()) + _bomb(**kw) + "extra: *l8\n")]
+
+
+def _space(c: Ctx, text: str, *extra) -> list[str]:
+    return ["tune", c.write(c.recipe()), "--space", c.file("space.yaml", text), *extra]
+
+
 def _earlier_export(c: Ctx) -> str:
     d = c.root / "e"
     d.mkdir()
@@ -50,6 +68,18 @@ def _earlier_export(c: Ctx) -> str:
     (d / "export_report.json").write_text(json.dumps({"files": {"model.safetensors": {"bytes": 1}}}))
     (d / "NOTES.md").write_text("the user's own notes")
     return str(d)
+
+
+def _proc(c: Ctx, name: str) -> str:
+    """A path where nothing can be created, even by root (os.access says yes to root): under /proc."""
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc on this system")
+    return f"/proc/no-such-folder/{name}"
+
+
+def _tune(c: Ctx, out: str) -> list[str]:
+    space = c.file("space.yaml", "training.lr: {low: 1.0e-4, high: 1.0e-3, log: true}\n")
+    return ["tune", c.write(c.recipe()), "--space", space, "--trials", "1", "--out", out]
 
 
 # (case id, argv builder, substrings the single error line must contain)
@@ -92,7 +122,7 @@ CASES = [
     ("export-out-unwritable", lambda c: ["export", _fake_run(c, "lora"), "--out", str(Path(c.file("taken", "x")) / "e")],
      ["--out: cannot write to", "taken is a file, not a folder"]),
     ("export-out-earlier-export-plus-user-file", lambda c: ["export", _fake_run(c, "lora"), "--out", _earlier_export(c)],
-     ["--out:", "files it did not write", "NOTES.md"]),
+     ["--out:", "did not list as its own", "NOTES.md"]),
     ("merge-out-is-a-file", lambda c: ["merge", *_two_runs(c), "--out", c.file("taken", "x")], ["--out:", "taken is a file"]),
     ("merge-out-is-a-symlink", lambda c: ["merge", *_two_runs(c), "--out", _link(c)], ["--out:", "is a symlink"]),
     ("sweep-out-is-a-file", lambda c: ["sweep", _fake_run(c, "lora"), "--out", c.file("taken", "x")], ["--out:", "taken is a file"]),
@@ -101,6 +131,121 @@ CASES = [
     ("compare-out-is-a-file", lambda c: ["compare", _fake_run(c, "lora"), str(c.root), "--out", c.file("taken", "x")], ["--out:", "taken is a file"]),
     ("compare-out-is-a-symlink", lambda c: ["compare", _fake_run(c, "lora"), str(c.root), "--out", _link(c)], ["--out:", "is a symlink"]),
     ("generate-out-is-a-folder", lambda c: ["generate", _fake_run(c, "lora"), "--prompt", "hi", "--out", str(c.root)], ["--out:", "is a folder"]),
+    # ---- issue #36 class 5: inputs without bounds (each refused at once, before any work) ----
+    ("recipe-alias-bomb", _bomb_recipe, ["r.yaml: YAML aliases", "more than 100,000 extra values"]),
+    ("recipe-alias-bomb-merge-keys", lambda c: _bomb_recipe(c, levels=30, width=2, merge=True), ["r.yaml: YAML aliases", "100,000"]),
+    ("recipe-alias-recursive", lambda c: ["train", c.write(yaml.safe_dump(c.recipe()) + "loop: &x [1, *x]\n")], ["r.yaml", "alias", "contains it"]),
+    ("recipe-alias-bomb-set", lambda c: c.train("task.labels=[" + _bomb().replace("\n", ", ").rstrip(", ") + "]"),  # [l0: &l0 [...], ...]
+     ["--set task.labels: YAML aliases"]),
+    ("recipe-huge-integer", lambda c: c.train("training.max_steps=" + "9" * 5000), ["training.max_steps"]),
+    ("recipe-huge-integer-yaml", lambda c: ["train", c.write(yaml.safe_dump(c.recipe()).replace("epochs: 2", "epochs: " + "9" * 5000))],
+     ["r.yaml: not valid YAML at line", "too many digits"]),
+    ("recipe-max-steps-huge", lambda c: c.train(f"training.max_steps={10**20}"), ["training.max_steps", "less than or equal to 1000000000"]),
+    ("recipe-max-steps-float-huge", lambda c: c.train("training.max_steps=1e20"), ["training.max_steps", "integer"]),
+    ("recipe-epochs-huge", lambda c: c.train("training.epochs=1e9"), ["training.epochs", "less than or equal to 100000"]),
+    ("recipe-batch-size-huge", lambda c: c.train("training.batch_size=10000000"), ["training.batch_size", "less than or equal to 65536"]),
+    ("recipe-eval-batch-size-huge", lambda c: c.train("training.eval_batch_size=10000000"), ["training.eval_batch_size", "65536"]),
+    ("recipe-accumulation-huge", lambda c: c.train("training.gradient_accumulation=10000000"), ["training.gradient_accumulation", "65536"]),
+    ("recipe-eval-every-huge", lambda c: c.train(f"training.eval_every={10**12}"), ["training.eval_every", "1000000000"]),
+    ("recipe-checkpoint-every-huge", lambda c: c.train(f"training.checkpoint_every={10**12}"), ["training.checkpoint_every", "1000000000"]),
+    ("recipe-keep-checkpoints-huge", lambda c: c.train("training.keep_checkpoints=100000"), ["training.keep_checkpoints", "1000"]),
+    ("recipe-max-length-huge", lambda c: c.train(f"data.max_length={10**9}"), ["data.max_length", "less than or equal to 1048576"]),
+    ("recipe-cv-folds-huge", lambda c: c.train("data.cv_folds=1000", "data.cv_fold=0", "data.validation=null"), ["data.cv_folds", "100"]),
+    ("recipe-lora-rank-huge", lambda c: c.train(f"adapter.r={10**9}"), ["adapter.r", "less than or equal to 65536"]),
+    ("recipe-generation-tokens-huge", lambda c: c.train("task.type=causal_lm", f"task.generation.max_new_tokens={10**12}"),
+     ["task: generation.max_new_tokens", "1048576"]),
+    ("tune-space-max-steps-huge", lambda c: _space(c, "training.max_steps: {low: 10, high: 100000000000000000000}\n"),
+     ["space.yaml: training.max_steps", "does not give a valid recipe", "less than or equal to 1000000000"]),
+    ("tune-space-max-steps-float-huge", lambda c: _space(c, "training.max_steps: {choices: [10, 1e20]}\n"),
+     ["space.yaml: training.max_steps: 1e+20 does not give a valid recipe", "r.yaml: training.max_steps"]),
+    ("tune-space-alias-bomb", lambda c: _space(c, _bomb() + "training.lr: {low: 1.0e-4, high: 1.0e-3}\n"), ["space.yaml: YAML aliases"]),
+    ("tune-space-infinite-high", lambda c: _space(c, "training.lr: {low: 1.0e-4, high: .inf}\n"), ["space.yaml: training.lr.high: inf is not a finite number"]),
+    ("tune-grid-too-many-values", lambda c: _space(c, "training.lr: {low: 1.0e-4, high: 1.0e-2, step: 1.0e-300}\n", "--sampler", "grid"),
+     ["space.yaml: training.lr: the grid would try", "at most 10,000"]),
+    ("tune-grid-too-many-points", lambda c: _space(c, "".join(f"training.{k}: {{low: 1, high: 100, step: 1}}\n" for k in ("max_steps", "log_every", "eval_every")),
+                                                    "--sampler", "grid"), ["space.yaml: the grid has more than 100,000 combinations"]),
+    ("train-seeds-million", lambda c: c.train(extra=["--seeds", "1000000"]), ["--seeds: 1000000 runs", "1 to 1000"]),
+    ("train-seeds-list-too-long", lambda c: c.train(extra=["--seeds", ",".join(map(str, range(5000)))]), ["--seeds: more than 1000 seeds"]),
+    ("train-seeds-out-of-range", lambda c: c.train(extra=["--seeds", f"1,{2**32}"]), ["--seeds: seed 4294967296 is out of range"]),
+    ("train-cv-one", lambda c: c.train(extra=["--cv", "1"]), ["--cv: 1; expected a number of folds from 2 to 100"]),
+    ("train-cv-huge", lambda c: c.train(extra=["--cv", "1000000"]), ["--cv: 1000000", "2 to 100"]),
+    ("train-seeds-times-folds", lambda c: c.train(extra=["--seeds", "20", "--cv", "100"]), ["--seeds and --cv", "2000 runs", "at most 1000"]),
+    ("tune-trials-zero", lambda c: _space(c, "training.lr: {low: 1.0e-4, high: 1.0e-3}\n", "--trials", "0"), ["--trials: 0", "1 to 10000"]),
+    ("tune-trials-huge", lambda c: _space(c, "training.lr: {low: 1.0e-4, high: 1.0e-3}\n", "--trials", "1000000000"), ["--trials: 1000000000"]),
+    ("tune-jobs-huge", lambda c: _space(c, "training.lr: {low: 1.0e-4, high: 1.0e-3}\n", "--jobs", "5000"), ["--jobs: 5000", "1 to 64"]),
+    ("tune-cv-huge", lambda c: _space(c, "training.lr: {low: 1.0e-4, high: 1.0e-3}\n", "--cv", "5000"), ["--cv: 5000", "2 to 100"]),
+    ("tune-seed-huge", lambda c: _space(c, "training.lr: {low: 1.0e-4, high: 1.0e-3}\n", "--seed", str(2**40)), ["--seed:", "0 to 4294967295"]),
+    ("tune-timeout-nan", lambda c: _space(c, "training.lr: {low: 1.0e-4, high: 1.0e-3}\n", "--timeout", "nan"), ["--timeout: nan"]),
+    ("generate-max-new-tokens-zero", lambda c: ["generate", _fake_run(c, "lora"), "--prompt", "hi", "--max-new-tokens", "0"],
+     ["--max-new-tokens: 0", "1 to 1048576"]),
+    ("generate-max-new-tokens-huge", lambda c: ["generate", _fake_run(c, "lora"), "--prompt", "hi", "--max-new-tokens", str(10**12)],
+     ["--max-new-tokens"]),
+    ("generate-batch-size-huge", lambda c: ["generate", _fake_run(c, "lora"), "--prompt", "hi", "--batch-size", str(10**9)], ["--batch-size", "65536"]),
+    ("generate-temperature-nan", lambda c: ["generate", _fake_run(c, "lora"), "--prompt", "hi", "--temperature", "nan"], ["--temperature: nan"]),
+    ("inspect-num-labels-zero", lambda c: ["inspect", str(c.bert), "--num-labels", "0"], ["--num-labels: 0"]),
+    ("sweep-scales-too-many", lambda c: ["sweep", _fake_run(c, "lora"), "--scales", ",".join(["0.5"] * 500)], ["--scales: more than 100 scales"]),
+    # ---- issue #36 class 7: silent coercions ----
+    ("recipe-layers-empty", lambda c: c.train("adapter.layers=[]"), ["adapter.layers: an empty list", "omit the key to adapt every block"]),
+    ("recipe-layers-bool", lambda c: c.train("adapter.layers=[true]"), ["adapter.layers.0: expected an integer, not the boolean true"]),
+    ("recipe-layers-bool-yaml", lambda c: ["train", c.write(yaml.safe_dump(c.recipe(adapter={"layers": [0, False]})))],
+     ["adapter.layers.1: expected an integer, not the boolean false"]),
+    ("recipe-layers-to-transform-empty", lambda c: c.train("adapter.layers_to_transform=[]"), ["adapter.layers_to_transform: an empty list"]),
+    ("recipe-target-modules-empty", lambda c: c.train("adapter.target_modules=[]"), ["adapter.target_modules: an empty list"]),
+    ("recipe-ia3-layers-empty", lambda c: c.train("adapter.layers=[]", recipe=_with_method(c, "ia3")), ["adapter.layers: an empty list"]),
+    ("recipe-peft-layers-empty", lambda c: c.train("adapter.peft_type=lora", "adapter.layers_to_transform=[]", recipe=_with_method(c, "peft")),
+     ["adapter.layers_to_transform: an empty list"]),
+    ("recipe-peft-bool", lambda c: c.train("adapter.peft_type=lora", "adapter.r=true", recipe=_with_method(c, "peft")),
+     ["adapter.r: expected an integer, not the boolean true"]),
+    ("recipe-rank-pattern-bool", lambda c: c.train("adapter.rank_pattern={query: true}"), ["adapter.rank_pattern.query: expected an integer"]),
+    ("recipe-labels-empty", lambda c: c.train("task.labels=[]"), ["task.labels: an empty list", "omit task.labels"]),
+    ("recipe-generation-bool", lambda c: c.train("task.type=causal_lm", "task.generation.num_beams=true"),
+     ["task.generation.num_beams: expected an integer, not the boolean true"]),
+    ("recipe-seed-sexagesimal", lambda c: c.train("training.seed=1:30"), ["training.seed", "valid integer"]),
+    ("recipe-seed-sexagesimal-yaml", lambda c: ["train", c.write(yaml.safe_dump(c.recipe()).replace("seed: 0", "seed: 1:30"))],
+     ["training.seed", "valid integer"]),
+    ("recipe-duplicate-section", lambda c: ["train", c.write(yaml.safe_dump(c.recipe()) + "training: {epochs: 1}\n")],
+     ["r.yaml: line", "the key 'training' appears twice in one mapping"]),
+    ("recipe-duplicate-key", lambda c: ["train", c.write(yaml.safe_dump(c.recipe()).replace("epochs: 2", "epochs: 2\n  epochs: 3"))],
+     ["r.yaml: line", "the key 'epochs' appears twice"]),
+    ("recipe-duplicate-key-set", lambda c: c.train("task.labels=[neg, pos]", "backbone.rope_scaling={rope_type: linear, factor: 2, factor: 4}"),
+     ["--set backbone.rope_scaling: line 1: the key 'factor' appears twice"]),
+    ("recipe-set-whole-section", lambda c: c.train("training={lr: 0.001}"),
+     ["--set training: training is a section", "--set training.lr=0.001"]),
+    ("recipe-set-whole-subsection", lambda c: c.train("training.early_stopping={patience: 2}"),
+     ["--set training.early_stopping:", "--set training.early_stopping.patience=2"]),
+    ("recipe-set-whole-head-settings", lambda c: c.train("task.type=causal_lm", "task.generation={max_new_tokens: 8}"),
+     ["--set task.generation:", "--set task.generation.max_new_tokens=8"]),
+    ("compare-samples-zero", lambda c: ["compare", _fake_run(c, "lora"), str(c.root), "--samples", "0"], ["--samples: 0", "100 to 100000"]),
+    ("compare-samples-few", lambda c: ["compare", _fake_run(c, "lora"), str(c.root), "--samples", "5"], ["--samples: 5"]),
+    ("export-verify-samples-zero", lambda c: ["export", _fake_run(c, "lora"), "--out", str(c.root / "e"), "--verify-samples", "0"],
+     ["--verify-samples: 0", "positive"]),
+    ("export-verify-samples-negative", lambda c: ["export", _fake_run(c, "lora"), "--out", str(c.root / "e"), "--verify-samples", "-4"],
+     ["--verify-samples: -4"]),
+    ("export-tolerance-nan", lambda c: ["export", _fake_run(c, "lora"), "--out", str(c.root / "e"), "--tolerance", "nan"], ["--tolerance: nan"]),
+    ("merge-density-ignored", lambda c: ["merge", *_two_runs(c), "--out", str(c.root / "m"), "--density", "0.3"],
+     ["--density: only used with --method ties, dare_linear, dare_ties, not linear"]),
+    # --out where nothing can be created: `unexpected FileNotFoundError` once the work was done (issue #36, class 8)
+    ("export-out-under-proc", lambda c: ["export", _fake_run(c, "lora"), "--out", _proc(c, "e")], ["--out: cannot write to /proc/no-such-folder/e"]),
+    ("merge-out-under-proc", lambda c: ["merge", *_two_runs(c), "--out", _proc(c, "m")], ["--out: cannot write to /proc/no-such-folder/m"]),
+    ("sweep-out-under-proc", lambda c: ["sweep", _fake_run(c, "lora"), "--out", _proc(c, "s")], ["--out: cannot write to /proc/no-such-folder/s"]),
+    ("compare-out-under-proc", lambda c: ["compare", _fake_run(c, "lora"), str(c.root), "--out", _proc(c, "c")], ["--out: cannot write to /proc/no-such-folder/c"]),
+    ("generate-out-under-proc", lambda c: ["generate", _fake_run(c, "lora"), "--prompt", "hi", "--out", _proc(c, "g.jsonl")],
+     ["--out: cannot write to /proc/no-such-folder/g.jsonl"]),
+    ("generate-file-out-under-proc", lambda c: ["generate", _fake_run(c, "lora"), "--file", c.file("p.jsonl", '{"prompt": "hi"}\n'), "--out", _proc(c, "g.jsonl")],
+     ["--out: cannot write to /proc/no-such-folder/g.jsonl"]),
+    ("tune-out-under-proc", lambda c: _tune(c, _proc(c, "t")), ["--out: cannot write to /proc/no-such-folder/t"]),
+    ("tune-out-under-a-file", lambda c: _tune(c, str(Path(c.file("taken", "x")) / "t")), ["--out: cannot write to", "taken is a file, not a folder"]),
+    ("tune-out-is-a-file", lambda c: _tune(c, c.file("taken", "x")), ["--out:", "taken is a file, not a folder"]),
+    ("generate-out-under-a-file", lambda c: ["generate", _fake_run(c, "lora"), "--prompt", "hi", "--out", str(Path(c.file("taken", "x")) / "g.jsonl")],
+     ["--out: cannot write to", "taken is a file, not a folder"]),
+    ("train-output-dir-under-proc", lambda c: c.train(f"training.output_dir={_proc(c, 'run')}"), ["training.output_dir: cannot write to /proc/no-such-folder/run"]),
+    ("predict-file-is-a-folder", lambda c: ["predict", _fake_run(c, "lora"), "--file", str(c.root)], ["--file:", "is a folder; give a text file"]),
+    # a Hub revision is a name, never a path: huggingface_hub joins it to cache paths (`refs/../../x`)
+    ("recipe-revision-parent-path", lambda c: c.train("backbone.revision=../../x"), ["backbone.revision: '../../x'", "a path, not a revision", "commit hash"]),
+    ("recipe-revision-absolute-path", lambda c: ["train", c.write(dict(c.recipe(), backbone={"path": "org/model", "revision": "/etc"}))],
+     ["r.yaml", "backbone.revision: '/etc' starts with '/'"]),
+    ("recipe-revision-inner-parent", lambda c: ["data", "check", *c.train("backbone.revision=main/../../x")[1:]], ["backbone.revision", "contains '..'"]),
+    ("recipe-revision-space", lambda c: c.train("backbone.revision=v 1"), ["backbone.revision: 'v 1'", "characters a git revision cannot have"]),
 ]
 
 
@@ -108,9 +253,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("case,build,expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line(case, build, expected, tiny_bert, tiny_llama, tmp_path, capsys, no_model):
+def test_bad_input_is_one_line(case, build, expected, tiny_bert, tiny_llama, tmp_path, no_model):
     c = Ctx(tmp_path, tiny_bert, tiny_llama, lambda: pytest.fail("these cases need no trained run"))
-    line = one_error_line(build(c), capsys)
+    line = one_error_line(build(c))
     for s in expected:
         assert s in line, f"{s!r} not in {line!r}"
 
@@ -231,7 +376,7 @@ def test_merged_adapter_must_be_finite():
 
 # ---- no space left on device ----
 
-def test_no_space_left_is_one_line(tmp_path, monkeypatch, capsys):
+def test_no_space_left_is_one_line(tmp_path, monkeypatch):
     """A full disk while a command writes (here: predict's library call writing a file through atomic_write_text,
     whose failed write names no file): one line naming the file, exit 2, and no temporary file left behind."""
     import adapterkit.inference
@@ -247,7 +392,7 @@ def test_no_space_left_is_one_line(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(files.os, "fsync", full_disk)
     monkeypatch.setattr(adapterkit.inference, "predict", predict)
-    line = one_error_line(["predict", str(tmp_path), "--text", "good film"], capsys)
+    line = one_error_line(["predict", str(tmp_path), "--text", "good film"])
     assert line.startswith(f"adapterkit: error: no space left on device writing {target}"), line
     assert list(tmp_path.iterdir()) == []
 
@@ -255,7 +400,7 @@ def test_no_space_left_is_one_line(tmp_path, monkeypatch, capsys):
 # ---- with a trained run (slow) ----
 
 @pytest.mark.slow
-def test_merge_with_nan_result_writes_nothing(trained_run, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_merge_with_nan_result_writes_nothing(trained_run, tmp_path, monkeypatch):  # noqa: F811
     merge_mod = importlib.import_module("adapterkit.interpolation.merge")  # the package re-exports a function of that name
 
     def poison(model, name):  # stands in for a combination that overflows
@@ -266,18 +411,18 @@ def test_merge_with_nan_result_writes_nothing(trained_run, tmp_path, capsys, mon
 
     monkeypatch.setattr(merge_mod, "_fix_rslora_scaling", poison)
     out = tmp_path / "merged"
-    line = one_error_line(["merge", str(trained_run), str(trained_run), "--out", str(out), "--no-eval"], capsys)
+    line = one_error_line(["merge", str(trained_run), str(trained_run), "--out", str(out), "--no-eval"])
     assert "combined adapter has NaN or inf values" in line and "nothing was written" in line
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
-def test_merge_and_export_keep_a_users_tmp_folder(trained_run, tmp_path, capsys):  # noqa: F811
+def test_merge_and_export_keep_a_users_tmp_folder(trained_run, tmp_path):  # noqa: F811
     for name in ("merged", "exported"):
         _user_folders(tmp_path, name)
-    main(["merge", str(trained_run), str(trained_run), "--out", str(tmp_path / "merged"), "--no-eval"])
-    main(["export", str(trained_run), "--out", str(tmp_path / "exported"), "--format", "adapter", "--verify-samples", "4"])
-    main(["export", str(trained_run), "--out", str(tmp_path / "exported"), "--format", "adapter", "--verify-samples", "4"])  # replaces it
+    assert cli("merge", trained_run, trained_run, "--out", tmp_path / "merged", "--no-eval").code == 0
+    assert cli("export", trained_run, "--out", tmp_path / "exported", "--format", "adapter", "--verify-samples", "4").code == 0
+    assert cli("export", trained_run, "--out", tmp_path / "exported", "--format", "adapter", "--verify-samples", "4").code == 0  # replaces it
     assert (tmp_path / "merged" / "run.json").is_file() and (tmp_path / "exported" / "export_report.json").is_file()
     for name in ("merged", "exported"):
         for suffix in (".tmp", ".old"):

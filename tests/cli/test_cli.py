@@ -1,15 +1,7 @@
 """The command line: bad input is one clear line and exit code 2, before any model is loaded."""
-import subprocess
-import sys
-
 import pytest
-import yaml
 
-from conftest import tiny_recipe
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "adapterkit.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+from helpers import cli, cli_process, tiny_recipe, write_recipe
 
 
 @pytest.mark.parametrize("override,expected", [
@@ -19,9 +11,8 @@ def run_cli(*args, cwd=None):
     ("backbone.path=/nonexistent/model", "backbone.path: /nonexistent/model is not a folder"),
 ])
 def test_bad_recipe_fails_fast_with_one_line(tiny_bert, sentiment_files, tmp_path, override, expected):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run")))
-    res = run_cli("train", str(recipe), "--set", override)
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run"))
+    res = cli_process("train", recipe, "--set", override)
     assert res.returncode == 2
     err = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(err) == 1 and expected in err[0], res.stderr
@@ -29,28 +20,24 @@ def test_bad_recipe_fails_fast_with_one_line(tiny_bert, sentiment_files, tmp_pat
 
 
 def test_train_eval_predict_export(tiny_bert, sentiment_files, tmp_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run")))
-    assert run_cli("train", str(recipe), "--set", "training.epochs=1").returncode == 0
-    res = run_cli("eval", str(tmp_path / "run"))
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run"))
+    assert cli_process("train", recipe, "--set", "training.epochs=1").returncode == 0
+    res = cli_process("eval", tmp_path / "run")
     assert res.returncode == 0 and '"accuracy"' in res.stdout
-    res = run_cli("predict", str(tmp_path / "run"), "--text", "the film was great")
+    res = cli_process("predict", tmp_path / "run", "--text", "the film was great")
     assert res.returncode == 0 and '"label"' in res.stdout
-    res = run_cli("export", str(tmp_path / "run"), "--out", str(tmp_path / "exp"))
+    res = cli_process("export", tmp_path / "run", "--out", tmp_path / "exp")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "exp" / "export_report.json").is_file()
-    res = run_cli("eval", str(tmp_path / "nope"))
+    res = cli_process("eval", tmp_path / "nope")
     assert res.returncode == 2 and "not a finished adapterkit run" in res.stderr
 
 
-def test_predict_usage_errors_exit_2_with_one_line(tmp_path, capsys):
-    from adapterkit.cli import main
-
+def test_predict_usage_errors_exit_2_with_one_line(tmp_path):
     for args in (["predict", str(tmp_path), "--file", str(tmp_path / "missing.txt")], ["predict", str(tmp_path)]):
-        with pytest.raises(SystemExit) as e:
-            main(args)
-        assert e.value.code == 2
-        err = capsys.readouterr().err.strip().splitlines()
+        res = cli(*args)
+        assert res.code == 2
+        err = res.err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("adapterkit: error: ")
         assert ("missing.txt not found" in err[0]) if "--file" in args else ("give --text" in err[0])
 
@@ -71,9 +58,9 @@ def test_corrupted_run_status_is_a_one_line_error(tmp_path):
 
 
 @pytest.mark.parametrize("args,expected", [(["trian", "r.yaml"], "No such command 'trian'. Did you mean 'train'?"),
-                                           (["train", "r.yaml", "--cv", "1"], "Invalid value for '--cv'")])
+                                           (["train", "r.yaml", "--cv", "two"], "Invalid value for '--cv'")])  # not an integer (--cv 1: a bound, one adapterkit line)
 def test_usage_errors_are_one_error_line_not_a_traceback(args, expected):
-    res = run_cli(*args)
+    res = cli_process(*args)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     errors = [l for l in res.stderr.splitlines() if l.startswith("Error:")]
     assert len(errors) == 1 and expected in errors[0], res.stderr

@@ -2,22 +2,14 @@
 command, and what libraries write goes to the run's log.jsonl (shown with --debug), never to the terminal."""
 import json
 import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_recipe, write_sentiment
+from helpers import ROOT, cli_process, tiny_recipe, write_recipe, write_sentiment
 
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", ADAPTERKIT_PROGRESS="0")
-ENV.pop("ADAPTERKIT_DEBUG", None)
-
-
-def adapterkit(*argv, cwd=ROOT, timeout=300):
-    return subprocess.run([sys.executable, "-m", "adapterkit.cli", *map(str, argv)], capture_output=True, text=True,
-                          cwd=cwd, env=ENV, timeout=timeout, stdin=subprocess.DEVNULL)
+ENV = {"HF_HUB_OFFLINE": "1", "ADAPTERKIT_PROGRESS": "0", "ADAPTERKIT_DEBUG": None}  # over this process's; None: unset
 
 
 def test_every_command_gives_one_stderr_line_for_bad_input(tmp_path):
@@ -40,7 +32,7 @@ def test_every_command_gives_one_stderr_line_for_bad_input(tmp_path):
         "env": ["env", "--lock", missing / "requirements.lock"],
     }
     with ThreadPoolExecutor(2) as pool:
-        results = dict(zip(cases, pool.map(lambda argv: adapterkit(*argv), cases.values())))
+        results = dict(zip(cases, pool.map(lambda argv: cli_process(*argv, cwd=ROOT, env=ENV), cases.values())))
     for name, res in results.items():
         err = [l for l in res.stderr.splitlines() if l.strip()]
         assert res.returncode == 2, (name, res.returncode, res.stderr)
@@ -64,10 +56,9 @@ def test_library_output_goes_to_the_log_and_shows_with_debug(tiny_bert, tmp_path
     (tmp_path / "noisy_lib.py").write_text(NOISY_PLUGIN)
     files = write_sentiment(tmp_path, n_train=16, n_val=8)
     r = tiny_recipe(tiny_bert, files, tmp_path / "run", adapter={"plugin": "noisy_lib"}, training={"epochs": 1})
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    write_recipe(tmp_path / "r.yaml", r)
     env = dict(ENV, PYTHONPATH=str(tmp_path))
-    res = subprocess.run([sys.executable, "-m", "adapterkit.cli", "train", "r.yaml"], capture_output=True, text=True,
-                         cwd=tmp_path, env=env, timeout=600, stdin=subprocess.DEVNULL)
+    res = cli_process("train", "r.yaml", cwd=tmp_path, env=env, timeout=600)
     assert res.returncode == 0, res.stderr
     assert "NOISY" not in res.stdout + res.stderr, res.stdout + res.stderr
     assert "run directory:" in res.stdout  # adapterkit's own lines still reach the terminal
@@ -78,22 +69,21 @@ def test_library_output_goes_to_the_log_and_shows_with_debug(tiny_bert, tmp_path
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["environment"]["packages"]["torch"] and run["environment"]["python"]
 
-    debug = subprocess.run([sys.executable, "-m", "adapterkit.cli", "--debug", "train", "r.yaml", "--set", "training.lrr=1"],
-                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    debug = cli_process("--debug", "train", "r.yaml", "--set", "training.lrr=1", cwd=tmp_path, env=env)
     assert debug.returncode == 2 and "NOISY-fd" in debug.stderr and "NOISY-logging" in debug.stderr, debug.stderr
 
 
 def test_env_reports_versions_against_the_lock(tmp_path):
     lock = tmp_path / "requirements.lock"
     lock.write_text("# a lock\ntorch==0.0.1\n    # via adapterkit\npyyaml==99.0\n")
-    res = adapterkit("env", "--lock", lock, "--json")
+    res = cli_process("env", "--lock", lock, "--json", cwd=ROOT, env=ENV)
     assert res.returncode == 0, res.stderr
     rep = json.loads(res.stdout)
     assert rep["packages"]["torch"]["locked"] == "0.0.1" and rep["packages"]["torch"]["matches"] is False
     assert rep["packages"]["peft"]["locked"] is None and rep["packages"]["peft"]["matches"] is None
     assert any(o.startswith("pyyaml==99.0") for o in rep["other_mismatches"])
     assert set(rep["cpu"]) >= {"machine"} and isinstance(rep["cuda"], list)
-    text = adapterkit("env", "--lock", lock)
+    text = cli_process("env", "--lock", lock, cwd=ROOT, env=ENV)
     assert text.returncode == 0 and "LOCK HAS 0.0.1" in text.stdout and "python " in text.stdout
 
 

@@ -94,3 +94,141 @@ def test_schema_checks_structure_alone_and_the_loader_imports_plugins_first(tmp_
 
     HEADS.pop("probe_head", None)
     sys.modules.pop("plugin_probe_head", None)
+
+
+# ---- issue #36: YAML 1.2 scalars, bounded aliases, one key at a time through --set ----
+
+@pytest.mark.parametrize("text,expected", [
+    ("1:30", "1:30"),        # YAML 1.1: the sexagesimal 90
+    ("010", 10),             # YAML 1.1: octal 8
+    ("0o10", 8), ("0x1F", 31), ("+12", 12), ("-3", -3),
+    ("1e-4", 1e-4),          # YAML 1.1: the string "1e-4"
+    ("1.5e3", 1500.0), (".5", 0.5), ("-.inf", float("-inf")),
+    ("yes", "yes"), ("no", "no"), ("on", "on"), ("off", "off"), ("y", "y"),  # YAML 1.1: booleans
+    ("true", True), ("FALSE", False),
+    ("2024-01-01", "2024-01-01"),  # YAML 1.1: a date
+    ("=", "="),              # YAML 1.1: a value tag PyYAML cannot even build
+    ("1_000", "1_000"), ("~", None), ("null", None),
+])
+def test_recipe_yaml_is_read_with_yaml_1_2_core_scalars(text, expected):
+    from adapterkit.config.load import parse_yaml
+
+    assert parse_yaml(f"a: {text}") == {"a": expected}
+
+
+def test_set_values_keep_what_was_written(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(BASE))
+    r = load_recipe(p, ["training.max_steps=010", "training.seed=0o10", "training.lr=1e-4", "backbone.revision=2024-01-01",
+                        "training.mixed_precision=no", "training.group_by_length=off"])
+    assert (r.training.max_steps, r.training.seed, r.training.lr) == (10, 8, 1e-4)
+    assert r.backbone.revision == "2024-01-01" and r.training.mixed_precision == "no" and r.training.group_by_length is False
+    with pytest.raises(RecipeError, match=r"training.seed: .*valid integer"):
+        load_recipe(p, ["training.seed=1:30"])  # the string '1:30', not 90
+    p.write_text("backbone: {path: m}\ndata: {train: t.csv}\ntraining: {max_steps: 010, seed: 1_000}\n")
+    r = load_recipe(p)
+    assert r.training.max_steps == 10 and r.training.seed == 1000  # in a file too; pydantic reads "1_000" as 1000
+
+
+def test_saved_recipe_quotes_strings_yaml_1_2_reads_as_numbers(tmp_path):
+    """`1e5` is a string to YAML 1.1 (safe_dump leaves it bare) but a float to YAML 1.2: saved quoted, it reads back."""
+    from adapterkit.config import save_recipe
+
+    r = recipe_from_dict({**BASE, "task": {"labels": ["1e5", "0o7", "no", "1:30", "010"]}})
+    save_recipe(r, tmp_path / "saved.yaml")
+    assert load_recipe(tmp_path / "saved.yaml").task.labels == ["1e5", "0o7", "no", "1:30", "010"]
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path):
+    """A recipe may still share settings through an anchor and a merge key (`<<: *d`): a bounded expansion."""
+    p = tmp_path / "r.yaml"
+    p.write_text("backbone: {path: m}\n"
+                 "tasks:\n"
+                 "  - {name: a, data: &d {train: a.csv, max_length: 64, text_column: sentence}}\n"
+                 "  - {name: b, data: {<<: *d, train: b.csv}}\n")
+    r = load_recipe(p)
+    assert [(t.data.train, t.data.max_length, t.data.text_column) for t in r.tasks] == [("a.csv", 64, "sentence"), ("b.csv", 64, "sentence")]
+
+
+def test_alias_expansion_is_bounded_without_expanding():
+    """Aliases may add up to MAX_ALIAS_VALUES values; one past it is refused, before anything is built from it."""
+    import time
+
+    from adapterkit.config.load import MAX_ALIAS_VALUES, parse_yaml
+
+    def doc(aliases):  # each *a repeats a list of 999 values: 1000 nodes, one of them counted once already
+        return "a: &a [" + ", ".join(["1"] * 999) + "]\nb: [" + ", ".join(["*a"] * aliases) + "]\n"
+
+    assert len(parse_yaml(doc(MAX_ALIAS_VALUES // 1000), "ok.yaml")["b"]) == MAX_ALIAS_VALUES // 1000  # exactly the limit
+    over = doc(MAX_ALIAS_VALUES // 1000 + 1)
+    with pytest.raises(RecipeError, match=r"^over.yaml: YAML aliases \(\*name\) expand to more than 100,000 extra values"):
+        parse_yaml(over, "over.yaml")
+    bomb = "l0: &l0 [" + ", ".join(["x"] * 9) + "]\n" + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 30))
+    t = time.perf_counter()
+    with pytest.raises(RecipeError, match="aliases"):
+        parse_yaml(bomb, "bomb.yaml")  # 9**30 values if expanded
+    assert time.perf_counter() - t < 5
+
+
+def test_a_key_written_twice_is_refused_naming_its_line(tmp_path):
+    """YAML readers keep the last of two equal keys: a second `training:` block silently replaced the first."""
+    p = tmp_path / "r.yaml"
+    p.write_text("backbone: {path: m}\ntraining: {lr: 0.01, epochs: 3}\ndata: {train: t.csv}\ntraining:\n  max_steps: 10\n")
+    with pytest.raises(RecipeError, match=r"r.yaml: line 4: the key 'training' appears twice in one mapping"):
+        load_recipe(p)
+    p.write_text("backbone: {path: m}\ndata: {<<: {train: t.csv, max_length: 32}, max_length: 64}\n")
+    assert load_recipe(p).data.max_length == 64  # a merged key (<<) overridden by an explicit one is no duplicate
+
+
+def test_set_refuses_a_whole_section_but_takes_mappings_for_mapping_keys(tmp_path):
+    from adapterkit.adapters import method_settings
+
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump({**BASE, "training": {"lr": 0.01, "epochs": 3}}))
+    for key in ("training", "training.early_stopping", "data", "adapter", "export"):
+        with pytest.raises(RecipeError, match=rf"^--set {key}: {key} is a section; .* set its keys one at a time, e.g. --set {key}.x=1$"):
+            load_recipe(p, [f"{key}={{x: 1}}"])
+    r = load_recipe(p, ["backbone.rope_scaling={rope_type: linear, factor: 2}", "adapter.rank_pattern={query: 4}"])
+    assert r.backbone.rope_scaling == {"rope_type": "linear", "factor": 2} and method_settings(r.adapter).rank_pattern == {"query": 4}
+    assert r.training.epochs == 3  # untouched
+
+
+def test_counts_have_upper_bounds_and_the_bounds_themselves_load(tmp_path):
+    from adapterkit.config.schema import MAX_BATCH, MAX_STEPS, MAX_TOKENS
+
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(BASE))
+    r = load_recipe(p, [f"training.max_steps={MAX_STEPS}", f"training.batch_size={MAX_BATCH}", f"data.max_length={MAX_TOKENS}"])
+    assert (r.training.max_steps, r.training.batch_size, r.data.max_length) == (MAX_STEPS, MAX_BATCH, MAX_TOKENS)
+    for key, value in (("training.max_steps", MAX_STEPS + 1), ("training.batch_size", MAX_BATCH + 1), ("data.max_length", MAX_TOKENS + 1),
+                       ("training.epochs", 10**6), ("training.log_every", 10**10), ("training.early_stopping.patience", 10**7),
+                       ("data.max_train_samples", 10**13), ("training.loss_chunk_tokens", 10**9)):
+        with pytest.raises(RecipeError, match=rf"{key}: Input should be less than or equal to"):
+            load_recipe(p, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({**BASE, "adapter": {"layers": [1, True]}}, "adapter.layers.1: expected an integer, not the boolean true"),
+    ({**BASE, "adapter": {"method": "ia3", "layers": [False]}}, "adapter.layers.0: expected an integer, not the boolean false"),
+    ({**BASE, "adapter": {"method": "bottleneck", "layers": []}}, "adapter.layers: an empty list"),
+    ({**BASE, "adapter": {"alpha_pattern": {"query": True}}}, "adapter.alpha_pattern.query: expected a number, not the boolean true"),
+    ({**BASE, "adapter": {"alpha_pattern": {"query": "nan"}}}, "adapter.alpha_pattern.query: nan is not a finite number"),
+    ({**BASE, "adapter": {"method": "ia3", "target_modules": []}}, "adapter.target_modules: an empty list"),
+    ({**BASE, "task": {"labels": []}}, "task.labels: an empty list"),
+    ({**BASE, "tasks": [{"name": "a", "data": {"train": "a.csv", "max_length": True}}, {"name": "b", "data": {"train": "b.csv"}}]},
+     "tasks.0.data.max_length: expected an integer, not the boolean true"),
+])
+def test_booleans_and_empty_lists_are_refused_at_any_depth(data, expected):
+    with pytest.raises(RecipeError) as e:
+        recipe_from_dict(data)
+    assert expected in str(e.value), str(e.value)
+
+
+def test_inspect_set_reads_values_as_train_does():
+    from adapterkit.model.inspect import parse_settings
+
+    assert parse_settings(["r=010", "adapter.target_modules=[query, value]", "init_text=@x", "dropout="]) == \
+        {"r": 10, "target_modules": ["query", "value"], "init_text": "@x", "dropout": None}
+    with pytest.raises(RecipeError, match="--set layers: YAML aliases"):
+        parse_settings(["layers=[&a [1,1,1,1,1,1,1,1,1,1], &b [" + ",".join(["*a"] * 10) + "], &c [" + ",".join(["*b"] * 10) +
+                        "], &d [" + ",".join(["*c"] * 10) + "], &e [" + ",".join(["*d"] * 10) + "], &f [" + ",".join(["*e"] * 10) + "]]"])

@@ -11,7 +11,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 
-from adapterkit.cli import main  # noqa: E402
 from adapterkit.config import resolve_paths  # noqa: E402
 from adapterkit.data import prepare  # noqa: E402
 from adapterkit.data.audit import audit, format_audit, to_dict  # noqa: E402
@@ -19,7 +18,7 @@ from adapterkit.heads import HEADS  # noqa: E402
 from adapterkit.model import recipe_from_dict  # noqa: E402
 from adapterkit.model.backbone import load_tokenizer  # noqa: E402
 from adapterkit.training.preflight import preflight  # noqa: E402
-from conftest import one_error_line, tiny_recipe, write_ner, write_sentiment  # noqa: E402
+from helpers import cli, one_error_line, tiny_recipe, write_ner, write_sentiment  # noqa: E402
 from test_bad_inputs import Ctx  # noqa: E402
 
 NL = "\n"
@@ -56,6 +55,74 @@ def _empty_tag_in_list(c: Ctx) -> list[str]:
 
 def _check(c: Ctx, *overrides) -> list[str]:
     return ["data", "check", *c.train(*overrides)[1:]]
+
+
+# ---- labels that are not what they look like (issue #36, class 6) ----
+
+def _task(c: Ctx, task: str, train: str, validation: str | None = None, check: bool = False) -> list[str]:
+    """`train` (or `data check` when `check`) of a recipe of `task` on these files."""
+    r = c.recipe(task={"type": task})
+    r["data"].update(train=train, validation=validation or train)
+    argv = c.train(recipe=r)
+    return ["data", "check", *argv[1:]] if check else argv
+
+
+def _parquet(c: Ctx, name: str, columns: dict) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), c.root / name)
+    return str(c.root / name)
+
+
+REG_CSV = "text,label" + NL + "good,1.5" + NL + "bad,nan" + NL + "odd,inf" + NL + "huge,1e400" + NL + "fine,2" + NL
+REG_JSONL = '{"text": "good", "label": 1.5}' + NL + '{"text": "bad", "label": NaN}' + NL + '{"text": "odd", "label": -Infinity}' + NL \
+    + '{"text": "huge", "label": 1e400}' + NL + '{"text": "fine", "label": 2}' + NL
+LABELS = [
+    # non-finite regression targets: refused when the data is read, naming the rows (they made the loss NaN at step 1)
+    ("regression-nan-csv", lambda c: _task(c, "regression", c.file("reg.csv", REG_CSV)),
+     ["data.train", "'label'", "reg.csv lines 3, 4 and 5", "'nan', 'inf', '1e400'", "not a finite number"]),
+    ("regression-nan-csv-check", lambda c: _task(c, "regression", c.file("reg.csv", REG_CSV), check=True),
+     ["data.train", "reg.csv lines 3, 4 and 5", "not a finite number"]),
+    ("regression-nan-jsonl", lambda c: _task(c, "regression", c.file("reg.jsonl", REG_JSONL)),
+     ["data.train", "reg.jsonl lines 2, 3 and 4", "nan, -inf, inf", "not a finite number"]),
+    ("regression-nan-parquet", lambda c: _task(c, "regression", _parquet(c, "reg.parquet", {"text": ["a", "b", "c"], "label": [0.5, float("nan"), 1.0]})),
+     ["data.train", "reg.parquet row 2", "not a finite number"]),
+    ("regression-inf-validation", lambda c: _task(c, "regression", c.file("ok.csv", "text,label" + NL + "a,1" + NL + "b,2" + NL),
+                                                  c.file("val.csv", "text,label" + NL + "a,1" + NL + "b,-inf" + NL)),
+     ["data.validation", "val.csv line 3", "not a finite number"]),
+    ("regression-text-target", lambda c: _task(c, "regression", c.file("t.csv", "text,label" + NL + "a,1" + NL + "b,high" + NL)),
+     ["data.train", "t.csv line 3", "'high'", "not a finite number"]),
+    ("regression-boolean-target", lambda c: _task(c, "regression", _jsonl(c, "b.jsonl", [{"text": "a", "label": True}, {"text": "b", "label": False}])),
+     ["data.train", "b.jsonl lines 1 and 2", "not a finite number"]),
+    # lists in a single-label column would become classes named "['negative']"
+    ("parquet-list-labels", lambda c: _task(c, "sequence_classification", _parquet(c, "l.parquet", {"text": ["a", "b"], "label": [["negative"], ["positive"]]})),
+     ["data.train", "'label'", "l.parquet rows 1 and 2", "['negative']", "task.type: multi_label"]),
+    ("jsonl-list-label-validation", lambda c: _task(c, "sequence_classification", str(c.data["train"]),
+                                                    _jsonl(c, "v.jsonl", [{"text": "a", "label": ["pos"]}, {"text": "b", "label": ["neg", "pos"]}])),
+     ["data.validation", "v.jsonl lines 1 and 2", "task.type: multi_label"]),
+    ("jsonl-string-and-list-label", lambda c: _task(c, "sequence_classification", _jsonl(c, "sl.jsonl", [GOOD, {"text": "b", "label": ["neg", "pos"]}])),
+     ["data.train", "sl.jsonl line 2", "'label' is a JSON list", "task.type: multi_label"]),
+    ("jsonl-object-label", lambda c: _task(c, "sequence_classification", _jsonl(c, "o.jsonl", [{"text": "a", "label": {"name": "pos"}}] * 2), check=True),
+     ["data.train", "o.jsonl lines 1 and 2", "one label per row"]),
+    ("parquet-nan-class-label", lambda c: _task(c, "sequence_classification", _parquet(c, "n.parquet", {"text": ["a", "b", "c"], "label": [1.0, float("nan"), 0.0]})),
+     ["data.train", "n.parquet row 2", "NaN for 'label'"]),
+    # multi-label rows that are not lists of names
+    ("multi-label-indicator-vector", lambda c: _task(c, "multi_label", _jsonl(c, "m.jsonl", [{"text": "a", "label": [0, 1, 1]}, {"text": "b", "label": [1, 0, 0]}])),
+     ["data.train", "m.jsonl lines 1 and 2", "0/1 indicator vector", "label names"]),
+    ("multi-label-object", lambda c: _task(c, "multi_label", _jsonl(c, "mo.jsonl", [{"text": "a", "label": {"x": 1}}, {"text": "b", "label": {"x": 0}}])),
+     ["data.train", "mo.jsonl lines 1 and 2", "an object"]),
+    ("multi-label-nan-in-list", lambda c: _task(c, "multi_label", _parquet(c, "mn.parquet", {"text": ["a", "b"], "label": [[1.0], [float("nan")]]})),
+     ["data.train", "mn.parquet row 2", "not finite"]),
+    # JSON Lines columns of two types: pyarrow's "Could not convert" named no line
+    ("jsonl-label-number-and-string", lambda c: _task(c, "sequence_classification", c.file("mix.jsonl", '{"text": "a", "label": 1}' + NL + NL
+                                                                                        + '{"text": "b", "label": 0}' + NL + '{"text": "c", "label": "1"}' + NL)),
+     ["data.train", "mix.jsonl line 4", "'label' is a JSON string ('1')", "line 1 has a JSON number", "one type", "quote every value or none"]),
+    ("jsonl-text-string-and-list", lambda c: _task(c, "sequence_classification", _jsonl(c, "tx.jsonl", [GOOD, {"text": ["bad", "film"], "label": "neg"}]), check=True),
+     ["data.train", "tx.jsonl line 2", "'text' is a JSON list", "line 1 has a JSON string"]),
+    ("jsonl-list-items-of-two-types", lambda c: _task(c, "multi_label", _jsonl(c, "li.jsonl", [{"text": "a", "label": ["x"]}, {"text": "b", "label": [2]}])),
+     ["data.train", "li.jsonl line 2", "holds a JSON number (2) in its list", "line 1 holds a JSON string"]),
+]
 
 
 GOOD = {"text": "good film", "label": "pos"}
@@ -99,7 +166,24 @@ CASES = [
     ("check-unseen-label", lambda c: _check(c, f"data.validation={c.file('val.csv', 'text,label' + NL + 'so so,maybe' + NL)}"),
      ["data.validation", "['maybe']"]),
     ("check-missing-column", lambda c: _check(c, "data.text_column=sentence"), ["data.text_column: column 'sentence' not in"]),
-]
+    # ---- files with no rows, and folders where a file belongs (issue #36, class 8) ----
+    ("jsonl-blank-lines-only", lambda c: c.train(f"data.train={c.file('b.jsonl', NL + '  ' + NL)}"), ["data.train", "b.jsonl has no rows (only blank lines)"]),
+    ("csv-blank-lines-only", lambda c: c.train(f"data.train={c.file('b.csv', NL + NL)}"), ["data.train", "b.csv has no header line"]),
+    ("tsv-header-only", lambda c: c.train(f"data.validation={c.file('h.tsv', 'text' + chr(9) + 'label' + NL)}"), ["data.validation", "h.tsv has a header but no rows"]),
+    ("csv-file-is-a-folder", lambda c: c.train(f"data.train={_folder(c, 'dir.csv')}"), ["data.train", "dir.csv is a folder, not a csv file", "data.format: disk"]),
+    ("csv-format-folder", lambda c: c.train(f"data.train={_folder(c, 'plain')}", "data.format=csv"), ["data.train", "plain is a folder, not a csv file"]),
+    ("jsonl-text-is-a-list", lambda c: c.train(f"data.train={_jsonl(c, 'tl.jsonl', [{'text': ['good', 'film'], 'label': 'pos'}, {'text': ['bad'], 'label': 'neg'}])}"),
+     ["data.text_column: row 1", "tl.jsonl", "'text' holds a list, not a text", "token_classification"]),
+    ("csv-field-over-the-csv-limit", lambda c: c.train(f"data.train={c.file('big.csv', 'text,label' + NL + 'x' * 200_000 + ',pos' + NL)}"),
+     ["data.train", "big.csv line 2", "field larger than field limit"]),
+    ("label-column-missing-in-validation", lambda c: c.train(f"data.validation={c.file('v.csv', 'text,sentiment' + NL + 'good,pos' + NL)}"),
+     ["data.label_column: column 'label' not in", "v.csv", "'sentiment'"]),
+] + LABELS
+
+
+def _folder(c: Ctx, name: str) -> str:
+    (c.root / name).mkdir()
+    return str(c.root / name)
 
 
 def _conll_bytes(c: Ctx) -> list[str]:
@@ -109,8 +193,8 @@ def _conll_bytes(c: Ctx) -> list[str]:
 
 
 @pytest.mark.parametrize("case,build,expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_data_is_one_line(case, build, expected, tiny_bert, tmp_path, capsys, no_model):
-    line = one_error_line(build(Ctx(tmp_path, tiny_bert, tiny_bert, lambda: None)), capsys)
+def test_bad_data_is_one_line(case, build, expected, tiny_bert, tmp_path, no_model):
+    line = one_error_line(build(Ctx(tmp_path, tiny_bert, tiny_bert, lambda: None)))
     for s in expected:
         assert s in line, f"{s!r} not in {line!r}"
 
@@ -118,6 +202,7 @@ def test_bad_data_is_one_line(case, build, expected, tiny_bert, tmp_path, capsys
 # ---- files that read ----
 
 def _recipe(c: Ctx, **data):
+    """The case's tiny recipe with `data` settings over its own, as a Recipe."""
     r = c.recipe()
     r["data"].update(data)
     return resolve_paths(recipe_from_dict(r))
@@ -168,6 +253,73 @@ def test_allow_unseen_labels_adds_them_after_the_training_labels(tiny_bert, tmp_
     assert set(data.splits["train"]["labels"]) == {0, 1}
 
 
+def test_labels_in_two_unicode_forms_are_one_class(tiny_bert, tmp_path, capsys, no_model):
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert nfc != nfd
+    c = Ctx(tmp_path, tiny_bert, tiny_bert, lambda: None)
+    train = c.file("u.csv", f"text,label\nan espresso,{nfc}\na latte,{nfd}\ngreen tea,tea\nblack tea,tea\n")
+    r = _recipe(c, train=train, validation=train)
+    capsys.readouterr()
+    data = prepare(r, load_tokenizer(r.backbone), HEADS["sequence_classification"])
+    assert data.labels == [nfc, "tea"] and data.splits["train"]["labels"] == [0, 0, 1, 1]  # two classes, not three
+    err = capsys.readouterr().err
+    assert "note: train: label(s) 'café'" in err and "more than one Unicode form" in err, err
+    a = audit(r, lengths=False)
+    assert a.splits["train"].labels == {nfc: 2, "tea": 2}
+    assert any("'café'" in w and "Unicode" in w for w in a.warnings), a.warnings
+    # task.labels typed in NFD names the same class
+    r2 = _recipe(c, train=train, validation=train)
+    r2.task.labels = [nfd, "tea"]
+    assert prepare(r2, load_tokenizer(r.backbone), HEADS["sequence_classification"]).labels == [nfc, "tea"]
+    # NFC-only data: no note
+    clean = c.file("n.csv", f"text,label\nan espresso,{nfc}\ngreen tea,tea\n")
+    capsys.readouterr()
+    prepare(_recipe(c, train=clean, validation=clean), load_tokenizer(r.backbone), HEADS["sequence_classification"])
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_one_number_written_two_ways_is_noted(tiny_bert, tmp_path, no_model):
+    c = Ctx(tmp_path, tiny_bert, tiny_bert, lambda: None)
+    train = c.file("n.csv", "text,label\ngood,1\nfine,1.0\nbad,0\npoor,0\n")
+    a = audit(_recipe(c, train=train, validation=train), lengths=False)
+    assert a.splits["train"].labels == {"0": 2, "1": 1, "1.0": 1}  # still separate classes: the data says so
+    assert any("labels '1' and '1.0'" in w and "one number" in w for w in a.warnings), a.warnings
+    clean = c.file("c.csv", "text,label\ngood,1\nbad,0\n")
+    assert not any("one number" in w for w in audit(_recipe(c, train=clean, validation=clean), lengths=False).warnings)
+
+
+def test_label_words_keys_in_another_unicode_form(tiny_llama, tmp_path):
+    import unicodedata
+
+    from adapterkit.heads.lm import label_word_config
+
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    r = recipe_from_dict(tiny_recipe(tiny_llama, write_sentiment(tmp_path), tmp_path / "out",
+                                     task={"type": "label_words", "label_words": {nfd: nfd + " bar", "tea": "tea"}}))
+    # the data's label 'café' (NFC) finds the key typed in NFD, and the word is in NFC as the model saw such words
+    assert label_word_config(r, [nfc, "tea"]) == {nfc: nfc + " bar", "tea": "tea"}
+
+
+def test_non_finite_targets_in_an_eval_file_and_in_encoding(tiny_bert, tmp_path, no_model):
+    from adapterkit.data import encode_labels, load_eval_file
+    from adapterkit.errors import DataError
+
+    c = Ctx(tmp_path, tiny_bert, tiny_bert, lambda: None)
+    ok = c.file("ok.csv", "text,label\na,1\nb,2\n")
+    r = c.recipe(task={"type": "regression"})
+    r["data"].update(train=ok, validation=ok)
+    r = resolve_paths(recipe_from_dict(r))
+    bad = c.file("e.csv", "text,label\na,1\n\nb,NaN\n")
+    with pytest.raises(DataError, match=r"--data: 'label' at .*e\.csv line 4 \('NaN'\) is not a finite number"):
+        load_eval_file(r, load_tokenizer(r.backbone), HEADS["regression"], None, bad, "--data")
+    # the last guard, for rows that reach encoding unchecked: names the row
+    with pytest.raises(DataError, match=r"'label' in f\.csv row 6 is 'inf', not a finite number"):
+        encode_labels(["1.5", "inf"], None, "float", "f.csv", "label", rows=[4, 5])
+    assert encode_labels(["1.5", 2], None, "float", "f.csv", "label") == [1.5, 2.0]
+
+
 # ---- the audit ----
 
 LONG = " ".join(["word"] * 20)
@@ -183,7 +335,7 @@ def _audit_files(c: Ctx) -> dict:
 
 def test_audit_counts(tiny_bert, tmp_path, no_model):
     c = Ctx(tmp_path, tiny_bert, tiny_bert, lambda: None)
-    a = audit(_recipe(c, **_audit_files(c)))
+    a = _audit_with_lengths(_recipe(c, **_audit_files(c)))
     tr, va, te = a.splits["train"], a.splits["validation"], a.splits["test"]
     assert (tr.rows, tr.distinct_texts, tr.duplicate_rows, tr.conflicting_texts) == (6, 4, 1, 1)
     assert tr.labels == {"neg": 3, "pos": 3} and va.labels == {"neg": 1, "pos": 2}
@@ -207,48 +359,55 @@ def test_audit_without_tokenizer_has_no_lengths(tiny_bert, tmp_path, no_model):
     assert a.splits["train"].lengths is None and a.splits["train"].duplicate_rows == 1 and len(a.warnings) == 3
 
 
+def _audit_with_lengths(recipe):
+    from adapterkit.model.backbone import tokenizer_only
+
+    return audit(recipe, tokenizer_only(recipe.backbone))
+
+
 def test_audit_token_classification_and_causal_lm(tiny_bert, tiny_llama, tmp_path, no_model):
     files = write_ner(tmp_path, n_train=12, n_val=4)
     r = tiny_recipe(tiny_bert, files, tmp_path / "out", task={"type": "token_classification"})
-    a = audit(resolve_paths(recipe_from_dict(r)))
+    a = _audit_with_lengths(resolve_paths(recipe_from_dict(r)))
     assert a.splits["train"].rows == 12 and "O" in a.splits["train"].labels and a.splits["train"].lengths["max"] > 2
     rows = [{"prompt": "Q: 2+2? A:", "completion": " 4"}] * 2 + [{"prompt": "Q: sky? A:", "completion": " blue"}]
     p = tmp_path / "lm.jsonl"
     p.write_text("".join(json.dumps(x) + NL for x in rows))
     r = tiny_recipe(tiny_llama, {"train": p, "validation": p}, tmp_path / "out2", task={"type": "causal_lm"})
-    a = audit(resolve_paths(recipe_from_dict(r)))
+    a = _audit_with_lengths(resolve_paths(recipe_from_dict(r)))
     assert (a.splits["train"].rows, a.splits["train"].duplicate_rows, a.splits["train"].labels) == (3, 1, None)
     assert a.splits["train"].lengths["max"] > 3 and a.overlaps[0].exact == 2
 
 
-def test_data_check_command(tiny_bert, tmp_path, capsys, no_model):
+def test_data_check_command(tiny_bert, tmp_path, no_model):
     c = Ctx(tmp_path, tiny_bert, tiny_bert, lambda: None)
     r = c.recipe()
     r["data"] = _audit_files(c)
     path = c.write(r)
-    capsys.readouterr()
-    main(["data", "check", path])  # warnings only: returns, exit 0
-    out, err = capsys.readouterr()
+    res = cli("data", "check", path)  # warnings only: returns, exit 0
+    assert res.code == 0, res.err
+    out, err = res.out, res.err
     assert "data audit (sequence_classification" in out and "train" in out and "overlap validation/test" in out
     err = [l for l in err.splitlines() if l.strip()]
     assert len(err) == 4 and all(l.startswith("warning: ") for l in err), err
-    main(["data", "check", path, "--json", "--set", "data.max_length=64"])
-    out, err = capsys.readouterr()
+    res = cli("data", "check", path, "--json", "--set", "data.max_length=64")
+    assert res.code == 0, res.err
+    out, err = res.out, res.err
     d = json.loads(out)
     assert d["max_length"] == 64 and d["splits"]["train"]["truncated"] == 0 and d["splits"]["validation"]["rows"] == 3
     assert len([l for l in err.splitlines() if l.startswith("warning: ")]) == 3
 
 
-def test_data_check_clean_data(tiny_bert, tmp_path, capsys, no_model):
+def test_data_check_clean_data(tiny_bert, tmp_path, no_model):
     c = Ctx(tmp_path, tiny_bert, tiny_bert, lambda: None)
     (tmp_path / "v").mkdir()
     files = write_sentiment(tmp_path / "v", n_train=4, n_val=2, seed=1)
     r = c.recipe()
     r["data"].update(validation=str(files["validation"]), max_length=64)
     r["data"]["train"] = c.file("uniq.csv", "text,label\nalpha beta,pos\ngamma delta,neg\n")
-    capsys.readouterr()
-    main(["data", "check", c.write(r)])
-    out, err = capsys.readouterr()
+    res = cli("data", "check", c.write(r))
+    assert res.code == 0, res.err
+    out, err = res.out, res.err
     assert "overlap: no text shared between splits" in out and err.strip() == ""
 
 
@@ -256,7 +415,7 @@ def test_report_has_a_data_section(tiny_bert, tmp_path, no_model):
     from adapterkit.runs import write_report
 
     c = Ctx(tmp_path, tiny_bert, tiny_bert, lambda: None)
-    a = audit(_recipe(c, **_audit_files(c)))
+    a = _audit_with_lengths(_recipe(c, **_audit_files(c)))
     run = tmp_path / "run"
     run.mkdir()
     (run / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 0.7, "lr": 1e-3}) + NL)

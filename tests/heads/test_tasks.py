@@ -17,7 +17,7 @@ from adapterkit.model import load_run
 from adapterkit.data.readers import read_conll, write_conll
 from adapterkit.data.words import IGNORE, align_labels
 from adapterkit.training import train
-from conftest import ROOT, tiny_recipe, write_ner
+from helpers import ROOT, as_recipe, cli, minilm_dir, shared_data, tiny_recipe, write_ner, write_recipe
 
 # ---- CoNLL reader ------------------------------------------------------------------------------------------
 
@@ -88,10 +88,6 @@ def test_entity_metrics_skip_ignored_positions_and_honour_strict_mode():
     assert strict["per_type"]["LOC"]["f1"] == 0.0 and strict["per_type"]["PER"]["f1"] == 1.0 and strict["f1"] == pytest.approx(2 / 3, abs=1e-5)  # P 1/1, R 1/2
 
 
-def _recipe(model_dir, files, out, task, **sections):
-    return resolve_paths(recipe_from_dict(tiny_recipe(model_dir, files, out, task=task, **sections)))
-
-
 def test_tokenize_words_aligns_to_the_real_tokenizer(tiny_bert, tmp_path):
     from transformers import AutoTokenizer
 
@@ -104,7 +100,8 @@ def test_tokenize_words_aligns_to_the_real_tokenizer(tiny_bert, tmp_path):
     n_sub = len(tok.tokenize("Blackburnshire"))
     assert n_sub > 1  # the test needs a word split into several pieces
     for mode, expect_cont in (("first", IGNORE), ("all", None)):
-        r = _recipe(tiny_bert, files, tmp_path / "r", {"type": "token_classification"}, data={"subword_labels": mode})
+        r = as_recipe(tiny_recipe(tiny_bert, files, tmp_path / "r", task={"type": "token_classification"},
+                                  data={"subword_labels": mode}))
         _prepared = data_mod.prepare(r, tok, HEADS["token_classification"])
         splits, labels = _prepared.splits, _prepared.labels
         assert labels == ["B-LOC", "B-PER", "I-PER", "O"]
@@ -125,11 +122,11 @@ def test_tokenize_words_aligns_to_the_real_tokenizer(tiny_bert, tmp_path):
 
 
 @pytest.mark.slow
-def test_token_classification_trains_reports_entities_and_reloads(tiny_bert, tmp_path, capsys):
+def test_token_classification_trains_reports_entities_and_reloads(tiny_bert, tmp_path):
     files = write_ner(tmp_path)
     run = tmp_path / "ner"
-    r = _recipe(tiny_bert, files, run, {"type": "token_classification"},
-                training={"epochs": 5, "lr": 1e-2, "batch_size": 16}, data={"test": str(files["validation"])})
+    r = as_recipe(tiny_recipe(tiny_bert, files, run, task={"type": "token_classification"},
+                              training={"epochs": 5, "lr": 1e-2, "batch_size": 16}, data={"test": str(files["validation"])}))
     final = train(r)
     val = final["validation"]
     assert val["f1"] > 0.8, val["report"]
@@ -146,11 +143,9 @@ def test_token_classification_trains_reports_entities_and_reloads(tiny_bert, tmp
     assert rows[0]["entities"] == [{"type": "PER", "text": "john", "start": 0, "end": 1},
                                    {"type": "LOC", "text": "paris city", "start": 3, "end": 5}]
     assert [t for _, t in rows[1]["tags"]] == ["O", "B-PER"]
-    from adapterkit.cli import main
-
-    capsys.readouterr()
-    main(["eval", str(run), "--split", "test"])
-    out = capsys.readouterr().out
+    res = cli("eval", run, "--split", "test")
+    assert res.code == 0, res.err
+    out = res.out
     shown = json.loads(out[:out.index("\nentity-level report")])
     assert "report" not in shown and shown["f1"] == pytest.approx(saved["test"]["f1"], abs=1e-6)
     assert "micro avg" in out.split("entity-level report")[1] and "LOC" in out.split("entity-level report")[1]
@@ -159,7 +154,7 @@ def test_token_classification_trains_reports_entities_and_reloads(tiny_bert, tmp
 def test_unknown_tag_in_validation_names_the_file(tiny_bert, tmp_path):
     files = write_ner(tmp_path, n_train=8, n_val=4)
     write_conll(files["validation"], [(["john", "went"], ["B-PER", "B-ORG"])])
-    r = _recipe(tiny_bert, files, tmp_path / "r", {"type": "token_classification"})
+    r = as_recipe(tiny_recipe(tiny_bert, files, tmp_path / "r", task={"type": "token_classification"}))
     with pytest.raises(DataError, match=r"tag 'B-ORG' in sentence 1 of .*validation.txt is not in the label map"):
         train(r)
     from adapterkit.training.preflight import check_labels
@@ -173,7 +168,7 @@ def test_token_data_from_json_lines_and_mismatched_tags(tiny_bert, tmp_path):
     rows = [{"tokens": ["john", "went"], "tags": ["B-PER", "O"]}, {"tokens": ["mary"], "tags": ["B-PER", "O"]}]
     p = tmp_path / "t.jsonl"
     p.write_text("\n".join(json.dumps(x) for x in rows))
-    r = _recipe(tiny_bert, {"train": p, "validation": p}, tmp_path / "r", {"type": "token_classification"})
+    r = as_recipe(tiny_recipe(tiny_bert, {"train": p, "validation": p}, tmp_path / "r", task={"type": "token_classification"}))
     with pytest.raises(DataError, match=r"row 2 of .*t.jsonl has 1 words but 2 tags"):
         train(r)
 
@@ -203,8 +198,8 @@ def write_scores(dir_: Path, n_train=96, n_val=32, seed=0) -> dict:
 def test_regression_normalizes_targets_learns_and_predicts_in_original_units(tiny_bert, tmp_path):
     files = write_scores(tmp_path)
     run = tmp_path / "reg"
-    r = _recipe(tiny_bert, files, run, {"type": "regression", "normalize_targets": True, "pooling": "mean"},
-                data={"label_column": "score"}, training={"epochs": 6, "lr": 1e-2, "batch_size": 16})
+    r = as_recipe(tiny_recipe(tiny_bert, files, run, task={"type": "regression", "normalize_targets": True, "pooling": "mean"},
+                              data={"label_column": "score"}, training={"epochs": 6, "lr": 1e-2, "batch_size": 16}))
     final = train(r)["validation"]
     ys = [float(l.split(",")[-1]) for l in files["validation"].read_text().splitlines()[1:]]
     var = sum((y - sum(ys) / len(ys)) ** 2 for y in ys) / len(ys)
@@ -220,8 +215,8 @@ def test_regression_normalizes_targets_learns_and_predicts_in_original_units(tin
 def test_regression_rejects_non_numbers_and_foreign_keys(tiny_bert, tmp_path):
     files = write_scores(tmp_path, n_train=8, n_val=4)
     files["validation"].write_text("text,score\nfine,lots\n")
-    r = _recipe(tiny_bert, files, tmp_path / "r", {"type": "regression"}, data={"label_column": "score"})
-    with pytest.raises(DataError, match="non-numeric value 'lots'"):
+    r = as_recipe(tiny_recipe(tiny_bert, files, tmp_path / "r", task={"type": "regression"}, data={"label_column": "score"}))
+    with pytest.raises(DataError, match=r"data\.validation: 'score' at .*validation\.csv line 2 \('lots'\) is not a finite number"):
         train(r)
     with pytest.raises(RecipeError, match="threshold: unknown key for this task type"):
         recipe_from_dict({"backbone": {"path": "x"}, "task": {"type": "regression", "threshold": 0.3}})
@@ -250,8 +245,8 @@ def write_topics(dir_: Path, n_train=128, n_val=48, seed=0) -> dict:
 def test_multi_label_trains_with_threshold_and_per_label_f1(tiny_bert, tmp_path):
     files = write_topics(tmp_path)
     run = tmp_path / "ml"
-    r = _recipe(tiny_bert, files, run, {"type": "multi_label", "threshold": 0.4, "pooling": "mean"},
-                training={"epochs": 6, "lr": 1e-2, "batch_size": 16})
+    r = as_recipe(tiny_recipe(tiny_bert, files, run, task={"type": "multi_label", "threshold": 0.4, "pooling": "mean"},
+                              training={"epochs": 6, "lr": 1e-2, "batch_size": 16}))
     final = train(r)["validation"]
     assert set(final["per_label_f1"]) == {"food", "money", "sport"}
     assert final["micro_f1"] > 0.8 and final["macro_f1"] > 0.7, final
@@ -267,7 +262,7 @@ def test_multi_label_trains_with_threshold_and_per_label_f1(tiny_bert, tmp_path)
 def test_multi_label_label_outside_the_map(tiny_bert, tmp_path):
     files = write_topics(tmp_path, n_train=16, n_val=4)
     files["validation"].write_text(json.dumps({"text": "the weather", "label": ["weather"]}) + "\n")
-    r = _recipe(tiny_bert, files, tmp_path / "r", {"type": "multi_label"})
+    r = as_recipe(tiny_recipe(tiny_bert, files, tmp_path / "r", task={"type": "multi_label"}))
     with pytest.raises(DataError, match=r"label 'weather' in .*validation.jsonl is not in the label map"):
         train(r)
     with pytest.raises(RecipeError, match="threshold"):
@@ -279,15 +274,12 @@ def test_multi_label_label_outside_the_map(tiny_bert, tmp_path):
 
 @pytest.mark.slow
 def test_custom_head_example_trains_from_a_recipe_file(tiny_bert, sentiment_files, tmp_path, monkeypatch):
-    from adapterkit.cli import main
-
     monkeypatch.chdir(ROOT)  # the plugin module is examples/custom_head.py, found like `python -m` would
     run = tmp_path / "mlp"
     rec = tiny_recipe(tiny_bert, sentiment_files, run, task={"plugin": "examples.custom_head", "type": "mlp_classifier", "mlp_hidden": 32},
                       training={"epochs": 8, "lr": 1e-2})
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(rec))
-    main(["train", str(path)])  # a user error would exit 2 here
+    res = cli("train", write_recipe(tmp_path / "recipe.yaml", rec))
+    assert res.code == 0, res.err  # a user error would exit 2 here
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] >= 0.9
     model = load_run(run).model
@@ -312,8 +304,6 @@ def test_bad_plugin_names_one_line(tmp_path, monkeypatch):
 def test_real_conll2003_and_recipes_pass_preflight(tmp_path, monkeypatch):
     from adapterkit.model import load_recipe
     from adapterkit.training.preflight import preflight
-
-    from conftest import minilm_dir, shared_data
 
     src = shared_data("conll2003")
     minilm_dir()  # skips when the packaged model is absent

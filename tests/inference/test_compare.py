@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from conftest import tiny_recipe, write_ner, write_sentiment
+from helpers import cli, tiny_recipe, write_ner, write_sentiment
 from adapterkit.stats import mcnemar_exact, mean_sd, paired_bootstrap, summarize
 
 
@@ -99,24 +99,18 @@ def test_compare_a_run_with_itself_and_with_another(runs, tmp_path):
     ("three", "different label sets: only in {a}: []; only in {b}: ['neutral']"),
     ("ner", "task.type differs: {a} is 'sequence_classification', {b} is 'token_classification'"),
 ])
-def test_incomparable_runs_are_one_line(runs, capsys, other, expected):
-    from adapterkit.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["compare", str(runs["a"]), str(runs[other]), "--split", "validation"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+def test_incomparable_runs_are_one_line(runs, other, expected):
+    res = cli("compare", runs["a"], runs[other], "--split", "validation")
+    assert res.code == 2
+    err = res.err.strip().splitlines()
     assert len(err) == 1 and expected.format(a=runs["a"], b=runs[other]) in err[0], err
 
 
 @pytest.mark.slow
-def test_baseline_needs_a_zero_shot_head(runs, capsys):
-    from adapterkit.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["compare", str(runs["a"]), "--baseline", "--split", "validation"])
-    assert e.value.code == 2
-    assert "has a trained head; train its head-only baseline" in capsys.readouterr().err
+def test_baseline_needs_a_zero_shot_head(runs):
+    res = cli("compare", runs["a"], "--baseline", "--split", "validation")
+    assert res.code == 2
+    assert "has a trained head; train its head-only baseline" in res.err
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_recipe
+from helpers import ROOT, cli, shared_data, tiny_recipe
 
 
 def test_bleu_chrf_rouge_exact_match_on_a_hand_made_case():
@@ -90,7 +90,6 @@ def test_generated_text_metrics_reach_metrics_log_report_and_tracker(gen_run):
 
 @pytest.mark.slow
 def test_generate_file_zero_shot_eval_and_export_generate_alike(gen_run, tmp_path):
-    from adapterkit.cli import main
     from adapterkit.deploy import export
     from adapterkit.heads.lm import GenerationSettings
     from adapterkit.inference import eval_run, generate
@@ -98,7 +97,8 @@ def test_generate_file_zero_shot_eval_and_export_generate_alike(gen_run, tmp_pat
 
     run, final, data = gen_run
     out = tmp_path / "gen.jsonl"
-    main(["generate", str(run), "--file", str(data), "--out", str(out)])
+    res = cli("generate", run, "--file", data, "--out", out)
+    assert res.code == 0, res.err
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(rows) == 16 and all(set(r) == {"prompt", "completion", "references"} for r in rows)
     assert rows == [dict(r, completion=c["completion"]) for r, c in zip(_rows(), generate(run, file=data))]
@@ -115,9 +115,7 @@ def test_generate_file_zero_shot_eval_and_export_generate_alike(gen_run, tmp_pat
     prompts = [loaded.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in _rows(8)]
     settings = GenerationSettings(max_new_tokens=5, batch_size=8)
     assert generate_batch(merged, loaded.tokenizer, prompts, settings) == generate_batch(loaded.model, loaded.tokenizer, prompts, settings)
-    with pytest.raises(SystemExit) as e:
-        main(["generate", str(run)])
-    assert e.value.code == 2
+    assert cli("generate", run).code == 2
 
 
 def test_webnlg_recipe_passes_preflight_on_the_real_data(tmp_path):
@@ -127,7 +125,6 @@ def test_webnlg_recipe_passes_preflight_on_the_real_data(tmp_path):
     from adapterkit.heads import HEADS
     from adapterkit.model import load_recipe
     from adapterkit.training import preflight
-    from conftest import ROOT, shared_data
 
     shared_data("webnlg")
     recipe = resolve_paths(load_recipe(ROOT / "recipes" / "smollm2-webnlg-lora-int8.yaml", [f"training.output_dir={tmp_path / 'run'}"]))

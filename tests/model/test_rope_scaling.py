@@ -5,19 +5,19 @@ import json
 import pytest
 import torch
 
+from helpers import save_tokenizer, tiny_recipe
+
 
 @pytest.fixture
 def short_llama(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from conftest import _save_tokenizer
 
     d = tmp_path / "llama16"
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                  intermediate_size=64, max_position_embeddings=16, pad_token_id=0, tie_word_embeddings=True,
                                  rope_theta=5000.0)).save_pretrained(d)
-    _save_tokenizer(d)
+    save_tokenizer(d)
     return d
 
 
@@ -26,7 +26,6 @@ def test_rope_scaling_trains_beyond_the_trained_context_and_exports(short_llama,
     import adapterkit
     from adapterkit.deploy import export
     from adapterkit.model import load_run
-    from conftest import tiny_recipe
 
     rows = [{"prompt": " ".join(f"word{j}" for j in range(12)) + f" question {i} :", "completion": f" answer {i % 3}"} for i in range(16)]
     f = tmp_path / "long.jsonl"

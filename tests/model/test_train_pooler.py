@@ -5,7 +5,7 @@ from peft.tuners.lora import LoraLayer
 
 from adapterkit.config import resolve_paths
 from adapterkit.model import build, recipe_from_dict
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 
 @pytest.mark.parametrize("mode", ["full", "adapter"])

@@ -1,8 +1,6 @@
 """Training report (plots + report.html) and experiment trackers through Accelerate, on a tiny BERT."""
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -11,7 +9,7 @@ from adapterkit.model import recipe_from_dict
 from adapterkit.errors import RecipeError, RunDirError
 from adapterkit.runs.report import collect_series, read_log, write_report
 from adapterkit.training import train
-from conftest import tiny_recipe, write_sentiment
+from helpers import cli_process, tiny_recipe, write_sentiment
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +89,11 @@ def test_report_command_regenerates(run, tmp_path):
     run_dir, _ = run
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("plots", "report.html", "trackers"))
-    out = subprocess.run([sys.executable, "-m", "adapterkit.cli", "report", str(copy)], capture_output=True, text=True)
+    out = cli_process("report", copy)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["report"] == str(copy / "report.html")
     assert (copy / "report.html").read_text().count("data:image/png;base64,") == 3
-    bad = subprocess.run([sys.executable, "-m", "adapterkit.cli", "report", str(tmp_path / "nope")], capture_output=True, text=True)
+    bad = cli_process("report", tmp_path / "nope")
     last = bad.stderr.strip().splitlines()[-1]
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert last.startswith("adapterkit: error: ") and last.endswith("nope: no such run directory")
@@ -178,3 +176,18 @@ def test_report_in_a_real_browser(run, tmp_path):
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == [], requests
     assert all(s > 0.01 for s in drawn), drawn  # a blank plot area is one flat colour
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_of_a_run_folder_with_an_alias_bomb_recipe(tmp_path):
+    """A run folder is data: a billion-laughs recipe.yaml costs the report its settings table (a note says why)
+    instead of hanging while the table is flattened."""
+    import time
+
+    (tmp_path / "log.jsonl").write_text("")
+    (tmp_path / "recipe.yaml").write_text("l0: &l0 [" + ", ".join(["x"] * 9) + "]\n"
+                                          + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 12)))
+    t = time.perf_counter()
+    rep = write_report(tmp_path)
+    assert time.perf_counter() - t < 60
+    assert any(n.startswith("recipe.yaml not shown:") and "YAML aliases" in n for n in rep.notes), rep.notes
+    assert "<h2>Settings</h2>" not in rep.html.read_text()

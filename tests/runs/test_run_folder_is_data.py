@@ -1,10 +1,7 @@
 """A run folder is data: someone else's run cannot make eval/predict/export/... import a module or run model code,
 its parts must be the ones training recorded, and an export never deletes a file it did not write."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from adapterkit.config import resolve_paths
 from adapterkit.model import recipe_from_dict
-from conftest import ROOT, run_cli, tiny_recipe, write_sentiment
+from helpers import cli, cli_process, tiny_recipe, write_sentiment
 
 pytestmark = pytest.mark.slow
 
@@ -53,15 +50,15 @@ def test_a_plugin_named_in_a_run_folder_is_never_imported(run, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)  # the plugin is importable from here, as a module beside recipes is
     bad = _copy(run, tmp_path / "bad", lambda r: r["task"].update(plugin="evil_plugin"))
     for name, argv in _commands(bad, tmp_path).items():
-        code, err = run_cli(*argv)
-        lines = [l for l in err.splitlines() if l.strip()]
-        assert code == 2 and len(lines) == 1, (name, err)
+        res = cli(*argv)
+        lines = res.err_lines
+        assert res.code == 2 and len(lines) == 1, (name, res.err)
         assert "task.plugin" in lines[0] and "--plugin evil_plugin" in lines[0], (name, lines[0])
         assert not marker.exists(), f"{name} imported the run folder's plugin"
     assert not (tmp_path / "export").exists() and not (tmp_path / "merged").exists()
     # Asked for on the command line, the same plugin is imported and the run scores.
-    code, err = run_cli("eval", str(bad), "--plugin", "evil_plugin")
-    assert code == 0, err
+    res = cli("eval", str(bad), "--plugin", "evil_plugin")
+    assert res.code == 0, res.err
     assert marker.exists()
 
 
@@ -80,10 +77,8 @@ def test_remote_code_named_in_a_run_folder_never_runs(run, tiny_bert, tmp_path):
         r["backbone"].update(path=str(model), trust_remote_code=True, quantization="none")
 
     bad = _copy(run, tmp_path / "bad", edit)
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
     for argv in (["predict", str(bad), "--text", "hi"], ["export", str(bad), "--out", str(tmp_path / "e")]):
-        res = subprocess.run([sys.executable, "-m", "adapterkit.cli", *argv], capture_output=True, text=True, cwd=tmp_path,
-                             env=env, timeout=300, stdin=subprocess.DEVNULL)
+        res = cli_process(*argv, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
         lines = [l for l in res.stderr.splitlines() if l.strip()]
         assert res.returncode == 2 and len(lines) == 1, res.stderr
         assert "backbone.trust_remote_code" in lines[0] and "--trust-remote-code" in lines[0], lines[0]
@@ -120,10 +115,10 @@ def test_parts_that_disagree_are_refused_naming_the_file(run, tmp_path, edit, na
     bad = _copy(run, tmp_path / "bad")
     edit(bad)
     for argv in (["eval", str(bad)], ["predict", str(bad), "--text", "good"], ["compare", str(bad), str(run)]):
-        code, err = run_cli(*argv)
-        lines = [l for l in err.splitlines() if l.strip()]
-        assert code == 2 and len(lines) == 1 and names in lines[0], (argv[0], err)
-    assert run_cli("eval", str(run))[0] == 0  # the untouched run still scores
+        res = cli(*argv)
+        lines = res.err_lines
+        assert res.code == 2 and len(lines) == 1 and names in lines[0], (argv[0], res.err)
+    assert cli("eval", str(run)).code == 0  # the untouched run still scores
 
 
 def test_warm_start_from_a_run_with_swapped_labels_is_refused(run, tmp_path):
@@ -141,18 +136,18 @@ def test_export_never_deletes_a_file_it_did_not_write(run, tmp_path):
     out.mkdir()
     (out / "export_report.json").write_text("{}")
     (out / "my_notes.txt").write_text("mine")
-    code, err = run_cli("export", str(run), "--out", str(out))
-    assert code == 2 and "my_notes.txt" in err and "--out" in err, err
+    res = cli("export", str(run), "--out", str(out))
+    assert res.code == 2 and "my_notes.txt" in res.err and "--out" in res.err, res.err
     assert (out / "my_notes.txt").read_text() == "mine" and (out / "export_report.json").read_text() == "{}"
     # A real export, then a user's file beside it: replacing the export is refused too.
     fresh = tmp_path / "fresh"
-    assert run_cli("export", str(run), "--out", str(fresh))[0] == 0
+    assert cli("export", str(run), "--out", str(fresh)).code == 0
     (fresh / "notes").mkdir()
-    code, err = run_cli("export", str(run), "--out", str(fresh))
-    assert code == 2 and "notes/" in err, err
+    res = cli("export", str(run), "--out", str(fresh))
+    assert res.code == 2 and "notes/" in res.err, res.err
     assert (fresh / "notes").is_dir()
     shutil.rmtree(fresh / "notes")
-    assert run_cli("export", str(run), "--out", str(fresh))[0] == 0  # its own files alone: replaced
+    assert cli("export", str(run), "--out", str(fresh)).code == 0  # its own files alone: replaced
 
 
 PLUGIN_FORMAT = '''
@@ -175,11 +170,11 @@ register_format(ExportFormat("head-only", write, description="the trained head a
 def test_a_plugin_export_format_works_end_to_end(run, tmp_path, monkeypatch):
     (tmp_path / "head_only_format.py").write_text(PLUGIN_FORMAT)
     monkeypatch.chdir(tmp_path)
-    code, err = run_cli("export", str(run), "--out", str(tmp_path / "x"), "--format", "head-only")
-    assert code == 2 and "--format: 'head-only'" in err and "merged, adapter, onnx or gguf" in err, err
+    res = cli("export", str(run), "--out", str(tmp_path / "x"), "--format", "head-only")
+    assert res.code == 2 and "--format: 'head-only'" in res.err and "merged, adapter, onnx or gguf" in res.err, res.err
     out = tmp_path / "h"
-    code, err = run_cli("export", str(run), "--out", str(out), "--format", "head-only", "--plugin", "head_only_format")
-    assert code == 0, err
+    res = cli("export", str(run), "--out", str(out), "--format", "head-only", "--plugin", "head_only_format")
+    assert res.code == 0, res.err
     report = json.loads((out / "export_report.json").read_text())
     assert report["format"] == "head-only" and set(report["files"]) == {"head.safetensors", "labels.json"}
     assert load_file(out / "head.safetensors").keys() == load_file(run / "head.safetensors").keys()

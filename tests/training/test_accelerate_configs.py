@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import CLI_MODULE, ROOT
 
 CONFIGS = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
 EXPECTED = {  # file -> (distributed type, mixed precision)
@@ -34,7 +34,7 @@ def test_config_loads_and_passes_launch_validation(path: Path):
     assert cfg.use_cpu == (path.name == "cpu-multiprocess.yaml")
 
     parser = launch_command_parser()
-    args = parser.parse_args(["--config_file", str(path), "-m", "adapterkit.cli", "train", "recipe.yaml"])
+    args = parser.parse_args(["--config_file", str(path), *CLI_MODULE, "train", "recipe.yaml"])  # -m adapterkit.cli
     args, _, _ = _validate_launch_command(args)  # what `accelerate launch` does with the file before starting anything
     assert args.num_processes == cfg.num_processes and args.mixed_precision == mp
     if dist == "FSDP":

@@ -10,7 +10,7 @@ import torch
 
 from adapterkit.heads import HEADS
 from adapterkit.training import collapse
-from tests.conftest import tiny_recipe, write_ner
+from helpers import cli, tiny_recipe, write_ner, write_recipe
 
 CLS, TOK = HEADS["sequence_classification"], HEADS["token_classification"]
 
@@ -67,14 +67,9 @@ def test_absurd_learning_rate_warns_everywhere(tiny_bert, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_on_collapse_stop_fails_the_run(tiny_bert, tmp_path):
-    import yaml
-
-    from tests.conftest import run_cli
-
     r = _ner_recipe(tiny_bert, tmp_path, "stop", lr=3.0, warmup_ratio=0.0, on_collapse="stop")
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
-    code, out = run_cli("train", str(tmp_path / "r.yaml"))
-    assert code == 3 and "training looks collapsed" in out
+    res = cli("train", write_recipe(tmp_path / "r.yaml", r))
+    assert res.code == 3 and "training looks collapsed" in res.err
     assert json.loads((tmp_path / "stop" / "run.json").read_text())["status"] == "failed"
     assert not (tmp_path / "stop" / "metrics.json").exists()
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_recipe, write_sentiment
+from helpers import ROOT, cli_process, save_tokenizer, tiny_recipe, write_sentiment
 
 B = 4
 
@@ -24,9 +23,7 @@ B = 4
 def tiny_bert_nodrop(tmp_path_factory) -> Path:
     """A 2-layer random BERT without dropout (frozen backbones still run dropout in train mode)."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from conftest import minilm_dir
+    from transformers import BertConfig, BertModel
 
     d = tmp_path_factory.mktemp("tiny_bert_nodrop")
     torch.manual_seed(0)
@@ -34,7 +31,7 @@ def tiny_bert_nodrop(tmp_path_factory) -> Path:
                      max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                      architectures=["BertModel"])
     BertModel(cfg).save_pretrained(d)
-    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(d)
+    save_tokenizer(d)
     return d
 
 
@@ -44,11 +41,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+       "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _failed(proc) -> str:
+    return f"{' '.join(proc.args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
 def _weights(run: Path) -> dict:
@@ -77,11 +75,13 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_bert_n
         path.write_text(yaml.safe_dump(r))
         runs[name] = (path, tmp_path / name)
 
-    _run([sys.executable, "-m", "adapterkit.cli", "train", str(runs["single"][0])], tmp_path)
+    proc = cli_process("train", runs["single"][0], cwd=tmp_path, env=ENV, timeout=300)
+    assert proc.returncode == 0, _failed(proc)
     # The shipped CPU config (torchrun launcher): `--cpu --num_processes 2` would start one process without MPI.
-    _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes/accelerate/cpu-multiprocess.yaml"),
-          "--num_processes", "2", "--main_process_port", str(_free_port()),
-          "-m", "adapterkit.cli", "train", str(runs["ddp"][0])], tmp_path)
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ROOT / "recipes/accelerate/cpu-multiprocess.yaml",
+                  "--num_processes", "2", "--main_process_port", _free_port()]
+    proc = cli_process("train", runs["ddp"][0], launcher=accelerate, cwd=tmp_path, env=ENV, timeout=300)
+    assert proc.returncode == 0, _failed(proc)
 
     single, ddp = runs["single"][1], runs["ddp"][1]
     start = [json.loads(l) for l in (ddp / "log.jsonl").read_text().splitlines() if '"start"' in l]

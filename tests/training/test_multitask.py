@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_recipe, write_sentiment
+from helpers import cli, tiny_recipe, write_recipe, write_sentiment
 
 PER, LOC = ["alice", "bob", "carol", "dave"], ["paris", "rome", "oslo", "lima"]
 
@@ -192,19 +192,47 @@ def test_per_task_adapters_are_separate(tiny_bert, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_trains_a_multitask_recipe_and_checks_resume(tiny_bert, tmp_path, capsys):
-    import yaml
-
-    from adapterkit.cli import main
-
+def test_cli_trains_a_multitask_recipe_and_checks_resume(tiny_bert, tmp_path):
     recipe = joint_recipe(tiny_bert, tmp_path, max_steps=2)
-    path = tmp_path / "joint.yaml"
-    path.write_text(yaml.safe_dump(recipe.to_dict()))
-    with pytest.raises(SystemExit) as e:  # resuming goes through the same checks as single-task runs
-        main(["train", str(path), "--resume", str(tmp_path / "joint")])
-    assert e.value.code == 2 and "--resume: " in capsys.readouterr().err
-    main(["train", str(path)])
+    path = write_recipe(tmp_path / "joint.yaml", recipe.to_dict())
+    res = cli("train", path, "--resume", tmp_path / "joint")  # resuming goes through the same checks as single-task runs
+    assert res.code == 2 and "--resume: " in res.err
+    res = cli("train", path)
+    assert res.code == 0, res.err
     assert json.loads((Path(recipe.training.output_dir) / "run.json").read_text())["status"] == "finished"
-    with pytest.raises(SystemExit) as e:  # a finished joint run is not clobbered
-        main(["train", str(path)])
-    assert e.value.code == 2
+    assert cli("train", path).code == 2  # a finished joint run is not clobbered
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", ["shared", "per_task"])
+def test_multitask_causal_lm_task_gets_generated_text_metrics(tiny_llama, tmp_path, adapter):
+    """A causal LM task in a joint run is scored on generated text too, as a single-task run is (through its own
+    model inside the joint one, its adapter active); the per-task run folder keeps the numbers."""
+    import adapterkit
+    from adapterkit.model import recipe_from_dict
+
+    sent = write_sentiment(tmp_path, n_train=32, n_val=8)
+    lm = tmp_path / "lm.jsonl"
+    lm.write_text("".join(json.dumps({"prompt": f"Say {w}.", "completion": f" {w}"}) + "\n" for w in ["yes", "no"] * 8))
+    base = tiny_recipe(tiny_llama, sent, tmp_path / "joint")
+    base.pop("task"), base.pop("data")
+    base["training"].update(dict(max_steps=8, batch_size=8, lr=1e-2, warmup_ratio=0.0, early_stopping={"metric": "chat/bleu"}))
+    base["tasks"] = [
+        {"name": "sentiment", "task": {"type": "sequence_classification"}, "metric": "accuracy",
+         "data": {"train": str(sent["train"]), "validation": str(sent["validation"]), "max_length": 32}},
+        {"name": "chat", "task": {"type": "causal_lm", "generation_metrics": ["bleu", "exact_match"],
+                                  "generation": {"max_new_tokens": 3, "batch_size": 8}},
+         "metric": "bleu", "data": {"train": str(lm), "validation": str(lm)}},
+    ]
+    base["multitask"] = {"adapter": adapter}
+    final = adapterkit.train(recipe_from_dict(base))
+    chat = final["tasks"]["chat"]["validation"]
+    assert {"bleu", "exact_match", "loss"} <= set(chat) and 0 <= chat["bleu"] <= 100
+    assert "bleu" not in final["tasks"]["sentiment"]["validation"]
+    saved = json.loads((tmp_path / "joint" / "chat" / "metrics.json").read_text())
+    assert saved["validation"]["bleu"] == chat["bleu"]
+    # The same numbers as scoring the saved per-task run alone: the joint model generated through the right adapter.
+    from adapterkit.inference import eval_run
+
+    alone = eval_run(tmp_path / "joint" / "chat")
+    assert alone["bleu"] == pytest.approx(chat["bleu"], abs=1e-6) and alone["exact_match"] == chat["exact_match"]

@@ -7,19 +7,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from torch import nn
 
-from adapterkit.cli import main
 from adapterkit.heads import HEADS, Head, PooledClassifier, register_head
-from conftest import ROOT, tiny_recipe, write_sentiment
+from helpers import ROOT, cli, cli_start, tiny_recipe, wait_for, write_recipe, write_sentiment
 from test_multitask import write_ner
 
 pytestmark = pytest.mark.slow
@@ -46,20 +42,6 @@ def _dir(root: Path, name: str) -> Path:
     return root / f"data-{name}"
 
 
-def write_recipe(d: Path, name: str, data: dict) -> Path:
-    path = d / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def run_cli(*argv) -> int:
-    try:
-        main(list(argv))
-        return 0
-    except SystemExit as e:
-        return e.code
-
-
 def task_weights(out: Path) -> dict:
     w = {}
     for task in ("sentiment", "ner"):
@@ -72,18 +54,14 @@ def test_sigkill_then_resume_is_bit_exact(tiny_bert, tmp_path):
     # 6 + 6 batches an epoch, 2 epochs = 24 steps, a checkpoint every 2; proportional (random) task sampling,
     # LoRA dropout, length-grouped shuffling and evaluation at each epoch end all draw random numbers.
     training = dict(checkpoint_every=2, keep_checkpoints=2)
-    ref = write_recipe(tmp_path, "ref", joint_dict(tiny_bert, tmp_path, tmp_path / "ref", **training))
-    assert run_cli("train", str(ref)) == 0
+    ref = write_recipe(tmp_path / "ref.yaml", joint_dict(tiny_bert, tmp_path, tmp_path / "ref", **training))
+    assert cli("train", ref).code == 0
     killed_out = tmp_path / "killed"
-    killed = write_recipe(tmp_path, "killed", joint_dict(tiny_bert, tmp_path, killed_out, **training))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", ADAPTERKIT_TEST_SLEEP_IN_SAVE="14:30")
-    proc = subprocess.Popen([sys.executable, "-m", "adapterkit.cli", "train", str(killed)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not (killed_out / "checkpoints" / ".tmp-step-00000014").is_dir():  # asleep inside the save of step 14
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert time.monotonic() < deadline, "kill point not reached"
-        time.sleep(0.01)
+    killed = write_recipe(tmp_path / "killed.yaml", joint_dict(tiny_bert, tmp_path, killed_out, **training))
+    proc = cli_start("train", killed, cwd=ROOT, stdout=subprocess.DEVNULL,
+                     env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "ADAPTERKIT_TEST_SLEEP_IN_SAVE": "14:30"})
+    # asleep inside the save of step 14
+    wait_for(proc, lambda: (killed_out / "checkpoints" / ".tmp-step-00000014").is_dir(), "the kill point")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     proc.stderr.close()
@@ -92,7 +70,7 @@ def test_sigkill_then_resume_is_bit_exact(tiny_bert, tmp_path):
     state = json.loads((killed_out / "checkpoints" / "step-00000012" / "state.json").read_text())
     assert set(state["streams"]) == {"sentiment", "ner"} and "task_sampler" in state
 
-    assert run_cli("train", str(killed), "--resume") == 0
+    assert cli("train", killed, "--resume").code == 0
     a, b = task_weights(killed_out), task_weights(tmp_path / "ref")
     assert a.keys() == b.keys() and len(a) > 8
     different = [k for k in a if not torch.equal(a[k].contiguous().view(torch.uint8), b[k].contiguous().view(torch.uint8))]
@@ -170,7 +148,7 @@ def test_trackers_early_stopping_and_switches(tiny_bert, tmp_path):
     assert json.loads((out / "sentiment" / "run.json").read_text())["status"] == "finished"
 
 
-def test_preflight_and_switch_errors_are_one_line_before_any_model_loads(tiny_bert, tmp_path, capsys, monkeypatch):
+def test_preflight_and_switch_errors_are_one_line_before_any_model_loads(tiny_bert, tmp_path, monkeypatch):
     import adapterkit.model.assemble
 
     def no_model_load(*a, **k):
@@ -191,11 +169,9 @@ def test_preflight_and_switch_errors_are_one_line_before_any_model_loads(tiny_be
     val.write_text(val.read_text() + "the film was odd,maybe\n")
     cases.append((unseen, "data.validation: label(s) ['maybe']"))
     for i, (data, expected) in enumerate(cases):
-        path = write_recipe(tmp_path, f"bad{i}", data)
-        capsys.readouterr()
-        assert run_cli("train", str(path)) == 2
-        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-        assert len(err) == 1 and expected in err[0], (expected, err)
+        res = cli("train", write_recipe(tmp_path / f"bad{i}.yaml", data))
+        assert res.code == 2
+        assert len(res.err_lines) == 1 and expected in res.err_lines[0], (expected, res.err_lines)
 
 
 @pytest.mark.parametrize("quantization", ["none", "int8"])

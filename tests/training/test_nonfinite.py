@@ -7,12 +7,10 @@ import torch
 from torch import nn
 
 from adapterkit.training import checkpoint
-from adapterkit.config import resolve_paths
-from adapterkit.model import recipe_from_dict
 from adapterkit.heads import HEADS, Head, PooledClassifier, register_head
 from adapterkit.training.nonfinite import NonFiniteError
 from adapterkit.training import train
-from conftest import tiny_recipe
+from helpers import as_recipe, tiny_recipe
 
 pytestmark = pytest.mark.slow  # every test here trains a model
 
@@ -34,10 +32,10 @@ def nan_head():
 
 
 def _recipe(tiny_bert, files, out, mode):
+    """The NaN-probe head, one epoch, a checkpoint every 2 steps, `training.on_nonfinite: mode`."""
     # 64 examples / batch 8: epoch 1 is steps 1-8; no evaluation before step 8, so loss call k is training step k.
-    r = tiny_recipe(tiny_bert, files, out, task={"type": "test_nan_probe", "pooling": "mean"},
-                    training={"epochs": 1, "checkpoint_every": 2, "on_nonfinite": mode, "log_every": 1})
-    return resolve_paths(recipe_from_dict(r))
+    return as_recipe(tiny_recipe(tiny_bert, files, out, task={"type": "test_nan_probe", "pooling": "mean"},
+                                 training={"epochs": 1, "checkpoint_every": 2, "on_nonfinite": mode, "log_every": 1}))
 
 
 def test_nan_stops_with_step_and_last_checkpoint_loads(tiny_bert, sentiment_files, tmp_path):

@@ -9,7 +9,7 @@ import torch
 from adapterkit.model import recipe_from_dict
 from adapterkit.training.losses import causal_lm_loss, chunked_cross_entropy, shift_labels
 from adapterkit.data.packing import PackingCollator, pack_rows
-from tests.conftest import tiny_recipe
+from helpers import save_tokenizer, tiny_recipe
 
 
 def tiny_llama(attn="sdpa", layers=2, seed=0):
@@ -265,13 +265,11 @@ def saved_bytes(model, batch) -> int:
 def deep_bert(tmp_path_factory):
     from transformers import BertConfig, BertModel
 
-    from tests.conftest import _save_tokenizer
-
     d = tmp_path_factory.mktemp("deep_bert")
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=6, num_attention_heads=4, intermediate_size=256,
                          max_position_embeddings=128, architectures=["BertModel"])).save_pretrained(d)
-    _save_tokenizer(d)
+    save_tokenizer(d)
     return d
 
 

@@ -5,22 +5,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from adapterkit.training import checkpoint
-from conftest import ROOT, run_cli, tiny_recipe, wait_for, write_sentiment
+from helpers import ROOT, cli, cli_start, tiny_recipe, wait_for, write_recipe, write_sentiment
 
 pytestmark = pytest.mark.slow  # every test here trains a model
 
 # 64 examples / batch 8 = 8 steps per epoch; 3 epochs = 24 steps; a checkpoint every 2 steps; LoRA dropout on,
 # length-grouped shuffling on, evaluation (and best-state tracking) at each epoch end.
 TRAINING = {"epochs": 3, "batch_size": 8, "checkpoint_every": 2, "keep_checkpoints": 2, "log_every": 3}
+ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # the killed trainings' environment, over this one's
 
 
 @pytest.fixture(scope="module")
@@ -30,31 +29,17 @@ def setup(tiny_bert, tmp_path_factory):
 
     def recipe(name: str, **training) -> Path:
         r = tiny_recipe(tiny_bert, files, d / name, training={**TRAINING, **training}, adapter={"dropout": 0.1})
-        path = d / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(r))
-        return path
+        return write_recipe(d / f"{name}.yaml", r)
 
     ref = recipe("reference", keep_checkpoints=12)  # every checkpoint stays: tests resume from chosen steps
-    code, err = _main("train", str(ref))
-    assert code == 0, err
+    res = cli("train", ref)
+    assert res.code == 0, res.err
     return d, recipe
-
-
-_main = run_cli
-
-
-def _env(**extra):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    env.pop(checkpoint.SLEEP_ENV, None)
-    env.update(extra)
-    return env
 
 
 def _start_and_kill(recipe: Path, run: Path, ready, sleep_spec: str):
     """Start training, wait until `ready(run)` is true, SIGKILL it."""
-    proc = subprocess.Popen([sys.executable, "-m", "adapterkit.cli", "train", str(recipe)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=_env(**{checkpoint.SLEEP_ENV: sleep_spec}))
+    proc = cli_start("train", recipe, cwd=ROOT, stdout=subprocess.DEVNULL, env={**ENV, checkpoint.SLEEP_ENV: sleep_spec})
     wait_for(proc, lambda: ready(run), "the kill point")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -95,17 +80,17 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(setup):
     assert json.loads((run / "run.json").read_text())["status"] == "running"
     assert not (run / "adapter").exists()
 
-    code, err = _main("train", str(r))  # without --resume: refuses to start over the checkpoints
-    assert code == 2 and "holds checkpoints of an unfinished run" in err and "--resume" in err
+    res = cli("train", r)  # without --resume: refuses to start over the checkpoints
+    assert res.code == 2 and "holds checkpoints of an unfinished run" in res.err and "--resume" in res.err
 
-    code, err = _main("train", str(r), "--resume")
-    assert code == 0, err
+    res = cli("train", r, "--resume")
+    assert res.code == 0, res.err
     _assert_bit_identical(run, d / "reference")
     events = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert any(e.get("event") == "resume" and e["step"] == 12 for e in events)
 
-    code, err = _main("train", str(r), "--resume")  # a finished run has nothing to resume
-    assert code == 2 and "holds a finished run" in err
+    res = cli("train", r, "--resume")  # a finished run has nothing to resume
+    assert res.code == 2 and "holds a finished run" in res.err
 
 
 def test_sigkill_during_checkpoint_save_keeps_previous_checkpoint(setup):
@@ -123,8 +108,8 @@ def test_sigkill_during_checkpoint_save_keeps_previous_checkpoint(setup):
     assert state["position"]["step"] == 4 and state["streams"]["main"]["batch"] == 4
     assert checkpoint.resolve_resume(run, "latest") == found[-1]
 
-    code, err = _main("train", str(r), "--resume", str(found[-1]))
-    assert code == 0, err
+    res = cli("train", r, "--resume", found[-1])
+    assert res.code == 0, res.err
     assert not tmp.exists()  # the next save cleaned the half-written folder up
     _assert_bit_identical(run, d / "reference")
 
@@ -138,8 +123,7 @@ def test_a_signal_mid_training_writes_a_checkpoint_then_resume_is_bit_exact(setu
     name = f"signalled_{sig.name}"
     r, run = recipe(name), d / name
     # The save of step 12 pauses 2 s: the signal lands during it or in the steps right after.
-    proc = subprocess.Popen([sys.executable, "-m", "adapterkit.cli", "train", str(r)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=_env(**{checkpoint.SLEEP_ENV: "12:2"}))
+    proc = cli_start("train", r, cwd=ROOT, stdout=subprocess.DEVNULL, env={**ENV, checkpoint.SLEEP_ENV: "12:2"})
     wait_for(proc, lambda: (run / "checkpoints" / ".tmp-step-00000012" / "optimizer.safetensors").is_file(), "step 12")
     os.kill(proc.pid, sig)
     _, stderr = proc.communicate(timeout=120)
@@ -152,12 +136,13 @@ def test_a_signal_mid_training_writes_a_checkpoint_then_resume_is_bit_exact(setu
     assert checkpoint.list_checkpoints(run)[-1].name == f"step-{step:08d}"
     assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["event"] == "interrupted"
 
-    code, err = _main("eval", str(run))  # not a usable run until it finishes
-    assert code == 2 and "the run is interrupted, not finished" in err
-    code, err = _main("train", str(r), "--resume", "--set", "training.batch_size=4")
-    assert code == 2 and err.strip().count("\n") == 0 and "the recipe changed" in err and "training.batch_size: 8 -> 4" in err, err
-    code, err = _main("train", str(r), "--resume")
-    assert code == 0, err
+    res = cli("eval", run)  # not a usable run until it finishes
+    assert res.code == 2 and "the run is interrupted, not finished" in res.err
+    res = cli("train", r, "--resume", "--set", "training.batch_size=4")
+    assert res.code == 2 and res.err.strip().count("\n") == 0 and "the recipe changed" in res.err, res.err
+    assert "training.batch_size: 8 -> 4" in res.err, res.err
+    res = cli("train", r, "--resume")
+    assert res.code == 0, res.err
     _assert_bit_identical(run, d / "reference")
 
 
@@ -182,9 +167,9 @@ def test_checkpoints_hold_no_pickles_and_only_trainable_weights(setup):
 def test_resume_errors_are_one_line(setup, tmp_path):
     d, recipe = setup
     r = recipe("never_ran")
-    code, err = _main("train", str(r), "--resume")
-    assert code == 2
-    assert err.strip().count("\n") == 0 and "--resume: " in err and "no checkpoint" in err
+    res = cli("train", r, "--resume")
+    assert res.code == 2
+    assert res.err.strip().count("\n") == 0 and "--resume: " in res.err and "no checkpoint" in res.err
     # a truncated checkpoint file is named
     bad = tmp_path / "run" / "checkpoints" / "step-00000002"
     src = checkpoint.list_checkpoints(d / "reference")[-1]
@@ -193,9 +178,9 @@ def test_resume_errors_are_one_line(setup, tmp_path):
         (bad / f.name).write_bytes(f.read_bytes())
     data = (bad / "optimizer.safetensors").read_bytes()
     (bad / "optimizer.safetensors").write_bytes(data[: len(data) // 2])
-    code, err = _main("train", str(r), "--resume", str(bad))
-    assert code == 2 and err.strip().count("\n") == 0
-    assert "optimizer.safetensors is corrupted or truncated" in err
+    res = cli("train", r, "--resume", bad)
+    assert res.code == 2 and res.err.strip().count("\n") == 0
+    assert "optimizer.safetensors is corrupted or truncated" in res.err
 
 
 def test_resume_at_an_epoch_boundary_in_process(setup):

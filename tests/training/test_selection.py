@@ -7,7 +7,7 @@ import json
 import pytest
 
 from adapterkit.training.loop import _selection
-from tests.conftest import tiny_recipe
+from helpers import cli, tiny_recipe, write_recipe
 
 
 def test_selection_names_weights_and_prefers_the_held_out_split():
@@ -23,16 +23,12 @@ def test_selection_names_weights_and_prefers_the_held_out_split():
 
 
 @pytest.mark.slow
-def test_a_run_reports_its_headline(tiny_bert, sentiment_files, tmp_path, capsys):
-    import yaml
-
+def test_a_run_reports_its_headline(tiny_bert, sentiment_files, tmp_path):
     r = tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run", data={"test": str(sentiment_files["validation"])},
                     training={"epochs": 1, "eval_every": 2})
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
-    from adapterkit.cli import main
-
-    main(["train", str(tmp_path / "r.yaml")])
-    out = capsys.readouterr().out
+    res = cli("train", write_recipe(tmp_path / "r.yaml", r))
+    assert res.code == 0, res.err
+    out = res.out
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     h = saved["selection"]["headline"]
     assert h["split"] == "test" and h["value"] == saved["test"][h["metric"]]

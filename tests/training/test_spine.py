@@ -13,7 +13,7 @@ from adapterkit.deploy import export
 from adapterkit.inference import eval_run, predict, predict_logits
 from adapterkit.model import load_run
 from adapterkit.training import train
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 pytestmark = pytest.mark.slow  # every test here trains a model
 

@@ -7,7 +7,7 @@ from adapterkit.config import resolve_paths
 from adapterkit.model import recipe_from_dict
 from adapterkit.runs import RunWriter
 from adapterkit.training import loop
-from conftest import tiny_recipe, write_sentiment
+from helpers import tiny_recipe, write_sentiment
 
 
 @pytest.mark.slow

@@ -5,14 +5,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import tiny_recipe, write_sentiment
+from helpers import cli, cli_process, cli_start, tiny_recipe, write_sentiment
 
 SPACE = {"training.lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}, "adapter.r": {"choices": [2, 4]}}
 
@@ -44,20 +43,19 @@ def test_sigkill_then_same_command_continues_the_study(tiny_bert, tmp_path):
 
     r, s = _setup(tmp_path, tiny_bert)
     out = tmp_path / "study"
-    cmd = [sys.executable, "-m", "adapterkit.cli", "tune", str(r), "--space", str(s), "--trials", "4", "--pruner", "none",
-           "--sampler", "random", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    argv = ["tune", r, "--space", s, "--trials", "4", "--pruner", "none", "--sampler", "random", "--out", out]
+    proc = cli_start(*argv, stdout=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and not (len(_finished(out)) >= 2 and (out / "trials" / "trial-0002" / "log.jsonl").is_file()):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {t.number: (t.value, t.datetime_complete) for t in _trials(out) if t.state == TrialState.COMPLETE}
-    assert len(before) >= 2, proc.stderr.read().decode()[-2000:]
+    assert len(before) >= 2, proc.stderr.read()[-2000:]
     mtimes = {p.name: (p / "run.json").stat().st_mtime_ns for p in _finished(out)}
     running = [t for t in _trials(out) if t.state == TrialState.RUNNING]
 
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    res = cli_process(*argv, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     trials = _trials(out)
     after = {t.number: (t.value, t.datetime_complete) for t in trials if t.state == TrialState.COMPLETE}
@@ -117,8 +115,7 @@ def test_grid_tries_each_value_and_settings_cannot_change(tiny_bert, tmp_path):
         tune(r, s, trials=3, sampler="grid", metric="accuracy", out=tmp_path / "study")
 
 
-def test_bad_space_value_and_lock_are_one_line(tiny_bert, tmp_path, capsys):
-    from adapterkit.cli import main
+def test_bad_space_value_and_lock_are_one_line(tiny_bert, tmp_path):
     from adapterkit.errors import RecipeError, RunDirError
     from adapterkit.tuning import tune
     from adapterkit.runs.lock import locked
@@ -127,10 +124,9 @@ def test_bad_space_value_and_lock_are_one_line(tiny_bert, tmp_path, capsys):
     with pytest.raises(RecipeError, match=r"space.yaml: adapter.dropout: 1.5 does not give a valid recipe: .*adapter.dropout"):
         tune(r, s, trials=1, out=tmp_path / "study")
     for args, expected in ((["--space", str(tmp_path / "none.yaml")], "--space: "), (["--space", str(s), "--sampler", "bayes"], "--sampler: 'bayes'")):
-        with pytest.raises(SystemExit) as e:
-            main(["tune", str(r), *args])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert e.value.code == 2 and len(err) == 1 and expected in err[0], err
+        res = cli("tune", r, *args)
+        err = res.err.strip().splitlines()
+        assert res.code == 2 and len(err) == 1 and expected in err[0], err
     with locked(tmp_path / "x", "--out", "tune.lock"):
         with pytest.raises(RunDirError, match=rf"--out: .*x is in use by another adapterkit process \(PID {os.getpid()}\)"):
             with locked(tmp_path / "x", "--out", "tune.lock"):

@@ -1,5 +1,6 @@
 """`BottleneckConfig`: a PEFT config for bottleneck adapters h + s * up(act(down(h))) (Houlsby et al. 2019,
 Pfeiffer et al. 2020, He et al. 2021 for the parallel form)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,22 +28,44 @@ class BottleneckConfig(PeftConfig):
     """
 
     placement: str = field(default="pfeiffer", metadata={"help": "houlsby, pfeiffer or parallel"})
-    bottleneck_size: Optional[int] = field(default=None, metadata={"help": "Adapter width; hidden // reduction_factor when None."})
-    reduction_factor: int = field(default=16, metadata={"help": "hidden size / bottleneck size, used when bottleneck_size is None."})
-    activation: str = field(default="relu", metadata={"help": "A transformers activation name (relu, gelu, silu, tanh, ...)."})
+    bottleneck_size: Optional[int] = field(
+        default=None, metadata={"help": "Adapter width; hidden // reduction_factor when None."}
+    )
+    reduction_factor: int = field(
+        default=16, metadata={"help": "hidden size / bottleneck size, used when bottleneck_size is None."}
+    )
+    activation: str = field(
+        default="relu", metadata={"help": "A transformers activation name (relu, gelu, silu, tanh, ...)."}
+    )
     dropout: float = field(default=0.0, metadata={"help": "Dropout after the activation."})
-    scaling: float = field(default=1.0, metadata={"help": "Multiplier on the adapter output (He et al. use 4 for parallel)."})
+    scaling: float = field(
+        default=1.0, metadata={"help": "Multiplier on the adapter output (He et al. use 4 for parallel)."}
+    )
     layer_norm: bool = field(default=False, metadata={"help": "LayerNorm on the adapter input."})
-    init_weights: Union[bool, str] = field(default=True, metadata={"help": "True: zero up-projection (identity at start); 'bert': N(0, 0.02) for both projections; False: random (tests)."})
-    adapter_input: str = field(default="projection", metadata={"help": "projection or post_norm (post-norm encoders only)."})
-    layers_to_transform: Optional[list[int]] = field(default=None, metadata={"help": "Layer indices to adapt; all when None."})
+    init_weights: Union[bool, str] = field(
+        default=True,
+        metadata={
+            "help": "True: zero up-projection (identity at start); 'bert': N(0, 0.02) for both projections; False: random (tests)."
+        },
+    )
+    adapter_input: str = field(
+        default="projection", metadata={"help": "projection or post_norm (post-norm encoders only)."}
+    )
+    layers_to_transform: Optional[list[int]] = field(
+        default=None, metadata={"help": "Layer indices to adapt; all when None."}
+    )
     target_modules: Optional[Union[list[str], str]] = field(
-        default=None, metadata={"help": "Regex of modules to wrap; derived from placement and model type when None."})
+        default=None, metadata={"help": "Regex of modules to wrap; derived from placement and model type when None."}
+    )
     exclude_modules: Optional[Union[list[str], str]] = field(default=None, metadata={"help": "Modules never to adapt."})
-    modules_to_save: Optional[list[str]] = field(default=None, metadata={"help": "Extra modules trained fully and saved."})
+    modules_to_save: Optional[list[str]] = field(
+        default=None, metadata={"help": "Extra modules trained fully and saved."}
+    )
     # Filled in from the model family when the adapter is injected (saved, so loading needs no guessing):
     # for `parallel`, whether the wrapped block adds its residual itself (BERT's BertOutput(h, residual)).
-    residual_inside: Optional[bool] = field(default=None, metadata={"help": "Derived: the wrapped FFN block adds the residual itself."})
+    residual_inside: Optional[bool] = field(
+        default=None, metadata={"help": "Derived: the wrapped FFN block adds the residual itself."}
+    )
     target_parameters: Optional[list[str]] = field(default=None, metadata={"help": "Unused; PEFT's matcher reads it."})
 
     def __post_init__(self):

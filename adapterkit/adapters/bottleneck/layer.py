@@ -1,4 +1,5 @@
 """The bottleneck adapter layer: wraps one module of the backbone and adds h + s * up(act(down(h)))."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -21,8 +22,17 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
     adapter_layer_names = ("bottleneck_down", "bottleneck_up", "bottleneck_ln")
     other_param_names = ("bottleneck_scaling",)
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config, dim: int, parallel: bool = False,
-                 residual_inside: bool = False, post_norm: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        adapter_name: str,
+        config,
+        dim: int,
+        parallel: bool = False,
+        residual_inside: bool = False,
+        post_norm: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.dim, self.parallel, self.residual_inside, self.post_norm = dim, parallel, residual_inside, post_norm
@@ -33,7 +43,7 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         self.bottleneck_dropout = nn.ModuleDict()
         self.bottleneck_scaling: dict[str, float] = {}
         self._disable_adapters = False
-        self.merged_adapters = []
+        self.merged_adapters: list[str] = []
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
 
@@ -41,7 +51,9 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         from transformers.activations import ACT2FN
 
         if config.activation not in ACT2FN:
-            raise ValueError(f"activation: {config.activation!r} is not a transformers activation; try relu, gelu, silu or tanh")
+            raise ValueError(
+                f"activation: {config.activation!r} is not a transformers activation; try relu, gelu, silu or tanh"
+            )
         m = config.size_for(self.dim)
         self.bottleneck_down[adapter_name] = nn.Linear(self.dim, m)
         self.bottleneck_up[adapter_name] = nn.Linear(m, self.dim)
@@ -75,7 +87,9 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         x = h.to(torch.float32)
         if name in self.bottleneck_ln:
             x = self.bottleneck_ln[name](x)
-        z = self.bottleneck_up[name](self.bottleneck_dropout[name](self.bottleneck_act[name](self.bottleneck_down[name](x))))
+        z = self.bottleneck_up[name](
+            self.bottleneck_dropout[name](self.bottleneck_act[name](self.bottleneck_down[name](x)))
+        )
         return (z * self.bottleneck_scaling[name]).to(h.dtype)
 
     def _active(self) -> list[str]:

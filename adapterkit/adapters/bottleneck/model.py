@@ -1,4 +1,5 @@
 """`BottleneckModel`: the PEFT tuner that places bottleneck adapters by model family."""
+
 from __future__ import annotations
 
 from peft.tuners.tuners_utils import BaseTuner
@@ -9,29 +10,50 @@ from .layer import BottleneckLayer
 # name suffixes of the layer norms that `train_layer_norms` trains; post-norm families also name the attention output
 # block, which with the FFN block is what `adapter_input: post_norm` wraps). Patterns are full-name regexes with one `{idx}`
 # group for the layer index.
-_ENCODER = dict(attn=r"(.*\.)?layer\.{idx}\.attention\.output\.dense", ffn=r"(.*\.)?layer\.{idx}\.output\.dense",
-                block=r"(.*\.)?layer\.{idx}\.output", residual_inside=True, norms=["LayerNorm"],
-                attn_block=r"(.*\.)?layer\.{idx}\.attention\.output")
-_DECODER = dict(attn=r"(.*\.)?layers\.{idx}\.self_attn\.o_proj", ffn=r"(.*\.)?layers\.{idx}\.mlp\.down_proj",
-                block=r"(.*\.)?layers\.{idx}\.mlp", residual_inside=False, norms=["input_layernorm", "post_attention_layernorm"])
+_ENCODER = dict(
+    attn=r"(.*\.)?layer\.{idx}\.attention\.output\.dense",
+    ffn=r"(.*\.)?layer\.{idx}\.output\.dense",
+    block=r"(.*\.)?layer\.{idx}\.output",
+    residual_inside=True,
+    norms=["LayerNorm"],
+    attn_block=r"(.*\.)?layer\.{idx}\.attention\.output",
+)
+_DECODER = dict(
+    attn=r"(.*\.)?layers\.{idx}\.self_attn\.o_proj",
+    ffn=r"(.*\.)?layers\.{idx}\.mlp\.down_proj",
+    block=r"(.*\.)?layers\.{idx}\.mlp",
+    residual_inside=False,
+    norms=["input_layernorm", "post_attention_layernorm"],
+)
 FAMILIES: dict[str, dict] = {
-    **{t: _ENCODER for t in ("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "ernie", "xlm-roberta-xl")},
-    **{t: _DECODER for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "granite")},
+    **{
+        t: _ENCODER
+        for t in ("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "ernie", "xlm-roberta-xl")
+    },
+    **{
+        t: _DECODER
+        for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "granite")
+    },
 }
 
 
-def placement_targets(placement: str, model_type: str, layers: list[int] | None = None,
-                      adapter_input: str = "projection") -> tuple[str, bool]:
+def placement_targets(
+    placement: str, model_type: str | None, layers: list[int] | None = None, adapter_input: str = "projection"
+) -> tuple[str, bool]:
     """(target_modules regex, residual_inside) for a placement on a model type."""
-    family = FAMILIES.get(model_type)
+    family = FAMILIES.get(model_type or "")
     if family is None:
-        raise ValueError(f"bottleneck adapters have no default placement for model type {model_type!r} "
-                         f"(known: {sorted(FAMILIES)}); give target_modules explicitly")
+        raise ValueError(
+            f"bottleneck adapters have no default placement for model type {model_type!r} "
+            f"(known: {sorted(FAMILIES)}); give target_modules explicitly"
+        )
     idx = r"(\d+)" if not layers else "(" + "|".join(str(int(i)) for i in layers) + ")"
     if adapter_input == "post_norm":
         if "attn_block" not in family:
-            raise ValueError(f"adapter_input: post_norm needs a post-norm encoder (BERT family); {model_type!r} normalises "
-                             "before each block")
+            raise ValueError(
+                f"adapter_input: post_norm needs a post-norm encoder (BERT family); {model_type!r} normalises "
+                "before each block"
+            )
         keys = {"houlsby": ("attn_block", "block"), "pfeiffer": ("block",)}[placement]
         return "|".join(f"(?:{family[k].format(idx=idx)})" for k in keys), False
     keys = {"houlsby": ("attn", "ffn"), "pfeiffer": ("ffn",), "parallel": ("block",)}[placement]
@@ -46,9 +68,12 @@ class BottleneckModel(BaseTuner):
 
     def _prepare_adapter_config(self, peft_config, model_config: dict):
         if peft_config.target_modules is None:
-            peft_config.target_modules, residual = placement_targets(peft_config.placement, model_config.get("model_type"),
-                                                                      peft_config.layers_to_transform,
-                                                                      getattr(peft_config, "adapter_input", "projection"))
+            peft_config.target_modules, residual = placement_targets(
+                peft_config.placement,
+                model_config.get("model_type"),
+                peft_config.layers_to_transform,
+                getattr(peft_config, "adapter_input", "projection"),
+            )
             if peft_config.residual_inside is None:
                 peft_config.residual_inside = residual
         if peft_config.residual_inside is None:
@@ -70,20 +95,31 @@ class BottleneckModel(BaseTuner):
         elif post_norm:
             base = target.get_base_layer() if isinstance(target, BottleneckLayer) else target
             if not all(hasattr(base, a) for a in ("dense", "dropout", "LayerNorm")):
-                raise ValueError(f"bottleneck (adapter_input: post_norm): {current_key} is not a post-norm output block "
-                                 "(dense, dropout, LayerNorm)")
+                raise ValueError(
+                    f"bottleneck (adapter_input: post_norm): {current_key} is not a post-norm output block "
+                    "(dense, dropout, LayerNorm)"
+                )
             dim = base.dense.out_features
         else:
             base = target.get_base_layer() if isinstance(target, BottleneckLayer) else target
             dim = getattr(base, "out_features", None)
             if dim is None:
-                raise ValueError(f"bottleneck ({peft_config.placement}): {current_key} is not a linear layer; "
-                                 "sequential placements wrap an output projection")
+                raise ValueError(
+                    f"bottleneck ({peft_config.placement}): {current_key} is not a linear layer; "
+                    "sequential placements wrap an output projection"
+                )
         if isinstance(target, BottleneckLayer):
             target.update_layer(adapter_name, peft_config)
             return
-        new = BottleneckLayer(target, adapter_name, peft_config, dim, parallel=parallel,
-                              residual_inside=bool(peft_config.residual_inside), post_norm=post_norm)
+        new = BottleneckLayer(
+            target,
+            adapter_name,
+            peft_config,
+            dim,
+            parallel=parallel,
+            residual_inside=bool(peft_config.residual_inside),
+            post_norm=post_norm,
+        )
         if adapter_name not in self.active_adapters:
             new.requires_grad_(False)
         self._replace_module(parent, target_name, new, target)

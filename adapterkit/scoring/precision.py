@@ -1,5 +1,6 @@
 """Which compute dtype a recipe's `training.mixed_precision` means on this machine, for training (through
 Accelerate) and for scoring a finished run the same way (`adapterkit eval`)."""
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -11,7 +12,9 @@ def cpu_has_bf16() -> bool:
     """AVX-512 BF16 or AMX: bf16 matrix products run several times faster than float32 there (profile_sst2.md);
     without them bf16 is emulated and slower."""
     cpu = getattr(torch, "cpu", None)
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(
+        bool(getattr(cpu, name, lambda: False)()) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
 
 
 def mixed_precision(setting: str) -> str:

@@ -1,5 +1,6 @@
 """Evaluation inside and after training: loss and the head's metrics over a data loader, gathered across
-processes. Also used by verification and export (runs/verify.py), so every number comes from one code path."""
+processes. Also used by eval, verification and export (inference/verify.py), so every number comes from one code path."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ def lower_is_better(metric: str, mode: str = "auto") -> bool:
 @dataclass
 class Collected:
     """One pass over a loader: summed loss, example count, and the head's predictions with their references."""
+
     loss_sum: float
     n: int
     preds: torch.Tensor | None
