@@ -14,22 +14,31 @@ Imports run one way, each package using only those before it:
     cli.py, docs.py                       the command line and the generated recipe reference
 """
 
+import importlib
+
 from .console import library_call
 
-# Importing the stack prints whoever imports it (bitsandbytes looks up a Hub kernel for its CPU 4-bit path, and says
-# so): held for the run's log, so the CLI's one-line errors stay one line.
-with library_call():
-    from .adapters import METHODS, Method, MethodSettings, register_method
-    from .adapters.bottleneck import BottleneckConfig
-    from .config import Recipe
-    from .deploy import export
-    from .errors import AdapterkitError, RecipeError
-    from .heads import HEADS, Head, register_head
-    from .model import build, load_recipe, load_run, recipe_from_dict
-    from .model.backbone import load_tokenizer
-    from .training import train as _train
-
 __version__ = "0.1.0"
+
+# The public API, imported on first use (PEP 562): `adapterkit --help` and a one-line error need none of torch,
+# transformers or PEFT, whose import took 5 of the command's 6 seconds.
+_LAZY = {
+    "METHODS": ".adapters",
+    "Method": ".adapters",
+    "MethodSettings": ".adapters",
+    "register_method": ".adapters",
+    "BottleneckConfig": ".adapters.bottleneck",
+    "Recipe": ".config",
+    "export": ".deploy",
+    "AdapterkitError": ".errors",
+    "RecipeError": ".errors",
+    "HEADS": ".heads",
+    "Head": ".heads",
+    "register_head": ".heads",
+    "load_recipe": ".model",
+    "load_run": ".model",
+    "recipe_from_dict": ".model",
+}
 
 __all__ = [
     "BottleneckConfig",
@@ -51,22 +60,44 @@ __all__ = [
 ]
 
 
+def _stack(module: str):
+    # Importing the stack prints whoever imports it (bitsandbytes looks up a Hub kernel for its CPU 4-bit path, and
+    # says so): held for the run's log, so the CLI's one-line errors stay one line.
+    with library_call():
+        return importlib.import_module(module, __name__)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")
+    value = getattr(_stack(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def train(recipe, run_dir=None, resume=None):
     """Train a recipe (a Recipe or a plain dict; single- or multi-task). `resume`: "latest" (newest checkpoint in
     the run directory), a checkpoint folder or a run folder."""
     if isinstance(recipe, dict):
-        recipe = recipe_from_dict(recipe)
-    return _train(recipe, run_dir, resume)
+        recipe = _stack(".model").recipe_from_dict(recipe)
+    return _stack(".training").train(recipe, run_dir, resume)
 
 
 def build_model(recipe, labels=None, quantization=None):
     """(model, tokenizer) for a recipe (a Recipe or a plain dict): backbone + adapter + task head, with only the
     adapter and head trainable. Labels come from `labels` or the recipe's `task.labels`."""
+    model_mod = _stack(".model")
     if isinstance(recipe, dict):
-        recipe = recipe_from_dict(recipe)
+        recipe = model_mod.recipe_from_dict(recipe)
     labels = labels or recipe.task.labels
-    if labels is None and HEADS[recipe.task.type].named_labels:
-        raise RecipeError("task.labels: give the label names (build_model has no training data to infer them from)")
-    tokenizer = load_tokenizer(recipe.backbone)
-    model, _ = build(recipe, labels, quantization, tokenizer=tokenizer)
+    if labels is None and _stack(".heads").HEADS[recipe.task.type].named_labels:
+        raise _stack(".errors").RecipeError(
+            "task.labels: give the label names (build_model has no training data to infer them from)"
+        )
+    tokenizer = _stack(".model.backbone").load_tokenizer(recipe.backbone)
+    model, _ = model_mod.build(recipe, labels, quantization, tokenizer=tokenizer)
     return model, tokenizer

@@ -12,13 +12,14 @@ from helpers import cli, cli_process, tiny_recipe, write_recipe
 ])
 def test_bad_recipe_fails_fast_with_one_line(tiny_bert, sentiment_files, tmp_path, override, expected):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run"))
-    res = cli_process("train", recipe, "--set", override)
-    assert res.returncode == 2
-    err = [l for l in res.stderr.splitlines() if l.strip()]
-    assert len(err) == 1 and expected in err[0], res.stderr
+    res = cli("train", recipe, "--set", override)  # in this process: test_terminal.py runs a real one per command
+    assert res.code == 2
+    err = res.err_lines
+    assert len(err) == 1 and expected in err[0], res.err
     assert not (tmp_path / "run" / "adapter").exists()
 
 
+@pytest.mark.slow  # trains a model in a real process (the in-process guard cannot see it)
 def test_train_eval_predict_export(tiny_bert, sentiment_files, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run"))
     assert cli_process("train", recipe, "--set", "training.epochs=1").returncode == 0

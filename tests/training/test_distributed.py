@@ -62,6 +62,7 @@ def _losses(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in rows if "loss" in r and "event" not in r]
 
 
+@pytest.mark.slow  # trains in three real processes
 def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_bert_nodrop):
     group_by_length = True  # the harder case: length groups must span the global batch (data.dataloader)
     files = write_sentiment(tmp_path, n_train=48, n_val=16)
