@@ -16,12 +16,11 @@ def offline() -> bool:
 
 
 def cache_location() -> str:
-    """Where the hub cache is, for messages."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return f"{os.environ['HF_HUB_CACHE']} (HF_HUB_CACHE)"
-    if os.environ.get("HF_HOME"):
-        return f"{Path(os.environ['HF_HOME']) / 'hub'} (HF_HOME)"
-    return "~/.cache/huggingface/hub (HF_HOME unset)"
+    """Where the hub cache is, for messages: cache_dir() and the variable that set it."""
+    where = cache_dir()
+    if where is None:
+        return "~/.cache/huggingface/hub (HF_HOME unset)"
+    return f"{where} ({'HF_HUB_CACHE' if os.environ.get('HF_HUB_CACHE') else 'HF_HOME'})"
 
 
 def cache_dir() -> str | None:
@@ -65,9 +64,10 @@ def hub_snapshot(
 ) -> Path:
     """The local snapshot folder of a Hub repository: from the cache (only there when HF_HUB_OFFLINE=1 is set),
     downloaded otherwise. Its folder name is the commit it resolved to."""
-    if revision is not None and revision_problem(revision):
+    problem = revision_problem(revision) if revision is not None else None
+    if problem:
         raise error(
-            f"{field.rpartition('.')[0]}.revision: {revision!r} {revision_problem(revision)}; expected a branch or tag "
+            f"{field.rpartition('.')[0]}.revision: {revision!r} {problem}; expected a branch or tag "
             f"name (main, v1.0, refs/pr/1) or a commit hash"
         )
     folder = _snapshot(repo_id, revision, patterns, repo_type, field, error, cache_dir(), offline())  # type: ignore[arg-type]  # classes hash

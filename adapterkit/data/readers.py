@@ -346,38 +346,43 @@ def _json_kind(v) -> str | None:
     return None if v is None else _JSON_KINDS.get(type(v), type(v).__name__)
 
 
+def _kind_clash(values) -> tuple | None:
+    """(line, value, kind, (first line, first kind)) of the first value, of (line, value) pairs, whose JSON type
+    differs from the first non-null one's; None when all agree."""
+    first = None
+    for n, v in values:
+        kind = _json_kind(v)
+        if kind is None:
+            continue
+        if first is None:
+            first = (n, kind)
+        elif kind != first[1]:
+            return n, v, kind, first
+    return None
+
+
 def _check_json_types(numbered: list, cols: list, p: Path, field: str, label_column: str | None = None) -> None:
     """Each column holds one JSON type (null aside), and so do the items of its lists: a label written as 1 on one
     line and "1" on another would otherwise fail inside pyarrow, naming no line (or, once read as text, be two classes)."""
     for col in cols:
-        first = first_item = None
-        for n, row in numbered:
-            v = row.get(col)
-            kind = _json_kind(v)
-            if kind is None:
-                continue
-            if first is None:
-                first = (n, kind)
-            elif kind != first[1]:
-                hint = "; quote every value or none" if {kind, first[1]} == {"number", "string"} else ""
-                if col == label_column and "list" in (kind, first[1]):
-                    hint = "; several labels per row are task.type: multi_label, with a list on every line"
-                raise DataError(
-                    f"{field}: {p} line {n}: {col!r} is a JSON {kind} ({v!r:.40}), but line {first[0]} has a JSON "
-                    f"{first[1]}; a column holds one type{hint}"
-                )
-            for item in v if kind == "list" else ():
-                ikind = _json_kind(item)
-                if ikind is None:
-                    continue
-                if first_item is None:
-                    first_item = (n, ikind)
-                elif ikind != first_item[1]:
-                    hint = "; quote every item or none" if {ikind, first_item[1]} == {"number", "string"} else ""
-                    raise DataError(
-                        f"{field}: {p} line {n}: {col!r} holds a JSON {ikind} ({item!r:.40}) in its list, but line "
-                        f"{first_item[0]} holds a JSON {first_item[1]}; the items of a list column have one type{hint}"
-                    )
+        clash = _kind_clash((n, row.get(col)) for n, row in numbered)
+        if clash:
+            n, v, kind, (n0, kind0) = clash
+            hint = "; quote every value or none" if {kind, kind0} == {"number", "string"} else ""
+            if col == label_column and "list" in (kind, kind0):
+                hint = "; several labels per row are task.type: multi_label, with a list on every line"
+            raise DataError(
+                f"{field}: {p} line {n}: {col!r} is a JSON {kind} ({v!r:.40}), but line {n0} has a JSON "
+                f"{kind0}; a column holds one type{hint}"
+            )
+        clash = _kind_clash((n, item) for n, row in numbered if isinstance(row.get(col), list) for item in row[col])
+        if clash:
+            n, item, kind, (n0, kind0) = clash
+            hint = "; quote every item or none" if {kind, kind0} == {"number", "string"} else ""
+            raise DataError(
+                f"{field}: {p} line {n}: {col!r} holds a JSON {kind} ({item!r:.40}) in its list, but line "
+                f"{n0} holds a JSON {kind0}; the items of a list column have one type{hint}"
+            )
 
 
 def _arrow_ok(values) -> bool:

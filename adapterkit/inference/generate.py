@@ -19,7 +19,7 @@ from ..errors import DataError, Interrupted, RecipeError
 from ..files import atomic_write_text, check_out_file
 from ..heads import HEADS, task_settings
 from ..heads.lm import GenerationSettings, bos_ids, render_chat, render_prompt, text_ids, use_chat_template
-from ..model import LoadedRun
+from ..model import LoadedRun, load_run_recipe, require_finished
 from ..model.generation import generate_batch
 from ..progress import progress
 from ..signals import signal_number
@@ -60,6 +60,12 @@ def prompt_rows(path: Path, column: str) -> Iterator[dict]:
             if not isinstance(row.get(column), str):
                 raise DataError(f"--file: {path} line {n} has no string {column!r} (the run's data.prompt_column)")
             yield row
+
+
+def check_prompts(run_dir, path: Path) -> int:
+    """The prompt file's rows, every line checked against the run's data.prompt_column before the model loads."""
+    require_finished(Path(run_dir))
+    return count_prompts(path, load_run_recipe(run_dir).data.prompt_column)
 
 
 def count_prompts(path: Path, column: str) -> int:
@@ -128,11 +134,10 @@ def generate(
     if out is not None:
         check_out_file(Path(out), "--out", DataError)
     if file:
-        read_text_file(Path(file), "--file")  # missing or not UTF-8: said before the model loads
+        read_text_file(Path(file), "--file")  # missing: the usual line
+        check_prompts(run_dir, Path(file))
     run, settings = _load(run_dir, max_new_tokens, temperature, zero_shot, batch_size)
     column = run.recipe.data.prompt_column
-    if file:
-        count_prompts(Path(file), column)
     rows = prompt_rows(Path(file), column) if file else ({"prompt": p} for p in prompts or [])
     result = [r for batch in _complete(run, settings, rows, column if file else "prompt") for r in batch]
     if out is not None:
@@ -156,9 +161,9 @@ def generate_file(
     if not file.is_file():
         raise DataError(f"--file: {file} not found")
     partial, meta = out.with_name(out.name + ".partial"), out.with_name(out.name + ".partial.json")
+    total = check_prompts(run_dir, file)
     run, settings = _load(run_dir, max_new_tokens, temperature, zero_shot, batch_size)
     column = run.recipe.data.prompt_column
-    total = count_prompts(file, column)
     started = dict(
         run=str(Path(run_dir).resolve()), file=str(file.resolve()), zero_shot=zero_shot, settings=settings.model_dump()
     )
