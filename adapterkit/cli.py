@@ -31,6 +31,12 @@ app = typer.Typer(
 _capture = False  # main() sets it for the `adapterkit` process itself (not with --debug, not for main(argv) callers)
 
 
+def _interrupted(e: KeyboardInterrupt) -> Interrupted:
+    """A signal outside the places that stop gracefully (training, a search, generation): what unwound is undone."""
+    signum = signal_number(e)
+    return Interrupted(f"interrupted by {signal.Signals(signum).name}; nothing half-written was kept", signum)
+
+
 def _command(group: typer.Typer, *args, **kw):
     """A command whose body runs with library output captured (console.py): help and usage errors, printed while
     the arguments are parsed, still reach the terminal."""
@@ -48,8 +54,7 @@ def _command(group: typer.Typer, *args, **kw):
                 with opted_in(k["plugin"], k["trust_remote_code"]):
                     return f(*a, **k)
             except KeyboardInterrupt as e:  # typer would return exit code 130 for any signal, and print nothing
-                name = signal.Signals(signal_number(e)).name
-                raise Interrupted(f"interrupted by {name}; nothing half-written was kept", signal_number(e)) from None
+                raise _interrupted(e) from None
 
         return group.command(*args, **kw)(body)
 
@@ -588,9 +593,9 @@ def main(argv=None):
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt as e:
-        signum = signal_number(e)
-        echo(f"adapterkit: interrupted by {signal.Signals(signum).name}; nothing half-written was kept", err=True)
-        sys.exit(128 + signum)
+        stop = _interrupted(e)
+        echo(f"adapterkit: {stop}", err=True)
+        sys.exit(stop.exit_code)
     except Exception as e:
         import click
 

@@ -116,10 +116,8 @@ def train_repeats(recipe_path, overrides: list[str], seeds: list[int] | None = N
     # recipe did not change what a step computes).
     resume = {
         rep.name: "latest"
-        for rep in repeats
-        if rep.name not in done
-        and list_checkpoints(out / rep.name)
-        and _same_recipe(out / rep.name, recipes[repeats.index(rep)])
+        for rep, r in zip(repeats, recipes)
+        if rep.name not in done and list_checkpoints(out / rep.name) and _same_recipe(out / rep.name, r)
     }
     for rep, r in zip(repeats, recipes):  # every repeat still to train is checked before the first one trains
         if rep.name not in done:
