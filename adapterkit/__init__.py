@@ -9,8 +9,8 @@ Imports run one way, each package using only those before it:
     data/                                 files -> tokenized splits -> batches
     runs/                                 the run directory and its report
     training/                             the one training loop, checkpoints, multi-task, preflight
-    inference/                            eval, predict, generate, verification passes
-    deploy/  interpolation/               verified exports; merging and scaling adapters
+    inference/                            eval, predict, generate, verification passes; runs on one shared base
+    deploy/  interpolation/  serving/     verified exports; merging and scaling adapters; the HTTP server
     cli.py, docs.py                       the command line and the generated recipe reference
 """
 
@@ -38,6 +38,8 @@ _LAZY = {
     "load_recipe": ".model",
     "load_run": ".model",
     "recipe_from_dict": ".model",
+    "RunPool": ".inference.pool",
+    "open_pool": ".inference.pool",
 }
 
 __all__ = [
@@ -55,6 +57,8 @@ __all__ = [
     "AdapterkitError",
     "train",
     "load_run",
+    "RunPool",
+    "open_pool",
     "export",
     "build_model",
 ]

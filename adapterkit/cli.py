@@ -230,7 +230,9 @@ def tune(
 
 @_command(app, "eval")
 def eval_cmd(
-    run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train`."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="Run directory from `adapterkit train`; several (on one base) load the base once.", metavar="RUN..."
+    ),
     split: str = typer.Option("validation", help="Split of the run's recipe to evaluate."),
     data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this file instead (same columns)."),
     zero_shot: bool = typer.Option(
@@ -239,15 +241,36 @@ def eval_cmd(
     plugin: list[str] = PLUGIN,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ):
-    """Evaluate a trained run on a split or a file."""
+    """Evaluate trained runs on a split or a file (several runs: metrics by run name)."""
     from .inference import eval_run
 
-    _echo_metrics(eval_run(run_dir, split, data, zero_shot=zero_shot))
+    if len(run_dirs) == 1:
+        _echo_metrics(eval_run(run_dirs[0], split, data, zero_shot=zero_shot))
+        return
+    if zero_shot:
+        _fail("--zero-shot scores one run's base model: give one run")
+    if data:
+        from .data.readers import check_utf8
+
+        check_utf8(data, "--data")  # before the base loads
+    pool = _pool(run_dirs)
+    _echo_metrics({name: pool.eval(name, split, data) for name in pool.names()})
+
+
+def _pool(run_dirs):
+    """Several runs on one shared base (inference/pool.py), checked before the base loads."""
+    from .inference.pool import open_pool
+
+    return open_pool(run_dirs)
 
 
 @_command(app)
 def generate(
-    run_dir: Path = typer.Argument(..., help="Run directory of a causal_lm or label_words run."),
+    run_dirs: list[Path] = typer.Argument(
+        ...,
+        help="Run directory of a causal_lm or label_words run; several (on one base) load the base once.",
+        metavar="RUN...",
+    ),
     prompt: list[str] = typer.Option([], "--prompt", help="Prompt to complete (repeatable)."),
     file: Optional[Path] = typer.Option(
         None, "--file", help="JSON Lines file of prompts (the run's data.prompt_column); each row keeps its fields."
@@ -279,6 +302,15 @@ def generate(
 
     if not prompt and not file:
         _fail("give --prompt TEXT or --file PROMPTS.jsonl")
+    if len(run_dirs) > 1:
+        if file or zero_shot:
+            _fail(f"{'--file' if file else '--zero-shot'} works with one run; several runs take --prompt")
+        pool = _pool(run_dirs)
+        for name in pool.names():
+            for row in pool.generate(name, list(prompt), max_new_tokens, temperature, batch_size):
+                echo(json.dumps({"run": name, **row}))
+        return
+    run_dir = run_dirs[0]
     if file and out:  # streamed to OUT as it goes; an interrupted run continues with the same command
         from .inference.generate import generate_file
 
@@ -300,13 +332,15 @@ def generate(
 
 @_command(app)
 def predict(
-    run_dir: Path = typer.Argument(...),
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="Run directory; several (on one base) load the base once.", metavar="RUN..."
+    ),
     text: list[str] = typer.Option([], "--text", help="Text to classify (repeatable)."),
     file: Optional[Path] = typer.Option(None, "--file", help="File with one text per line."),
     plugin: list[str] = PLUGIN,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ):
-    """Predict labels for texts."""
+    """Predict labels for texts (several runs: each row names its run)."""
     from .data.readers import read_text_file
     from .inference import predict as run_predict
 
@@ -315,8 +349,49 @@ def predict(
         texts += [l.rstrip("\n") for l in read_text_file(file, "--file").splitlines() if l.strip()]
     if not texts:
         _fail("give --text TEXT or --file FILE")
-    for row in run_predict(run_dir, texts):
-        echo(json.dumps(row))
+    if len(run_dirs) == 1:
+        for row in run_predict(run_dirs[0], texts):
+            echo(json.dumps(row))
+        return
+    pool = _pool(run_dirs)
+    for name in pool.names():
+        for row in pool.predict(name, texts):
+            echo(json.dumps({"run": name, **row}))
+
+
+@_command(app)
+def serve(
+    runs: list[str] = typer.Argument(
+        ...,
+        help="Runs on one base model, each PATH or NAME=PATH (named after its folder by default).",
+        metavar="RUN...",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other than loopback needs --api-key."),
+    port: int = typer.Option(8000, "--port", callback=_bounded("--port", 1, 65535), help="Port to listen on."),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", help="Require `Authorization: Bearer KEY` on every request (or set ADAPTERKIT_API_KEY)."
+    ),
+    allow_admin: bool = typer.Option(
+        False, "--allow-admin", help="Turn on POST /v1/adapters and DELETE /v1/adapters/NAME (load and unload runs)."
+    ),
+    max_batch: int = typer.Option(
+        32, "--max-batch", callback=_bounded("--max-batch", 1, MAX_BATCH), help="Texts in one forward batch."
+    ),
+    max_wait_ms: float = typer.Option(
+        5.0,
+        "--max-wait-ms",
+        callback=_bounded("--max-wait-ms", 0, 1000, "a number"),
+        help="How long a request waits for others to batch with (milliseconds).",
+    ),
+    plugin: list[str] = PLUGIN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
+):
+    """Serve runs over HTTP: one base model, each run's adapter and head by name (see docs/serving.md)."""
+    from .serving import ServeSettings
+    from .serving import serve as run_server
+
+    settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, api_key=api_key, allow_admin=allow_admin)
+    run_server(list(runs), host, port, settings)
 
 
 @_command(app)

@@ -95,3 +95,55 @@ def no_model(monkeypatch):
         raise AssertionError("a model was loaded before the bad input was reported")
 
     monkeypatch.setattr(adapterkit.model.assemble, "load_model", no_model_load)  # every task model is loaded there
+
+
+@pytest.fixture(scope="session")
+def base_runs(tiny_bert, tmp_path_factory) -> dict[str, Path]:
+    """Runs on one tiny BERT, one epoch each: two LoRA and two bottleneck runs (seeds 0 and 1), IA3, prompt tuning,
+    full fine-tuning and a LoRA NER run; for shared-base inference and the server."""
+    import adapterkit
+    from helpers import tiny_recipe, write_ner
+
+    d = tmp_path_factory.mktemp("base_runs")
+    files, ner = write_sentiment(d), write_ner(d)
+    methods = {
+        "lora": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+        "bottleneck": {"method": "bottleneck", "placement": "pfeiffer", "bottleneck_size": 8},
+        "ia3": {"method": "ia3"},
+        "prompt": {"method": "prompt_tuning", "num_virtual_tokens": 4},
+        "full": {"method": "full"},
+    }
+    runs = {}
+    for name, adapter in methods.items():
+        for seed in (0, 1) if name in ("lora", "bottleneck") else (0,):
+            key = f"{name}{seed}" if name in ("lora", "bottleneck") else name
+            runs[key] = d / key
+            r = tiny_recipe(tiny_bert, files, runs[key], replace={"adapter": adapter}, training={"epochs": 1, "seed": seed})
+            adapterkit.train(adapterkit.recipe_from_dict(r))
+    runs["ner"] = d / "ner"
+    r = tiny_recipe(tiny_bert, ner, runs["ner"], task={"type": "token_classification"}, training={"epochs": 1})
+    adapterkit.train(adapterkit.recipe_from_dict(r))
+    return runs
+
+
+@pytest.fixture(scope="session")
+def lm_runs(tiny_llama, tmp_path_factory) -> dict[str, Path]:
+    """Two causal-LM LoRA runs on one tiny Llama (different seeds and step counts)."""
+    import json
+
+    import adapterkit
+    from helpers import tiny_recipe
+
+    d = tmp_path_factory.mktemp("lm_runs")
+    f = d / "train.jsonl"
+    colors = ["blue", "green", "red", "white"]
+    f.write_text("".join(json.dumps({"prompt": f"what color is item {i % 4} ?", "completion": f" {colors[i % 4]}"}) + "\n"
+                         for i in range(16)))
+    runs = {}
+    for i in (1, 2):
+        runs[f"lm{i}"] = d / f"lm{i}"
+        r = tiny_recipe(tiny_llama, {"train": f, "validation": f}, runs[f"lm{i}"],
+                        task={"type": "causal_lm", "generation": {"max_new_tokens": 4, "batch_size": 4}},
+                        training={"max_steps": 8 * i, "batch_size": 8, "lr": 3e-2, "seed": i})
+        adapterkit.train(adapterkit.recipe_from_dict(r))
+    return runs

@@ -178,6 +178,7 @@ register_method(
         combinable=True,
         after_wrap=_lora_after_wrap,
         init_weights=loftq_init,
+        mixes_in_batch=lambda s: not s.use_dora,
         description="Low-rank update W + BA (PEFT LoRA).",
     )
 )
@@ -198,6 +199,7 @@ register_method(
         lambda s, m, c: _lora_config(s.model_copy(update={"use_rslora": True}), m, c),
         mergeable=True,
         combinable=True,
+        mixes_in_batch=lambda s: not s.use_dora,
         description="LoRA scaled by alpha/sqrt(r), stable at high rank.",
     )
 )

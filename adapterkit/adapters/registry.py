@@ -50,6 +50,9 @@ class Method:
     # (peft_model, settings, MethodContext) after wrapping a freshly built model only (not when a run is loaded):
     # initialisations PEFT does on a wrapped model, e.g. LoftQ's from the original weights.
     init_weights: Optional[Callable[[Any, Any, MethodContext], None]] = None
+    # (settings) -> whether runs of it share one PEFT model and mix in one batch, each row its own adapter (PEFT's
+    # `adapter_names`); None: never (each run is its own model over the shared base, one adapter per batch).
+    mixes_in_batch: Optional[Callable[[Any], bool]] = None
     default_lr: Optional[float] = None  # training.lr when a recipe gives none; None: the generic 5e-4
     default_warmup: Optional[float] = None  # training.warmup_ratio when a recipe gives none; None: the generic 0.06
     description: str = ""
@@ -77,7 +80,7 @@ class Method:
             raise AdapterkitError(
                 f"register_method({self.name!r}): default_warmup must be a share of steps in [0, 1), got {self.default_warmup!r}"
             )
-        for f in ("build", "after_wrap", "mergeable_for", "init_weights"):
+        for f in ("build", "after_wrap", "mergeable_for", "init_weights", "mixes_in_batch"):
             value = getattr(self, f)
             if value is not None and not callable(value):
                 raise AdapterkitError(

@@ -41,6 +41,16 @@ def prompt_ids(recipe, tokenizer, prompt: str) -> list[int]:
     return bos_ids(tokenizer) + text_ids(tokenizer, text)
 
 
+def chat_ids(recipe, tokenizer, messages: list[dict]) -> list[int]:
+    """A conversation (OpenAI-style `messages`) as training saw its chats, ready for the assistant's turn; one user
+    message is a prompt, as `adapterkit generate` reads it."""
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return prompt_ids(recipe, tokenizer, messages[0]["content"])
+    return bos_ids(tokenizer) + text_ids(
+        tokenizer, render_chat(tokenizer, messages, True, use_chat_template(recipe.data, tokenizer))
+    )
+
+
 def prompt_rows(path: Path, column: str) -> Iterator[dict]:
     """JSON Lines rows, each with a string `column` (the recipe's data.prompt_column), read one line at a time."""
     path = Path(path)
@@ -87,6 +97,11 @@ class Written:
 
 def _load(run_dir, max_new_tokens, temperature, zero_shot, batch_size) -> tuple[LoadedRun, GenerationSettings]:
     run = load_for_eval(run_dir, zero_shot=zero_shot)
+    return run, generation_settings(run, max_new_tokens, temperature, batch_size)
+
+
+def generation_settings(run: LoadedRun, max_new_tokens=None, temperature=0.0, batch_size=None) -> GenerationSettings:
+    """The run's own task.generation settings with the command's overrides; refuses a run that does not generate."""
     if not HEADS[run.recipe.task.type].generates:
         able = [n for n, h in HEADS.items() if h.generates]
         raise RecipeError(
@@ -98,7 +113,12 @@ def _load(run_dir, max_new_tokens, temperature, zero_shot, batch_size) -> tuple[
     )
     if temperature > 0:
         settings = settings.model_copy(update=dict(do_sample=True, temperature=temperature))
-    return run, settings
+    return settings
+
+
+def generate_loaded(run: LoadedRun, prompts: list[str], settings: GenerationSettings) -> list[dict]:
+    """Completions of prompts by a run already loaded (alone, or on a shared base: inference/pool.py)."""
+    return [r for batch in _complete(run, settings, ({"prompt": p} for p in prompts), "prompt") for r in batch]
 
 
 def _complete(run: LoadedRun, settings: GenerationSettings, rows: Iterable[dict], key: str) -> Iterator[list[dict]]:

@@ -52,7 +52,11 @@ def eval_run(
 ) -> dict:
     if data_file:
         check_utf8(data_file, "--data")  # before the model loads
-    run = load_for_eval(run_dir, quantization, zero_shot)
+    return eval_loaded(load_for_eval(run_dir, quantization, zero_shot), split, data_file)
+
+
+def eval_loaded(run: LoadedRun, split: str = "validation", data_file: str | None = None) -> dict:
+    """`eval_run` for a run already loaded (alone, or on a shared base: inference/pool.py)."""
     dl, rows = eval_data(run, split, data_file)
     with autocast(run.recipe.training.mixed_precision, next(run.model.parameters()).device.type):
         result = evaluate(run.model, dl, HEADS[run.recipe.task.type], labels=run.labels, task=run.recipe.task)
@@ -61,7 +65,10 @@ def eval_run(
 
 
 @torch.no_grad()
-def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> torch.Tensor:
+def predict_logits(
+    model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64, adapter_names: list[str] | None = None
+) -> torch.Tensor:
+    """The model's logits for texts, in batches. `adapter_names`: one PEFT adapter per text (a mixed batch)."""
     device = next(model.parameters()).device
     out = []
     for i in chunks(len(texts), batch_size, "predicting", min_items=4 * batch_size):
@@ -69,7 +76,8 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_si
             texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
         )
         enc.pop("token_type_ids", None) if "token_type_ids" not in tokenizer.model_input_names else None
-        out.append(model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu())
+        mixed = {"adapter_names": adapter_names[i : i + batch_size]} if adapter_names is not None else {}
+        out.append(model(**{k: v.to(device) for k, v in enc.items()}, **mixed).logits.float().cpu())
     return torch.cat(out)
 
 
@@ -86,7 +94,11 @@ def _head_logits(model, tokenizer, recipe, head, labels, texts: list[str]) -> to
 
 
 def predict(run_dir, texts: list[str]) -> list[dict]:
-    run = load_run(run_dir)
+    return predict_loaded(load_run(run_dir), texts)
+
+
+def predict_loaded(run: LoadedRun, texts: list[str]) -> list[dict]:
+    """Predictions of a run already loaded (alone, or on a shared base: inference/pool.py), one row per text."""
     model, tokenizer, recipe = run.model, run.tokenizer, run.recipe
     labels: list = run.labels or []  # heads without a label map (regression) read none
     head = HEADS[recipe.task.type]
@@ -98,6 +110,14 @@ def predict(run_dir, texts: list[str]) -> list[dict]:
         logits = _head_logits(model, tokenizer, recipe, head, labels, texts)
     else:
         logits = predict_logits(model, tokenizer, texts, recipe.data.max_length)
+    return prediction_rows(run, texts, logits)
+
+
+def prediction_rows(run: LoadedRun, texts: list[str], logits: torch.Tensor) -> list[dict]:
+    """`adapterkit predict`'s row per text from the head's logits (label and score, labels, or numbers)."""
+    recipe, labels = run.recipe, run.labels or []
+    head = HEADS[recipe.task.type]
+    assert head.predict is not None
     preds = head.predict(logits)
     rows = []
     for text, p, lg in zip(texts, preds, logits):

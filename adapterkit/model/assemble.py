@@ -29,11 +29,13 @@ def pooler_in_head(task) -> bool:
     return getattr(task, "train_pooler", "full") == "full"
 
 
-def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=None):
+def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=None, loader=None):
     """Load backbone + head. Returns (model, head_module_names): the head modules train fully and are
-    saved beside the adapter; they are never quantized and never get adapters."""
+    saved beside the adapter; they are never quantized and never get adapters. `loader`: `load_model`, or a shared
+    base's skeleton builder (model/shared.py)."""
     from transformers import AutoModel
 
+    loader = loader or load_model
     head = HEADS[recipe.task.type]
     config = load_config(recipe.backbone)
     if uses_native(head, recipe.task, config):
@@ -43,7 +45,7 @@ def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=N
         if getattr(config, "pad_token_id", None) is None:
             tokenizer = tokenizer or load_tokenizer(recipe.backbone)
             kwargs["pad_token_id"] = tokenizer.pad_token_id
-        model = load_model(recipe.backbone, head.auto_class, quantization, device, **kwargs)
+        model = loader(recipe.backbone, head.auto_class, quantization, device, **kwargs)
         if head.wrap is not None:  # e.g. LM heads that reuse the pretrained lm_head
             return head.wrap(model, HeadContext(recipe, labels, tokenizer or load_tokenizer(recipe.backbone)))
         prefix = model.base_model_prefix
@@ -57,7 +59,7 @@ def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=N
         ):
             names.append(f"{prefix}.pooler")  # BERT's pooler feeds the classifier: trained with the head
         return model, names
-    backbone = load_model(recipe.backbone, AutoModel, quantization, device)
+    backbone = loader(recipe.backbone, AutoModel, quantization, device)
     module = head.module(backbone.config.hidden_size, recipe.task, labels)
     return HeadModel(backbone, module, head.loss), ["head"]
 

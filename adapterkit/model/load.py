@@ -10,9 +10,12 @@ from ..adapters import METHODS
 from ..errors import DataError, RunDirError
 from ..files import check_safetensors, read_json
 from ..heads import HEADS
-from .assemble import after_peft, build_task_model, finish_model
+from .assemble import after_peft, build_task_model, finish_model, head_state_dict
+from .backbone import load_model
 from .identity import check_identity
+from .mixed import MixGroup
 from .recipe import load_run_recipe
+from .shared import SharedBase
 
 
 @dataclass
@@ -44,8 +47,9 @@ def require_finished(run: Path, need=RUN_FILES, error=RunDirError) -> None:
             raise error(f"{run}: not a finished adapterkit run ({name} missing)")
 
 
-def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
-    """Rebuild a trained model from its run directory, in eval mode."""
+def load_run(run_dir, quantization=None, device=None, base: SharedBase | None = None) -> LoadedRun:
+    """Rebuild a trained model from its run directory, in eval mode. With `base` (model/shared.py), the backbone's
+    weights are the shared base's, not a fresh copy."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
@@ -55,9 +59,19 @@ def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
     labels = read_json(run / "labels.json", "label map")["labels"]
     method = METHODS[recipe.adapter.method]
     if method.trains_base:
+        if base is not None:
+            raise RunDirError(
+                f"{run}: adapter.method {method.name} trains every weight, so the run is a whole model of its own "
+                f"with no base to share; serve or load it alone"
+            )
         recipe.backbone.path, recipe.backbone.gguf_file = str(run / "model"), None
+    if base is not None:
+        base.check(run, recipe, quantization)
     tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
-    model, head_modules = build_task_model(recipe, labels, quantization, device, tokenizer)
+    loader = base.skeleton if base is not None else load_model
+    model, head_modules = build_task_model(recipe, labels, quantization, device, tokenizer, loader=loader)
+    if base is not None:
+        base.share(model, head_modules)
     if not method.trains_base:
         from peft import PeftModel
 
@@ -85,6 +99,9 @@ def load_run(run_dir, quantization=None, device=None) -> LoadedRun:
             f"come from different trainings: retrain it"
         )
     result = inner.load_state_dict({k: v.to(device_of) for k, v in state.items()}, strict=False)
+    unfilled = sorted(set(head_state_dict(model, head_modules)) - set(state)) if base is not None else []
+    if unfilled:  # a shared base leaves head weights empty until the head file fills them
+        raise RunDirError(f"{run / 'head.safetensors'}: no weight {unfilled[0]} for the {recipe.task.type} head")
     if result.unexpected_keys:
         raise RunDirError(
             f"{run / 'head.safetensors'}: weights {result.unexpected_keys[:3]} do not fit the {recipe.task.type} head"
@@ -115,3 +132,20 @@ def load_base(run_dir, quantization=None) -> LoadedRun:
     finish_model(model, recipe.backbone, quantization)
     model.eval()
     return LoadedRun(model, tokenizer, recipe, labels, head_modules)
+
+
+def load_into_group(group: MixGroup, name: str, run_dir, base: SharedBase, quantization=None) -> LoadedRun:
+    """A run whose adapter and head join a mix group's PEFT model (model/mixed.py), not a model of its own."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    run = Path(run_dir)
+    require_finished(run)
+    recipe = load_run_recipe(run)
+    base.check(run, recipe, quantization)
+    check_identity(run)
+    check_safetensors(run / "adapter" / "adapter_model.safetensors", "adapter")
+    check_safetensors(run / "head.safetensors", "head")
+    group.attach(name, run, load_file(run / "head.safetensors"))
+    labels = read_json(run / "labels.json", "label map")["labels"]
+    return LoadedRun(group.model, AutoTokenizer.from_pretrained(run / "tokenizer"), recipe, labels, list(group.heads))

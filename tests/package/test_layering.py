@@ -23,7 +23,7 @@ LAYERS = {
     "runs": 7, "scoring": 7,
     "training": 8,
     "inference": 9,
-    "deploy": 10, "interpolation": 10, "tuning": 10,
+    "deploy": 10, "interpolation": 10, "tuning": 10, "serving": 10,
     "cli": 11, "docs": 11, "": 11,  # "" is the package root (adapterkit/__init__.py, the public API)
 }
 

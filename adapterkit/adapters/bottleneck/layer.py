@@ -20,7 +20,7 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
     Adapter weights are float32 whatever the base dtype (int8, bf16): they compute in float and cast back."""
 
     adapter_layer_names = ("bottleneck_down", "bottleneck_up", "bottleneck_ln")
-    other_param_names = ("bottleneck_scaling",)
+    other_param_names = ("bottleneck_scaling", "bottleneck_act", "bottleneck_dropout")
 
     def __init__(
         self,
@@ -97,33 +97,41 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
             return []
         return [a for a in self.active_adapters if a in self.bottleneck_down]
 
-    def forward(self, *args, **kwargs):
+    def _rowwise(self, names: list[str]):
+        """Each row's own adapter (PEFT's `adapter_names`: one adapter per row of a mixed batch, `__base__` none)."""
+
+        def delta(h: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros_like(h)
+            for name in dict.fromkeys(names):
+                if name in self.bottleneck_down:
+                    idx = torch.tensor([i for i, n in enumerate(names) if n == name], device=h.device)
+                    out[idx] = self._delta(name, h[idx])
+            return out
+
+        return delta
+
+    def forward(self, *args, adapter_names: Optional[list[str]] = None, **kwargs):
+        if adapter_names is not None and not self.disable_adapters:
+            return self._with_delta(self._rowwise(adapter_names), args, kwargs)
         active = self._active()
         if not active:
             return self.base_layer(*args, **kwargs)
+        return self._with_delta(lambda h: sum(self._delta(name, h) for name in active), args, kwargs)
+
+    def _with_delta(self, delta, args, kwargs):
+        """The wrapped block with the adapters' `delta(h)` added where the placement puts it."""
         if self.post_norm:
             blk = self.base_layer
             hidden, residual = args[0], args[1] if len(args) > 1 else kwargs["input_tensor"]
             h = blk.dropout(blk.dense(hidden)) + residual
-            normed = blk.LayerNorm(h)
-            for name in active:
-                h = h + self._delta(name, normed)
-            return blk.LayerNorm(h)
+            return blk.LayerNorm(h + delta(blk.LayerNorm(h)))
         if not self.parallel:
             y = self.base_layer(*args, **kwargs)
-            out = y
-            for name in active:
-                out = out + self._delta(name, y)
-            return out
+            return y + delta(y)
         if self.residual_inside:
             hidden, residual, *rest = args
-            extra = sum(self._delta(name, residual) for name in active)
-            return self.base_layer(hidden, residual + extra, *rest, **kwargs)
-        x = args[0]
-        y = self.base_layer(*args, **kwargs)
-        for name in active:
-            y = y + self._delta(name, x)
-        return y
+            return self.base_layer(hidden, residual + delta(residual), *rest, **kwargs)
+        return self.base_layer(*args, **kwargs) + delta(args[0])
 
     def merge(self, safe_merge: bool = False, adapter_names=None) -> None:
         raise ValueError("bottleneck adapters are not mergeable: they add a non-linear module to the network")

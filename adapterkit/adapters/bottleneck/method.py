@@ -124,6 +124,7 @@ register_method(
         BottleneckSettings,
         _bottleneck_config,
         mergeable=False,
+        mixes_in_batch=lambda s: not s.train_layer_norms,  # PEFT cannot route a LayerNorm copy per row
         default_lr=1.5e-3,
         default_warmup=0.1,
         description="Bottleneck adapters h + up(act(down(h))) (Houlsby, Pfeiffer, parallel).",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from functools import partial
+
 from peft.tuners.tuners_utils import BaseTuner
 
 from .layer import BottleneckLayer
@@ -124,6 +127,31 @@ class BottleneckModel(BaseTuner):
             new.requires_grad_(False)
         self._replace_module(parent, target_name, new, target)
 
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """PEFT's mixed-batch inference (`model(..., adapter_names=[one per row])`), as LoRA has it: each
+        bottleneck layer gets the row names for this forward only."""
+        names = kwargs.pop("adapter_names", None)
+        if names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("adapter_names: mixed-adapter batches are for inference (call model.eval() first)")
+        known = {a for m in self.model.modules() if isinstance(m, BottleneckLayer) for a in m.bottleneck_down}
+        unknown = sorted({n for n in names if n != "__base__"} - known)
+        if unknown:
+            raise ValueError(f"adapter_names: no bottleneck adapter named {', '.join(unknown)}")
+        handles = [
+            m.register_forward_pre_hook(partial(_with_names, names=list(names)), with_kwargs=True)
+            for m in self.model.modules()
+            if isinstance(m, BottleneckLayer)
+        ]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
     def _check_merge_allowed(self):
         raise ValueError("bottleneck adapters are not mergeable: they add a non-linear module to the network")
 
@@ -139,6 +167,10 @@ class BottleneckModel(BaseTuner):
 
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         pass  # adapter weights are float32 by construction (they compute in float over any base dtype)
+
+
+def _with_names(module, args, kwargs, names):
+    return args, {**kwargs, "adapter_names": names}
 
 
 __all__ = ["BottleneckModel", "FAMILIES", "placement_targets"]
