@@ -9,9 +9,10 @@ one after another, each on 127.0.0.1 with the same batch settings and torch thre
 - one_merged: one process serving one merged model (the same app and batcher over a plain transformers model);
 - eight_merged: 8 such processes, one merged model each (the alternative without a shared base).
 Load: `--clients` client threads for `--seconds`, each sending one request at a time (1-4 SST-2 validation sentences,
-an adapter drawn at random per request, seeded); the one_merged arm sends every request to its one model. Every
-answer is checked against `adapterkit predict` of its own run (label exactly, score within 1e-3); a request without a
-200 answer counts as lost. Reported: requests and texts per second, p50/p99 latency, peak RSS of the server
+an adapter drawn at random per request, seeded) over keep-alive connections (one per client and server; one the
+server closed while idle is opened again and the request sent once more, counted as `reconnects`); the one_merged
+arm sends every request to its one model. Every answer is checked against `adapterkit predict` of its own run (label
+exactly, score within 1e-3); a request without a 200 answer counts as lost. Reported: requests and texts per second, p50/p99 latency, peak RSS of the server
 processes (VmHWM, summed over the 8 processes), and the ratios the goals name. Writes
 benchmarks/results/serve_load.{json,md}.
 """
@@ -107,7 +108,7 @@ def load(targets: dict[str, int], expected: dict, texts: list[str], clients: int
     """`clients` threads, each on its own keep-alive connection, one request at a time until `seconds` pass."""
     stop_at = time.monotonic() + seconds
     lat: list[float] = []
-    counts = {"requests": 0, "texts": 0, "wrong": 0, "lost": 0}
+    counts = {"requests": 0, "texts": 0, "wrong": 0, "lost": 0, "reconnects": 0}
     lock = threading.Lock()
 
     def client(k: int) -> None:
@@ -118,15 +119,25 @@ def load(targets: dict[str, int], expected: dict, texts: list[str], clients: int
             sent = rnd.sample(texts, rnd.randint(1, 4))
             port = targets[name]
             t0 = time.perf_counter()
-            try:
+            body, status = None, 0
+            for attempt in (0, 1):  # a kept-alive connection the server closed while idle is opened again, once
+                reused = port in conns
                 c = conns.setdefault(port, http.client.HTTPConnection("127.0.0.1", port, timeout=120))
-                c.request("POST", "/v1/predict", json.dumps({"adapter": name, "texts": sent}), {"Content-Type": "application/json"})
-                r = c.getresponse()
-                body = json.loads(r.read())
-                ok = r.status == 200
-            except (OSError, http.client.HTTPException, ValueError):
-                conns.pop(port, None)
-                ok, body = False, None
+                try:
+                    c.request("POST", "/v1/predict", json.dumps({"adapter": name, "texts": sent}), {"Content-Type": "application/json"})
+                    r = c.getresponse()
+                    status, body = r.status, json.loads(r.read())
+                    break
+                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                    conns.pop(port).close()
+                    if not reused or attempt:
+                        break
+                    with lock:
+                        counts["reconnects"] += 1
+                except (OSError, http.client.HTTPException, ValueError):
+                    conns.pop(port).close()
+                    break
+            ok = status == 200
             dt = time.perf_counter() - t0
             with lock:
                 if not ok:
@@ -219,11 +230,11 @@ def main() -> None:
              f"Command: `python benchmarks/serve_load.py --clients {a.clients} --seconds {a.seconds:g} --runs {a.runs} "
              f"--threads {a.threads} --max-batch {a.max_batch} --max-wait-ms {a.max_wait_ms:g}`; {os.cpu_count()} CPU cores, "
              f"{a.threads} torch thread(s) per server process, the client threads in the same machine.", "",
-             "| arm | processes | requests/s | texts/s | p50 ms | p99 ms | peak RSS MiB | wrong | lost |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | processes | requests/s | texts/s | p50 ms | p99 ms | peak RSS MiB | wrong | lost | reconnects |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['processes']} | {r['requests_per_s']} | {r['texts_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
-                     f"{r['peak_rss_mib']} | {r['wrong']} | {r['lost']} |")
+                     f"{r['peak_rss_mib']} | {r['wrong']} | {r['lost']} | {r['reconnects']} |")
     lines += ["", "| goal | value | target | met |", "|---|---|---|---|"]
     lines += [f"| {k} | {v} | {g} | {'yes' if m else 'no'} |" for k, (v, g, m) in goals.items()]
     write_md(OUT / "serve_load.md", "\n".join(lines) + "\n")

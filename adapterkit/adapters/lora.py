@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ..config.schema import MAX_WIDTH
 from ..errors import ModelError
+from .mixing import lora_rows
 from .registry import Method, MethodSettings, register_method
 from .targets import BLOCKS, LayerSpec, Targets, check_targets, exclude_pattern, linear_leaf_names, resolve_layers
 
@@ -179,6 +180,7 @@ register_method(
         after_wrap=_lora_after_wrap,
         init_weights=loftq_init,
         mixes_in_batch=lambda s: not s.use_dora,
+        mixed_rows=lora_rows,
         description="Low-rank update W + BA (PEFT LoRA).",
     )
 )
@@ -200,6 +202,7 @@ register_method(
         mergeable=True,
         combinable=True,
         mixes_in_batch=lambda s: not s.use_dora,
+        mixed_rows=lora_rows,
         description="LoRA scaled by alpha/sqrt(r), stable at high rank.",
     )
 )

@@ -53,6 +53,9 @@ class Method:
     # (settings) -> whether runs of it share one PEFT model and mix in one batch, each row its own adapter (PEFT's
     # `adapter_names`); None: never (each run is its own model over the shared base, one adapter per batch).
     mixes_in_batch: Optional[Callable[[Any], bool]] = None
+    # (PEFT model, one adapter name per row, rows grouped by adapter) -> a context manager yielding the keyword
+    # arguments of the forward pass that runs each row through its adapter; None: PEFT's `adapter_names`.
+    mixed_rows: Optional[Callable[[Any, list], Any]] = None
     default_lr: Optional[float] = None  # training.lr when a recipe gives none; None: the generic 5e-4
     default_warmup: Optional[float] = None  # training.warmup_ratio when a recipe gives none; None: the generic 0.06
     description: str = ""
@@ -80,7 +83,7 @@ class Method:
             raise AdapterkitError(
                 f"register_method({self.name!r}): default_warmup must be a share of steps in [0, 1), got {self.default_warmup!r}"
             )
-        for f in ("build", "after_wrap", "mergeable_for", "init_weights", "mixes_in_batch"):
+        for f in ("build", "after_wrap", "mergeable_for", "init_weights", "mixes_in_batch", "mixed_rows"):
             value = getattr(self, f)
             if value is not None and not callable(value):
                 raise AdapterkitError(

@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+import torch
+
 from ..errors import DataError
 from ..files import read_json
 from ..heads import HEADS
@@ -135,16 +137,30 @@ class RunPool:
                 out[i] = row
         return out
 
-    def _mixed(self, group: MixGroup, pairs: list[tuple[str, str]]) -> list[dict]:
-        names, texts = [n for n, _ in pairs], [t for _, t in pairs]
+    def _mixed(self, group: MixGroup, pairs: list[tuple[str, str]], batch_size: int = 64) -> list[dict]:
+        """Rows of a mix group's runs, grouped by run (each run's rows one span) and run in batches of mixed runs."""
+        order = group.order([n for n, _ in pairs])
+        names, texts = [pairs[i][0] for i in order], [pairs[i][1] for i in order]
         first = self.runs[names[0]]  # one tokenizer and text length for the group (its key says so)
-        with group.rows(names) as adapters:
-            logits = predict_logits(first.model, first.tokenizer, texts, first.recipe.data.max_length, 64, adapters)
+        parts = []
+        for i in range(0, len(names), batch_size):
+            with group.rows(names[i : i + batch_size]) as forward:
+                parts.append(
+                    predict_logits(
+                        first.model,
+                        first.tokenizer,
+                        texts[i : i + batch_size],
+                        first.recipe.data.max_length,
+                        batch_size,
+                        forward,
+                    )
+                )
+        logits = torch.cat(parts)
         rows: list[dict] = [{} for _ in pairs]
         for name in dict.fromkeys(names):
             idx = [i for i, n in enumerate(names) if n == name]
             for i, row in zip(idx, prediction_rows(self.runs[name], [texts[i] for i in idx], logits[idx])):
-                rows[i] = row
+                rows[order[i]] = row
         return rows
 
     def eval(self, name: str, split: str = "validation", data_file: str | None = None) -> dict:

@@ -66,9 +66,10 @@ def eval_loaded(run: LoadedRun, split: str = "validation", data_file: str | None
 
 @torch.no_grad()
 def predict_logits(
-    model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64, adapter_names: list[str] | None = None
+    model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64, forward: dict | None = None
 ) -> torch.Tensor:
-    """The model's logits for texts, in batches. `adapter_names`: one PEFT adapter per text (a mixed batch)."""
+    """The model's logits for texts, in batches. `forward`: keyword arguments of the forward call (a mixed-adapter
+    batch's, whose texts then fit one batch)."""
     device = next(model.parameters()).device
     out = []
     for i in chunks(len(texts), batch_size, "predicting", min_items=4 * batch_size):
@@ -76,8 +77,7 @@ def predict_logits(
             texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
         )
         enc.pop("token_type_ids", None) if "token_type_ids" not in tokenizer.model_input_names else None
-        mixed = {"adapter_names": adapter_names[i : i + batch_size]} if adapter_names is not None else {}
-        out.append(model(**{k: v.to(device) for k, v in enc.items()}, **mixed).logits.float().cpu())
+        out.append(model(**{k: v.to(device) for k, v in enc.items()}, **(forward or {})).logits.float().cpu())
     return torch.cat(out)
 
 

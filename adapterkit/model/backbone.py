@@ -27,7 +27,12 @@ def _snapshot(cfg: BackboneConfig) -> Path:
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Task heads and poolers stay in float: bitsandbytes int8 breaks freshly initialised or trainable heads.
-QUANT_SKIP_MODULES = ["classifier", "score", "lm_head", r"(.*\.)?pooler"]  # transformers matches prefix, regex or suffix;
+QUANT_SKIP_MODULES = [
+    "classifier",
+    "score",
+    "lm_head",
+    r"(.*\.)?pooler",
+]  # transformers matches prefix, regex or suffix;
 # a pooler at the root too: a shared base (model/shared.py) loads the bare backbone, whose pooler is `pooler`
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..adapters import METHODS, method_settings
+from ..adapters.mixing import forget_adapter, row_spans
 from ..errors import RunDirError
 from ..heads import HEADS
 
@@ -35,13 +36,12 @@ class RoutedHead(nn.Module):
         if self.route is None:
             return self.heads[self.active](x, *args, **kwargs)
         out = None
-        for name in dict.fromkeys(self.route):
-            idx = torch.tensor([i for i, n in enumerate(self.route) if n == name], device=x.device)
-            rows = [a[idx] if torch.is_tensor(a) and a.shape[:1] == x.shape[:1] else a for a in args]
-            part = self.heads[name](x[idx], *rows, **kwargs)
+        for name, start, end in row_spans(self.route):
+            rows = [a[start:end] if torch.is_tensor(a) and a.shape[:1] == x.shape[:1] else a for a in args]
+            part = self.heads[name](x[start:end], *rows, **kwargs)
             if out is None:
                 out = part.new_empty((x.shape[0], *part.shape[1:]))
-            out[idx] = part
+            out[start:end] = part
         return out
 
 
@@ -118,20 +118,31 @@ class MixGroup:
         if not self.members:
             return True
         self.activate(next(iter(self.members)))  # before the delete: PEFT warns when the active one goes
+        forget_adapter(self.model, adapter)
         self.model.delete_adapter(adapter)
         for routed in self.heads.values():
             del routed.heads[adapter]
         return False
 
+    def order(self, names: list[str]) -> list[int]:
+        """Row order that groups the rows of each run (a stable sort by membership): each run's rows one span."""
+        rank = {n: i for i, n in enumerate(self.members)}
+        return sorted(range(len(names)), key=lambda i: rank[names[i]])
+
     @contextmanager
-    def rows(self, names: list[str]) -> Iterator[list[str]]:
-        """Within the block, each row of a batch goes through its run's head; yields the PEFT adapter names to pass
-        as `adapter_names`."""
+    def rows(self, names: list[str]) -> Iterator[dict]:
+        """Within the block, one forward pass runs row i through run names[i]'s adapter and head (rows grouped by
+        run: `order`); yields the keyword arguments that forward pass takes."""
         adapters = [self.members[n] for n in names]
+        method = METHODS[self.key[0]]
+        mixed = (
+            method.mixed_rows(self.model, adapters) if method.mixed_rows else nullcontext({"adapter_names": adapters})
+        )
         for routed in self.heads.values():
             routed.route = adapters
         try:
-            yield adapters
+            with mixed as forward:
+                yield forward
         finally:
             for routed in self.heads.values():
                 routed.route = None

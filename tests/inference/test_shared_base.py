@@ -76,8 +76,8 @@ def test_mixed_batch_logits_equal_each_run_alone(pool, base_runs, first, second)
     group = pool.groups[pool.group_of[first]]
     names = [first, second, second, first, second]
     run = pool.get(first)
-    with group.rows(names) as adapters:
-        mixed = predict_logits(run.model, run.tokenizer, TEXTS, run.recipe.data.max_length, adapter_names=adapters)
+    with group.rows(names) as forward:  # runs interleaved: every row its own span
+        mixed = predict_logits(run.model, run.tokenizer, TEXTS, run.recipe.data.max_length, forward=forward)
     for name in (first, second):
         rows = [i for i, n in enumerate(names) if n == name]
         alone = _logits(load_run(base_runs[name]), [TEXTS[i] for i in rows])

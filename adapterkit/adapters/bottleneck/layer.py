@@ -8,6 +8,8 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from ..mixing import row_spans
+
 
 class BottleneckLayer(nn.Module, BaseTunerLayer):
     """Sequential (houlsby, pfeiffer): y = base(x); y + s * adapter(y).
@@ -98,14 +100,15 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         return [a for a in self.active_adapters if a in self.bottleneck_down]
 
     def _rowwise(self, names: list[str]):
-        """Each row's own adapter (PEFT's `adapter_names`: one adapter per row of a mixed batch, `__base__` none)."""
+        """Each row's own adapter (PEFT's `adapter_names`: one adapter per row of a mixed batch, `__base__` none);
+        rows grouped by adapter (the pool sorts them) make each adapter's rows one slice."""
+        spans = row_spans(names)
 
         def delta(h: torch.Tensor) -> torch.Tensor:
             out = torch.zeros_like(h)
-            for name in dict.fromkeys(names):
+            for name, start, end in spans:
                 if name in self.bottleneck_down:
-                    idx = torch.tensor([i for i, n in enumerate(names) if n == name], device=h.device)
-                    out[idx] = self._delta(name, h[idx])
+                    out[start:end] = self._delta(name, h[start:end])
             return out
 
         return delta
