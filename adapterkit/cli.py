@@ -396,13 +396,16 @@ def serve(
 
 @_command(app)
 def export(
-    run_dir: Path = typer.Argument(...),
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="The run to export; several (PATH or NAME=PATH, one base) with --format bundle.", metavar="RUN..."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 (also fp32/bf16/fp16)."),
     fmt: str = typer.Option(
         "merged",
         "--format",
-        help="merged (plain transformers), adapter (PEFT adapter + head), onnx (onnxruntime), gguf (llama.cpp, Ollama) or a plugin's format (--plugin).",
+        help="merged (plain transformers), adapter (PEFT adapter + head), onnx (onnxruntime), gguf (llama.cpp, Ollama), "
+        "bundle (several runs over one base, with a manifest) or a plugin's format (--plugin).",
     ),
     gguf_type: str = typer.Option("f16", "--gguf-type", help="With --format gguf: f32, f16 or q8_0 weights."),
     quantize: Optional[str] = typer.Option(
@@ -424,10 +427,25 @@ def export(
 ):
     """Export a run, verified: merged into a plain transformers model, or the PEFT adapter + head. Writes export_report.json."""
     from .deploy import export as run_export
-
-    dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
     from .progress import stage
 
+    dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
+    if fmt == "bundle":
+        from .deploy.bundle import export_bundle
+        from .deploy.formats import ExportOptions
+
+        with stage(f"exporting {len(run_dirs)} runs into a bundle (base, each run, verify)"):
+            manifest = export_bundle(list(run_dirs), out, ExportOptions(dtype, verify_samples, tolerance))
+        echo(
+            json.dumps(
+                {n: {k: r[k] for k in ("task", "format", "verification")} for n, r in manifest["runs"].items()},
+                indent=1,
+            )
+        )
+        return
+    if len(run_dirs) > 1:
+        _fail(f"--format {fmt} exports one run; several runs over one base go into --format bundle")
+    run_dir = run_dirs[0]
     with stage(f"exporting {run_dir} (load, merge, verify, save)"):
         report = run_export(
             run_dir,
@@ -442,6 +460,19 @@ def export(
         )
     echo(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=1))
     echo(f"exported to {out} (report: {out / 'export_report.json'})")
+
+
+@_command(app)
+def verify(
+    bundle: Path = typer.Argument(..., help="A folder from `adapterkit export RUN... --format bundle`."),
+    files_only: bool = typer.Option(False, "--files-only", help="Check the files' hashes only, not the runs' logits."),
+    plugin: list[str] = PLUGIN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
+):
+    """Re-check a bundle: every file against its manifest hash, each adapter export against its run's logits."""
+    from .deploy.bundle import verify_bundle
+
+    echo(json.dumps(verify_bundle(bundle, recheck=not files_only), indent=1))
 
 
 @_command(app)

@@ -171,9 +171,9 @@ class RunPool:
         return generate_loaded(run, prompts, generation_settings(run, max_new_tokens, temperature, batch_size))
 
 
-def open_pool(specs, quantization: str | None = None) -> RunPool:
-    """A pool of the given runs (`NAME=PATH` or `PATH` each), all checked to share one base before it loads."""
-
+def checked_specs(specs, quantization: str | None = None) -> list[tuple[str, Path]]:
+    """(name, path) of each run (`NAME=PATH` or `PATH`): names distinct, runs finished, all on one base loaded one
+    way; checked before any model loads."""
     first: tuple | None = None
     names: dict[str, Path] = {}
     for spec in specs:
@@ -185,7 +185,12 @@ def open_pool(specs, quantization: str | None = None) -> RunPool:
         key = base_key(path, load_run_recipe(path), quantization)
         first = first or (path, key)
         same_base(path, key, *first)
+    return list(names.items())
+
+
+def open_pool(specs, quantization: str | None = None) -> RunPool:
+    """A pool of the given runs (`NAME=PATH` or `PATH` each), all checked to share one base before it loads."""
     pool = RunPool(quantization)
-    for spec in specs:
-        pool.add(spec)
+    for name, path in checked_specs(specs, quantization):
+        pool.add(path, name)
     return pool
