@@ -405,7 +405,8 @@ def export(
         "merged",
         "--format",
         help="merged (plain transformers), adapter (PEFT adapter + head), onnx (onnxruntime), gguf (llama.cpp, Ollama), "
-        "bundle (several runs over one base, with a manifest) or a plugin's format (--plugin).",
+        "bundle (several runs over one base, with a manifest), onnx-adapter (one ONNX base, an onnxruntime adapter file "
+        "per LoRA run) or a plugin's format (--plugin).",
     ),
     gguf_type: str = typer.Option("f16", "--gguf-type", help="With --format gguf: f32, f16 or q8_0 weights."),
     quantize: Optional[str] = typer.Option(
@@ -430,21 +431,18 @@ def export(
     from .progress import stage
 
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
-    if fmt == "bundle":
+    if fmt in ("bundle", "onnx-adapter"):  # several runs over one base
         from .deploy.bundle import export_bundle
         from .deploy.formats import ExportOptions
+        from .deploy.onnx_adapter import export_onnx_adapters
 
-        with stage(f"exporting {len(run_dirs)} runs into a bundle (base, each run, verify)"):
-            manifest = export_bundle(list(run_dirs), out, ExportOptions(dtype, verify_samples, tolerance))
-        echo(
-            json.dumps(
-                {n: {k: r[k] for k in ("task", "format", "verification")} for n, r in manifest["runs"].items()},
-                indent=1,
-            )
-        )
+        write = export_bundle if fmt == "bundle" else export_onnx_adapters
+        with stage(f"exporting {len(run_dirs)} run(s) as {fmt} (base, each run, verify)"):
+            report = write(list(run_dirs), out, ExportOptions(dtype, verify_samples, tolerance))
+        echo(json.dumps({n: {"verification": r["verification"]} for n, r in report["runs"].items()}, indent=1))
         return
     if len(run_dirs) > 1:
-        _fail(f"--format {fmt} exports one run; several runs over one base go into --format bundle")
+        _fail(f"--format {fmt} exports one run; several runs over one base go into --format bundle or onnx-adapter")
     run_dir = run_dirs[0]
     with stage(f"exporting {run_dir} (load, merge, verify, save)"):
         report = run_export(

@@ -38,7 +38,7 @@ def check_supported(recipe, head) -> None:
         )
 
 
-def _require():
+def require():
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -51,17 +51,23 @@ def _require():
 class OrtModel:
     """An onnxruntime session standing in for the torch model inside verify.run_pass (logits only, no loss)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, adapter: Path | None = None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.options = ort.RunOptions()
+        if adapter is not None:  # an .onnx_adapter file: its weights replace the graph's own for every call
+            self.adapter = ort.LoraAdapter()
+            self.adapter.Load(str(adapter))
+            self.options.add_active_adapter(self.adapter)
+        feeds = {"input_ids", "attention_mask", "token_type_ids"}
+        self.inputs = [i.name for i in self.session.get_inputs() if i.name in feeds]
 
     def __call__(self, **batch):
         feed = {k: batch[k].cpu().numpy() for k in self.inputs}
-        logits = torch.from_numpy(self.session.run(["logits"], feed)[0])
+        logits = torch.from_numpy(self.session.run(["logits"], feed, run_options=self.options)[0])
         return SimpleNamespace(logits=logits, loss=torch.zeros(()))
 
     def parameters(self):
@@ -71,8 +77,9 @@ class OrtModel:
         return self
 
 
-def write_onnx(model, sample: dict, path: Path) -> list[str]:
-    """Export `model` (eager attention) with the sample batch's inputs; returns the input names."""
+def write_onnx(model, sample: dict, path: Path, fold_constants: bool = True) -> list[str]:
+    """Export `model` (eager attention) with the sample batch's inputs; returns the input names. Without
+    `fold_constants` every weight keeps its parameter's name (folding renames transposed weights)."""
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
     axes = {k: {0: "batch", 1: "sequence"} for k in names}
     axes["logits"] = (
@@ -91,6 +98,7 @@ def write_onnx(model, sample: dict, path: Path) -> list[str]:
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
+            do_constant_folding=fold_constants,
         )
     return names
 
@@ -104,7 +112,7 @@ def export_onnx(tmp: Path, ref, head, model, merged_probe, tolerance: float, qua
     """Export the verified merged `model` (saved in `tmp`) to model.onnx (+ model_int8.onnx), check the graph against
     the merged model's probe pass, drop the torch weights. Returns the report's ONNX part; raises (nothing written)
     when the graph disagrees with the model."""
-    _require()
+    require()
     import logging
     import warnings
 
