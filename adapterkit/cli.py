@@ -405,10 +405,12 @@ def export(
         "merged",
         "--format",
         help="merged (plain transformers), adapter (PEFT adapter + head), onnx (onnxruntime), gguf (llama.cpp, Ollama), "
-        "bundle (several runs over one base, with a manifest), onnx-adapter (one ONNX base, an onnxruntime adapter file "
+        "gguf-lora (llama.cpp LoRA adapter + base), bundle (several runs over one base, with a manifest), onnx-adapter (one ONNX base, an onnxruntime adapter file "
         "per LoRA run) or a plugin's format (--plugin).",
     ),
-    gguf_type: str = typer.Option("f16", "--gguf-type", help="With --format gguf: f32, f16 or q8_0 weights."),
+    gguf_type: str = typer.Option(
+        "f16", "--gguf-type", help="With --format gguf: f32, f16 or q8_0 weights; gguf-lora: f32 or f16."
+    ),
     quantize: Optional[str] = typer.Option(
         None, "--quantize", help="With --format onnx: int8 also writes an int8 dynamic-quantized graph, scored too."
     ),

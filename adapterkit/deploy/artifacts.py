@@ -424,6 +424,60 @@ def _to_gguf(tmp: Path, ref, head, model, merged_probe, gguf_type: str, toleranc
     }
 
 
+def _export_gguf_lora(run_dir: Path, tmp: Path, o: ExportOptions) -> dict:
+    """llama.cpp's LoRA adapter GGUF (adapter.gguf) and the base model as GGUF (base.gguf): `llama-cli -m base.gguf
+    --lora adapter.gguf` runs the run without merging. The adapter file is read back and each layer's update rebuilt
+    as llama.cpp computes it; the base file is read back by transformers and compared with the base model."""
+    from transformers import AutoModelForCausalLM
+
+    from ..heads.lm import GenerationSettings
+
+    ref = _prepare(run_dir, o.verify_samples)
+    recipe, head, labels = ref.recipe, ref.head, ref.labels
+    name = Path(base_name(recipe.backbone)).name
+    run = load_run(run_dir, quantization="none")
+    info = gguf_export.write_lora_gguf(run.model, tmp / "adapter.gguf", o.gguf_type, name)
+    read_back = gguf_export.check_lora_gguf(tmp / "adapter.gguf", run.model, {"f32": 1e-6, "f16": 1e-2}[o.gguf_type])
+    del run
+    if not read_back.pop("ok"):
+        raise ExportError(
+            f"export: the LoRA updates read back from adapter.gguf differ from the run's by "
+            f"{read_back['relative_diff']:.1e} of the largest entry; nothing was written"
+        )
+    base = load_model(recipe.backbone, AutoModelForCausalLM, quantization="none").eval()
+    source = resolve_path(recipe.backbone) / recipe.backbone.gguf_file if recipe.backbone.gguf_file else None
+    gguf_export.write_gguf(base, ref.tokenizer, tmp / "base.gguf", o.gguf_type, source, name)
+    probe = verify.run_pass(base, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
+    prompts, _ = data_mod.load_generation_rows(recipe, ref.tokenizer, head, split=ref.info["split"])
+    tol = gguf_export.TOLERANCE[o.gguf_type] or _tolerance(recipe.export, o.tolerance, "float32")
+    settings = GenerationSettings(max_new_tokens=24, batch_size=8)
+    base_check = gguf_export.verify_gguf(tmp, "base.gguf", base, probe, ref, head, tol, prompts[:20], settings)
+    if not base_check["logits"].pop("ok"):
+        raise ExportError(
+            f"export: base.gguf read back differs from the base model beyond {tol:g}; nothing was written"
+        )
+    return {
+        "format": "gguf-lora",
+        "run": str(run_dir),
+        "gguf_type": o.gguf_type,
+        "adapter": {**info, "read_back": read_back},
+        "base_gguf_vs_base": base_check,
+        "loads_with": "llama.cpp: llama-cli -m base.gguf --lora adapter.gguf (or your own GGUF of the same base); "
+        "llama-cpp-python: Llama(model_path='base.gguf', lora_path='adapter.gguf')",
+    }
+
+
+def _check_gguf_lora(recipe, o: ExportOptions) -> None:
+    _check_gguf(recipe, o)
+    if recipe is not None and recipe.adapter.method not in ("lora", "rslora"):
+        raise ExportError(
+            f"--format gguf-lora: adapter.method {recipe.adapter.method!r}; llama.cpp applies LoRA adapters "
+            f"(lora, rslora); use --format gguf (merged)"
+        )
+    if o.gguf_type not in ("f32", "f16"):
+        raise ExportError(f"--gguf-type: {o.gguf_type!r}; --format gguf-lora writes f32 or f16 LoRA factors")
+
+
 def _load_int8(folder: Path, recipe, labels, head, custom: bool, tokenizer):
     """The exported folder loaded the way a deployment would quantize it (LLM.int8, heads kept in float)."""
     from safetensors.torch import load_file
@@ -510,5 +564,14 @@ register_format(
         merges=True,
         takes=("gguf_type",),
         description="one GGUF file for llama.cpp and Ollama",
+    )
+)
+register_format(
+    ExportFormat(
+        "gguf-lora",
+        _export_gguf_lora,
+        check=_check_gguf_lora,
+        takes=("gguf_type",),
+        description="llama.cpp's LoRA adapter GGUF with the base as GGUF, applied at load without merging",
     )
 )

@@ -205,3 +205,80 @@ def verify_gguf(
         "tokenizer_identical_ids": same_ids,
         "examples": [{"run": x, "gguf": y} for x, y in list(zip(a, b))[:3]],
     }
+
+
+def lora_tensors(model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """GGUF name -> (A [r, in], B [out, r]) of every LoRA layer of a PEFT-wrapped LlamaForCausalLM, as llama.cpp
+    applies them: B carries LoRA's scale times the rank (the file's alpha is 1, and llama.cpp scales by alpha / rank,
+    so any scale and per-layer rank come out right), and q/k rows are permuted like their base weights."""
+    import gguf
+    from peft.tuners.lora import Linear, LoraLayer
+
+    base = model.get_base_model()
+    cfg = base.config
+    if cfg.model_type != "llama":
+        raise GGUFError(f"--format gguf-lora: model type {cfg.model_type!r}; it covers Llama-family decoders (llama)")
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    out = {}
+    for path, m in base.named_modules():
+        if not isinstance(m, LoraLayer):
+            continue
+        adapter = m.active_adapters[0]
+        if not isinstance(m, Linear) or m.use_dora.get(adapter) or adapter in getattr(m, "lora_variant", {}):
+            raise GGUFError(f"--format gguf-lora: {path} is not a plain LoRA linear layer (llama.cpp applies B A only)")
+        new = names.get_name(f"{path}.weight", try_suffixes=(".weight",))
+        if new is None:
+            raise GGUFError(f"--format gguf-lora: no GGUF name for the LoRA layer {path!r}")
+        a = m.lora_A[adapter].weight.detach().float().cpu().numpy()
+        b = (m.lora_B[adapter].weight.detach().float() * (m.scaling[adapter] * a.shape[0])).cpu().numpy()
+        if path.endswith("q_proj"):
+            b = _permute(b, cfg.num_attention_heads, cfg.num_attention_heads)
+        elif path.endswith("k_proj"):
+            b = _permute(b, cfg.num_attention_heads, cfg.num_key_value_heads)
+        out[new] = (a, b)
+    if not out:
+        raise GGUFError("--format gguf-lora: the run has no LoRA layers")
+    return out
+
+
+def write_lora_gguf(model, path: Path, gguf_type: str, name: str) -> dict:
+    """llama.cpp's LoRA adapter GGUF (general.type adapter, adapter.type lora; `NAME.lora_a` / `NAME.lora_b`)."""
+    import gguf
+
+    if gguf_type not in ("f32", "f16"):
+        raise GGUFError(f"--gguf-type: {gguf_type!r}; --format gguf-lora writes f32 or f16 LoRA factors")
+    dtype, qtype = {
+        "f32": (np.float32, gguf.GGMLQuantizationType.F32),
+        "f16": (np.float16, gguf.GGMLQuantizationType.F16),
+    }[gguf_type]
+    tensors = lora_tensors(model)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name)
+    writer.add_type("adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", 1.0)
+    for new, (a, b) in tensors.items():
+        writer.add_tensor(f"{new}.lora_a", a.astype(dtype), raw_dtype=qtype)
+        writer.add_tensor(f"{new}.lora_b", b.astype(dtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return {"lora_layers": len(tensors), "rank": sorted({a.shape[0] for a, _ in tensors.values()})}
+
+
+def check_lora_gguf(path: Path, model, tolerance: float) -> dict:
+    """Read the adapter file back (gguf's reader) and rebuild each layer's update alpha / r * B A as llama.cpp does;
+    compare with the run's own update (scale * B A, q/k permuted), relative to its largest entry."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    fields = {f: reader.fields[f].contents() for f in ("general.type", "adapter.type", "adapter.lora.alpha")}
+    stored = {t.name: np.asarray(t.data, dtype=np.float32) for t in reader.tensors}
+    worst = 0.0
+    for new, (a, b) in lora_tensors(model).items():
+        ga, gb = stored[f"{new}.lora_a"].reshape(a.shape), stored[f"{new}.lora_b"].reshape(b.shape)
+        want = b @ a / a.shape[0]
+        got = fields["adapter.lora.alpha"] / ga.shape[0] * (gb @ ga)
+        worst = max(worst, float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)))
+    return {"fields": fields, "tensors": len(stored), "relative_diff": worst, "ok": worst <= tolerance}

@@ -85,3 +85,32 @@ def test_causal_lm_adapter_export_has_no_modules_to_save(lora_run, tmp_path):
     with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as f:
         assert all("lora_" in k for k in f.keys())
     assert report["reloaded_vs_run"]["max_abs_diff"] <= report["reloaded_vs_run"]["allowed_abs_diff"]
+
+
+@pytest.mark.slow
+def test_gguf_lora_applied_as_llama_cpp_does_gives_the_merged_gguf_weights(lora_run, tmp_path):
+    """llama.cpp computes W + alpha / r * B A per layer: from base.gguf and adapter.gguf that must give the merged
+    export's GGUF weights (q/k permuted alike), and the files say what llama.cpp reads."""
+    import gguf
+    import numpy as np
+
+    from adapterkit.deploy import export
+
+    report = export(lora_run, tmp_path / "lora", fmt="gguf-lora", gguf_type="f32")
+    export(lora_run, tmp_path / "merged", fmt="gguf", gguf_type="f32")
+    assert sorted(p.name for p in (tmp_path / "lora").iterdir()) == ["adapter.gguf", "base.gguf", "export_report.json"]
+    assert report["adapter"]["read_back"]["relative_diff"] < 1e-6
+    assert report["base_gguf_vs_base"]["greedy_identical"] == report["base_gguf_vs_base"]["prompts"]
+    adapter = gguf.GGUFReader(str(tmp_path / "lora" / "adapter.gguf"))
+    assert adapter.fields["general.type"].contents() == "adapter" and adapter.fields["adapter.type"].contents() == "lora"
+    alpha = adapter.fields["adapter.lora.alpha"].contents()
+    lora = {t.name: np.asarray(t.data, dtype=np.float64) for t in adapter.tensors}
+    base = {t.name: np.asarray(t.data, dtype=np.float64) for t in gguf.GGUFReader(str(tmp_path / "lora" / "base.gguf")).tensors}
+    merged = {t.name: np.asarray(t.data, dtype=np.float64) for t in gguf.GGUFReader(str(tmp_path / "merged" / "model.gguf")).tensors}
+    targets = sorted(n.removesuffix(".lora_a") for n in lora if n.endswith(".lora_a"))
+    assert "blk.0.attn_q.weight" in targets and "blk.1.attn_k.weight" in targets
+    for name in targets:
+        a, b = lora[f"{name}.lora_a"], lora[f"{name}.lora_b"]
+        applied = base[name] + alpha / a.shape[0] * (b @ a)
+        assert np.abs(applied - merged[name]).max() <= 1e-5 * np.abs(merged[name]).max(), name
+    assert np.abs(lora[f"{targets[0]}.lora_b"]).max() > 0  # a trained update, not zeros
