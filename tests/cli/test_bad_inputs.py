@@ -253,7 +253,7 @@ CASES = [
     ("run-labels-do-not-fit-head", lambda c: ["predict", c.run_copy(lambda d: (d / "labels.json").write_text(json.dumps({"labels": ["a", "b", "c"]}))), "--text", "good"],
      ["labels.json: 3 labels do not fit head.safetensors", "different trainings"]),
     ("run-adapter-for-another-model", lambda c: ["eval", c.run_copy(lambda d: _rebase(d, c.llama))], ["adapter", "cannot apply this adapter to", "tiny_llama"]),
-    ("export-bad-format", lambda c: ["export", str(c.run), "--out", str(c.root / "e"), "--format", "tflite"], ["--format: 'tflite'", "merged, adapter, onnx or gguf"]),
+    ("export-bad-format", lambda c: ["export", str(c.run), "--out", str(c.root / "e"), "--format", "tflite"], ["--format: 'tflite'", "merged, adapter, onnx, gguf or gguf-lora", "several runs: bundle or onnx-adapter"]),
     ("export-merge-non-mergeable", lambda c: ["export", _fake_run(c, "bottleneck"), "--out", str(c.root / "e")],
      ["adapter method 'bottleneck'", "cannot be merged", "--format adapter"]),
     ("export-adapter-of-full", lambda c: ["export", _fake_run(c, "full"), "--out", str(c.root / "e"), "--format", "adapter"],

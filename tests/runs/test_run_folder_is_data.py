@@ -171,7 +171,7 @@ def test_a_plugin_export_format_works_end_to_end(run, tmp_path, monkeypatch):
     (tmp_path / "head_only_format.py").write_text(PLUGIN_FORMAT)
     monkeypatch.chdir(tmp_path)
     res = cli("export", str(run), "--out", str(tmp_path / "x"), "--format", "head-only")
-    assert res.code == 2 and "--format: 'head-only'" in res.err and "merged, adapter, onnx or gguf" in res.err, res.err
+    assert res.code == 2 and "--format: 'head-only'" in res.err and "merged, adapter, onnx, gguf or gguf-lora" in res.err, res.err
     out = tmp_path / "h"
     res = cli("export", str(run), "--out", str(out), "--format", "head-only", "--plugin", "head_only_format")
     assert res.code == 0, res.err
