@@ -253,15 +253,10 @@ def eval_cmd(
         from .data.readers import check_utf8
 
         check_utf8(data, "--data")  # before the base loads
-    pool = _pool(run_dirs)
-    _echo_metrics({name: pool.eval(name, split, data) for name in pool.names()})
-
-
-def _pool(run_dirs):
-    """Several runs on one shared base (inference/pool.py), checked before the base loads."""
     from .inference.pool import open_pool
 
-    return open_pool(run_dirs)
+    pool = open_pool(run_dirs)  # every run checked before the base loads
+    _echo_metrics({name: pool.eval(name, split, data) for name in pool.names()})
 
 
 @_command(app)
@@ -305,7 +300,9 @@ def generate(
     if len(run_dirs) > 1:
         if file or zero_shot:
             _fail(f"{'--file' if file else '--zero-shot'} works with one run; several runs take --prompt")
-        pool = _pool(run_dirs)
+        from .inference.pool import open_pool
+
+        pool = open_pool(run_dirs)  # every run checked before the base loads
         for name in pool.names():
             for row in pool.generate(name, list(prompt), max_new_tokens, temperature, batch_size):
                 echo(json.dumps({"run": name, **row}))
@@ -353,7 +350,9 @@ def predict(
         for row in run_predict(run_dirs[0], texts):
             echo(json.dumps(row))
         return
-    pool = _pool(run_dirs)
+    from .inference.pool import open_pool
+
+    pool = open_pool(run_dirs)  # every run checked before the base loads
     for name in pool.names():
         for row in pool.predict(name, texts):
             echo(json.dumps({"run": name, **row}))

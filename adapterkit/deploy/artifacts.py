@@ -436,9 +436,10 @@ def _export_gguf_lora(run_dir: Path, tmp: Path, o: ExportOptions) -> dict:
     recipe, head, labels = ref.recipe, ref.head, ref.labels
     name = Path(base_name(recipe.backbone)).name
     run = load_run(run_dir, quantization="none")
-    info = gguf_export.write_lora_gguf(run.model, tmp / "adapter.gguf", o.gguf_type, name)
-    read_back = gguf_export.check_lora_gguf(tmp / "adapter.gguf", run.model, {"f32": 1e-6, "f16": 1e-2}[o.gguf_type])
+    tensors = gguf_export.lora_tensors(run.model)
     del run
+    info = gguf_export.write_lora_gguf(tensors, tmp / "adapter.gguf", o.gguf_type, name)
+    read_back = gguf_export.check_lora_gguf(tmp / "adapter.gguf", tensors, {"f32": 1e-6, "f16": 1e-2}[o.gguf_type])
     if not read_back.pop("ok"):
         raise ExportError(
             f"export: the LoRA updates read back from adapter.gguf differ from the run's by "

@@ -241,7 +241,7 @@ def lora_tensors(model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def write_lora_gguf(model, path: Path, gguf_type: str, name: str) -> dict:
+def write_lora_gguf(tensors: dict, path: Path, gguf_type: str, name: str) -> dict:
     """llama.cpp's LoRA adapter GGUF (general.type adapter, adapter.type lora; `NAME.lora_a` / `NAME.lora_b`)."""
     import gguf
 
@@ -251,7 +251,6 @@ def write_lora_gguf(model, path: Path, gguf_type: str, name: str) -> dict:
         "f32": (np.float32, gguf.GGMLQuantizationType.F32),
         "f16": (np.float16, gguf.GGMLQuantizationType.F16),
     }[gguf_type]
-    tensors = lora_tensors(model)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name)
     writer.add_type("adapter")
@@ -267,7 +266,7 @@ def write_lora_gguf(model, path: Path, gguf_type: str, name: str) -> dict:
     return {"lora_layers": len(tensors), "rank": sorted({a.shape[0] for a, _ in tensors.values()})}
 
 
-def check_lora_gguf(path: Path, model, tolerance: float) -> dict:
+def check_lora_gguf(path: Path, tensors: dict, tolerance: float) -> dict:
     """Read the adapter file back (gguf's reader) and rebuild each layer's update alpha / r * B A as llama.cpp does;
     compare with the run's own update (scale * B A, q/k permuted), relative to its largest entry."""
     import gguf
@@ -276,7 +275,7 @@ def check_lora_gguf(path: Path, model, tolerance: float) -> dict:
     fields = {f: reader.fields[f].contents() for f in ("general.type", "adapter.type", "adapter.lora.alpha")}
     stored = {t.name: np.asarray(t.data, dtype=np.float32) for t in reader.tensors}
     worst = 0.0
-    for new, (a, b) in lora_tensors(model).items():
+    for new, (a, b) in tensors.items():
         ga, gb = stored[f"{new}.lora_a"].reshape(a.shape), stored[f"{new}.lora_b"].reshape(b.shape)
         want = b @ a / a.shape[0]
         got = fields["adapter.lora.alpha"] / ga.shape[0] * (gb @ ga)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import AdapterkitError
-from ..files import check_out_dir, new_temp_dir
+from ..files import check_out_dir, new_temp_dir, read_json
 from ..heads import HEADS
 from ..inference import verify
 from ..inference.pool import checked_specs
@@ -51,7 +51,7 @@ def _check_runs(specs) -> None:
                 f"(lora, rslora): export others with --format onnx"
             )
         onnx_export.check_supported(recipe, HEADS[recipe.task.type])
-        labels = json.loads((path / "labels.json").read_text()).get("labels")
+        labels = read_json(path / "labels.json", "label map").get("labels")
         shape = (recipe.task.type, len(labels or []))
         first = first or (path, shape)
         if shape != first[1]:

@@ -8,8 +8,8 @@ and head cost only their own size, and unloading it is dropping its model object
 
 Why leaves and not PEFT's `load_adapter` into one model: one PEFT model holds adapters of one method only, and the
 runs on a base differ in method (LoRA, bottleneck, IA3, prompt tuning) and in head (classification, NER, a causal
-LM); leaf sharing serves them all from one copy. Within a run PEFT's own multi-adapter API stays available
-(`mixed_adapters`).
+LM); leaf sharing serves them all from one copy. Runs of one method that mixes in a batch still share one PEFT
+model through `load_adapter` (model/mixed.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import RunDirError
 from ..files import read_json
@@ -82,16 +83,18 @@ def _top(model):
     return top, getattr(top, top.base_model_prefix, top)
 
 
-def _keyed(model) -> dict[str, object]:
-    """Modules with their own tensors, keyed the same way whatever task class holds the body: `body.` + the name in
-    the base model, `top.` + the name in the transformers model for parts outside the body (a decoder's lm_head)."""
+def _keyed(model) -> list[tuple[str, str, Any]]:
+    """(key, name in `model`, module) of each module with its own tensors inside the transformers model, keyed the
+    same way whatever task class holds the body: `body.` + the name in the base model, `top.` + the name in the
+    transformers model for parts outside the body (a decoder's lm_head)."""
     top, body = _top(model)
+    top_name = next(n for n, m in model.named_modules() if m is top)
     inside = {id(m): n for n, m in body.named_modules()}
-    out = {}
-    for name, m in top.named_modules():
-        if not _direct(m):
-            continue
-        out[f"body.{inside[id(m)]}" if id(m) in inside else f"top.{name}"] = m
+    out = []
+    for rel, m in top.named_modules():
+        if _direct(m):
+            key = f"body.{inside[id(m)]}" if id(m) in inside else f"top.{rel}"
+            out.append((key, f"{top_name}.{rel}".strip(".") if top_name else rel, m))
     return out
 
 
@@ -107,7 +110,7 @@ class SharedBase:
         model = load_model(backbone_cfg, auto, quantization)
         model.requires_grad_(False)
         self.device = next(model.parameters()).device
-        self.parts = _keyed(model)  # the only references kept: the shell of the loaded model goes
+        self.parts = {key: m for key, _, m in _keyed(model)}  # the only references kept: the model's shell goes
 
     @classmethod
     def from_run(cls, run: Path, recipe, quantization=None) -> SharedBase:
@@ -132,21 +135,12 @@ class SharedBase:
     def share(self, model, head_modules: list[str]) -> None:
         """Put the shared base into a skeleton: leaves become the shared modules, tensors held directly by larger
         modules (BERT's position ids) the shared tensors; head modules get fresh storage for the run's head file."""
-        device = self.device
         heads = {id(m) for n in head_modules for m in model.get_submodule(n).modules()}
-        top, body = _top(model)
-        top_name = next(n for n, m in model.named_modules() if m is top)
-        inside_body = {id(m): n for n, m in body.named_modules()}
-        inside_top = {id(m) for m in top.modules()}
-        for name, m in list(model.named_modules()):
-            if not _direct(m):
-                continue
-            if id(m) in heads or id(m) not in inside_top:  # the run's own: loaded from its head file
+        for key, name, m in _keyed(model):
+            if id(m) in heads:  # the run's own: filled from its head file
                 if any(t.is_meta for t in (*m.parameters(False), *m.buffers(False))):
-                    m.to_empty(device=device, recurse=False)
+                    m.to_empty(device=self.device, recurse=False)
                 continue
-            rel = name[len(top_name) + 1 :] if top_name else name
-            key = f"body.{inside_body[id(m)]}" if id(m) in inside_body else f"top.{rel}"
             shared = self.parts.get(key)
             if shared is None:
                 raise RunDirError(f"the shared base has no {key.split('.', 1)[1]} for this run's task model")

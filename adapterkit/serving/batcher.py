@@ -2,8 +2,8 @@
 (up to `max_batch` texts), runs each adapter's texts as one batch, and answers every request.
 
 The worker is the only thread that touches the models, so loading and unloading runs (admin requests) queue here too
-and never race a batch. Requests for one adapter are joined into one forward pass; a batch with several adapters
-runs one pass per adapter, each over the shared base (inference/pool.py)."""
+and never race a batch. The predictions of a batch go to the pool in one call: runs that mix in a batch share one
+forward pass, any other run gets a pass of its own (inference/pool.py); generation runs per adapter and settings."""
 
 from __future__ import annotations
 
