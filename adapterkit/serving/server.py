@@ -8,6 +8,7 @@ import dataclasses
 import ipaddress
 import os
 import signal
+import socket
 
 from ..console import echo
 from ..errors import AdapterkitError
@@ -34,6 +35,18 @@ def check_bind(host: str, api_key: str | None) -> None:
         )
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise AdapterkitError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e})") from None
+    return sock
+
+
 def serve(
     runs: list[str],
     host: str = "127.0.0.1",
@@ -45,6 +58,7 @@ def serve(
 
     settings = dataclasses.replace(settings, api_key=settings.api_key or os.environ.get(API_KEY_ENV))
     check_bind(host, settings.api_key)
+    sock = listening_socket(host, port)  # before the base loads: a port in use is one line, at once
     pool = open_pool(runs, quantization)
     app = create_app(pool, settings)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
@@ -54,9 +68,9 @@ def serve(
     # that a no-op, so a graceful stop exits 0 instead of dying of the signal.
     before = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()
-    except SystemExit:  # uvicorn's exit when it cannot bind
-        raise AdapterkitError(f"--port {port}: cannot listen on {host}:{port} (in use, or not allowed)") from None
+        server.run(sockets=[sock])
+    except SystemExit:  # uvicorn's exit when it cannot start
+        raise AdapterkitError(f"serve: the server on {host}:{port} could not start; see the lines above") from None
     finally:
         app.state.batcher.stop()
         for s, handler in before.items():
