@@ -37,14 +37,15 @@ def _interrupted(e: KeyboardInterrupt) -> Interrupted:
     return Interrupted(f"interrupted by {signal.Signals(signum).name}; nothing half-written was kept", signum)
 
 
-def _command(group: typer.Typer, *args, **kw):
+def _command(group: typer.Typer, *args, capture: bool = True, **kw):
     """A command whose body runs with library output captured (console.py): help and usage errors, printed while
-    the arguments are parsed, still reach the terminal."""
+    the arguments are parsed, still reach the terminal. `capture=False`: a launcher, whose processes inherit the
+    terminal and capture their own."""
 
     def wrap(f):
         @functools.wraps(f)
         def body(*a, **k):
-            if _capture:
+            if _capture and capture:
                 console.capture_library_output()
             try:
                 if "plugin" not in k:
@@ -182,6 +183,24 @@ def train(
     _echo_metrics(final)
     _echo_headline(final.get("selection"))
     echo(f"run directory: {r.training.output_dir}")
+
+
+@_command(app, capture=False, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def launch(
+    ctx: typer.Context,
+    timeout: float = typer.Option(
+        600,
+        "--timeout",
+        help="Seconds a machine waits for the others: at the rendezvous and in every step (then one line).",
+    ),
+):
+    """`accelerate launch` for `train` on one or many machines: ACCELERATE-OPTIONS... train RECIPE [OPTIONS]."""
+    from .errors import RecipeError
+    from .launch import launch as run_launch
+
+    if not math.isfinite(timeout) or not 1 <= timeout <= 86_400:
+        raise RecipeError(f"--timeout {timeout}: expected seconds from 1 to 86400")
+    run_launch(list(ctx.args), timeout)
 
 
 @_command(app)
@@ -691,7 +710,7 @@ def main(argv=None):
         sys.exit(3)
     except AdapterkitError as e:
         echo(f"adapterkit: error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))  # 2: bad input; 1: a multi-process run lost a process
     except FloatingPointError as e:
         echo(f"adapterkit: error: {e}", err=True)
         sys.exit(3)

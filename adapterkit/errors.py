@@ -25,6 +25,13 @@ class Collapsed(AdapterkitError):
     """An evaluation found degenerate predictions and the recipe says `training.on_collapse: stop` (exit 3)."""
 
 
+class PeerStopped(AdapterkitError):
+    """A process of a multi-process run died or stopped answering: the others stop too (exit 1), and every machine
+    continues from the last checkpoint with --resume."""
+
+    exit_code = 1
+
+
 class Interrupted(AdapterkitError):
     """SIGINT or SIGTERM stopped a long command (training after writing a checkpoint, a search, a series of repeats,
     generation) with what it finished kept: the CLI exits with 128 + the signal number."""

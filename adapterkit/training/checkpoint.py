@@ -331,8 +331,10 @@ class Checkpointer:
         keep: int = 2,
         keys: set[str] | None = None,
         settings: dict | None = None,
+        batch_size: int | None = None,
     ):
         self.root = checkpoints_dir(run_dir)
+        self.batch_size = batch_size  # per process, as this launch trains (elastic_batch_size)
         self.keys = keys
         self.settings = settings
         self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
@@ -349,6 +351,12 @@ class Checkpointer:
                 shutil.rmtree(stale, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
+        if not tmp.is_dir():  # the main process made it: this machine does not see the same folder
+            raise RunDirError(
+                f"training.output_dir: {self.root.parent} is not shared with process {acc.process_index} (its "
+                f"machine does not see the checkpoint the main process writes); put it on a filesystem every "
+                f"machine mounts"
+            )
         rng_tensors: dict = {}
         rng_tree = _encode(rng_state(), rng_tensors, "rng")
         _save_tensors(rng_tensors, tmp / f"rng-{acc.process_index}.safetensors")
@@ -388,6 +396,7 @@ class Checkpointer:
                     streams=streams,
                     has_best=best_state is not None,
                     processes=acc.num_processes,
+                    batch_size=self.batch_size,
                     saved=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     settings=self.settings,
                     **trees,
@@ -417,11 +426,6 @@ class Checkpointer:
         Returns (position, best_state)."""
         acc = self.acc
         state = verify(ckpt)
-        if state.get("processes", 1) != acc.num_processes:
-            raise RunDirError(
-                f"--resume: {ckpt} was written by {state['processes']} process(es); "
-                f"resume it with the same number (now {acc.num_processes}) to continue exactly"
-            )
         changed = (
             changed_settings(state["settings"], self.settings)
             if state.get("settings") is not None and self.settings is not None
@@ -450,7 +454,9 @@ class Checkpointer:
         unwrapped.load_state_dict(weights, strict=False)
         tensors = _load_tensors(ckpt / "optimizer.safetensors", "optimizer.safetensors")
         self.optimizer.load_state_dict(_decode(state["optimizer"], tensors))
-        self.scheduler.load_state_dict(_decode(state["scheduler"], tensors))
+        self.scheduler.load_state_dict(
+            rescaled_schedule(_decode(state["scheduler"], tensors), state.get("processes", 1), acc.num_processes)
+        )
         if acc.scaler is not None and "scaler" in state:
             acc.scaler.load_state_dict(_decode(state["scaler"], tensors))
         gens = _decode(state.get("sampler_generators", {"__dict__": []}), tensors)
@@ -458,7 +464,9 @@ class Checkpointer:
             stream.restore(state["streams"][name], gens.get(name))
         if self.sampler is not None and "task_sampler" in state:
             self.sampler.set_state(_decode(state["task_sampler"], tensors))
-        rank = acc.process_index
+        # A process the writing launch did not have (elastic resume to more processes) takes the main one's state:
+        # every process starts from the same seed, and without dropout they draw alike.
+        rank = acc.process_index if (ckpt / f"rng-{acc.process_index}.json").is_file() else 0
         set_rng_state(
             _decode(
                 read_json(ckpt / f"rng-{rank}.json", "checkpoint RNG state"),
@@ -473,6 +481,39 @@ class Checkpointer:
         if self.acc.is_main_process:
             shutil.rmtree(self.root, ignore_errors=True)
         self.acc.wait_for_everyone()
+
+
+def elastic_batch_size(ckpt: Path | None, batch_size: int, processes: int, tasks: int) -> int:
+    """The per-process batch for this launch. A checkpoint written by another number of processes resumes with its
+    global batch (elastic resume): each process takes global / processes examples, so the global batches, the data
+    order by global sample index and the schedule are those of the run that wrote it."""
+    if ckpt is None:
+        return batch_size
+    state = read_json(ckpt / "state.json", "checkpoint state")
+    saved = int(state.get("processes", 1))
+    if saved == processes:
+        return int(state.get("batch_size") or batch_size)
+    if tasks > 1:
+        raise RunDirError(
+            f"--resume: {ckpt} was written by {saved} process(es), this launch has {processes}; a multi-task run "
+            f"resumes with the same number of processes"
+        )
+    total = int(state.get("batch_size") or batch_size) * saved
+    if total % processes:
+        raise RunDirError(
+            f"--resume: {ckpt} was written by {saved} process(es) with a global batch of {total}, which "
+            f"{processes} processes cannot share evenly; resume with a number of processes that divides {total}"
+        )
+    return total // processes
+
+
+def rescaled_schedule(state: dict, saved: int, processes: int) -> dict:
+    """A scheduler state written by `saved` processes, for `processes`: Accelerate steps the schedule once per process
+    per optimizer step, so its counters are in those units (loop._optimization)."""
+    if saved == processes or "last_epoch" not in state:
+        return state
+    steps = state["last_epoch"] // saved
+    return {**state, "last_epoch": steps * processes, "_step_count": steps * processes + 1}
 
 
 def sampler_generator(dataloader) -> torch.Generator | None:

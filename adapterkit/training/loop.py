@@ -147,6 +147,12 @@ def train(
         except Interrupted:
             raise
         except BaseException as e:
+            lost = distributed.peer_failure(e, run_dir)
+            if lost is not None:  # the process that died says why; this one says only where to resume from
+                writer.log(dict(event="error", error=str(lost), traceback=traceback.format_exc()))
+                if writer.info is not None and writer.info.get("status") == "running":
+                    writer.set_status("failed", error=str(lost))
+                raise lost from None
             if (
                 writer.info is not None and writer.info.get("status") == "running"
             ):  # the run started: say why it stopped
@@ -338,7 +344,8 @@ def setup(
         job.info["init_from"] = warmstart.apply(job.model, source, tasks["main"].labels)
     if residual_init(method_settings(recipe.adapter)) and accelerator.is_main_process:
         writer.save_initial_adapter(job.model)
-    s = _optimization(recipe, lay, run_dir, writer, accelerator, tokenizer, job)
+    batch = checkpoint.elastic_batch_size(resume_from, t.batch_size, accelerator.num_processes, len(tasks))
+    s = _optimization(recipe, lay, run_dir, writer, accelerator, tokenizer, job, batch)
     pos, best_state = checkpoint.Position(), None
     if resume_from is not None:
         pos, best_state = s.ckpt.load(resume_from)
@@ -372,13 +379,14 @@ def _warm_start_source(recipe: Recipe, lay: SingleTask, tasks: dict[str, Task]):
     return source
 
 
-def _loaders(t, tasks: dict[str, Task], tokenizer, n_proc: int) -> tuple[dict, dict]:
-    """Each task's training loader (shuffled, length-grouped, split across processes) and validation loader."""
+def _loaders(t, tasks: dict[str, Task], tokenizer, n_proc: int, batch: int) -> tuple[dict, dict]:
+    """Each task's training loader (shuffled, length-grouped, split across processes; `batch` examples per process)
+    and validation loader."""
     train_dls = {
         n: data_mod.dataloader(
             k.splits["train"],
             tokenizer,
-            t.batch_size,
+            batch,
             True,
             t.seed,
             t.group_by_length,
@@ -398,7 +406,7 @@ def _loaders(t, tasks: dict[str, Task], tokenizer, n_proc: int) -> tuple[dict, d
 
 
 def _optimization(
-    recipe: Recipe, lay: SingleTask, run_dir: Path, writer: RunWriter, accelerator, tokenizer, job: Job
+    recipe: Recipe, lay: SingleTask, run_dir: Path, writer: RunWriter, accelerator, tokenizer, job: Job, batch: int
 ) -> Session:
     """Data loaders, optimiser and schedule, prepared by Accelerate; the checkpointer and the non-finite guard."""
     from transformers import get_scheduler
@@ -409,7 +417,7 @@ def _optimization(
     for task in tasks.values():
         switches.prepare_model(task.recipe.training, model)
     n_proc = accelerator.num_processes
-    train_dls, eval_dls = _loaders(t, tasks, tokenizer, n_proc)
+    train_dls, eval_dls = _loaders(t, tasks, tokenizer, n_proc, batch)
     sizes = {n: len(dl) for n, dl in train_dls.items()}  # batches per epoch of each task
     steps_per_epoch = math.ceil(sum(sizes.values()) / (t.gradient_accumulation * n_proc))
     total_steps = t.max_steps or max(1, math.ceil(steps_per_epoch * t.epochs))
@@ -437,6 +445,7 @@ def _optimization(
         t.keep_checkpoints,
         trained_keys,
         checkpoint.settings(recipe),
+        batch,
     )
     guard = NonFiniteGuard(t.on_nonfinite, accelerator, writer, run_dir)
     return Session(
@@ -493,7 +502,16 @@ def _start_run_folder(s: Session, backbone: dict | None, resume_from, pos: check
     if holdouts:
         writer.write_json("data_split.json", lay.keyed(holdouts))
     if resume_from is not None:
-        writer.log(dict(event="resume", checkpoint=str(resume_from), step=pos.step))
+        # processes and batch_size (per process) differ from the writing launch's after an elastic resume
+        writer.log(
+            dict(
+                event="resume",
+                checkpoint=str(resume_from),
+                step=pos.step,
+                processes=s.accelerator.num_processes,
+                batch_size=s.ckpt.batch_size,
+            )
+        )
     writer.log(
         dict(
             event="start",

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "adapterkit"
 # from inside its own package). Two packages on one layer do not import each other.
 LAYERS = {
     "errors": 0, "console": 0, "stats": 0, "environment": 0, "signals": 0,
-    "files": 1, "plugins": 1, "hub": 1, "progress": 1,
+    "files": 1, "plugins": 1, "hub": 1, "progress": 1, "launch": 1,
     "config": 2,
     "metrics": 3,
     "adapters": 4, "heads": 4,
