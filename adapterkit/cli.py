@@ -235,6 +235,18 @@ def tune(
     ),
     seed: int = typer.Option(0, "--seed", help="Sampler seed, 0 to 2**32-1."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe value for every trial (repeatable)."),
+    storage: Optional[str] = typer.Option(
+        None,
+        "--storage",
+        help="Database URL of the study (postgresql://user:password@host/db, mysql://..., sqlite:///file.db), "
+        "for one search shared by several machines; OUT/study.db by default.",
+    ),
+    worker: bool = typer.Option(
+        False,
+        "--worker",
+        help="Join the search at --storage that the same command without --worker started: run trials (below "
+        "this machine's --out) until the study has --trials; the results are written by the other command.",
+    ),
 ):
     """Search recipe settings with Optuna; each trial is a run folder; rerun the same command to continue a study."""
     from .errors import RecipeError
@@ -243,7 +255,9 @@ def tune(
 
     if out is not None:  # before any trial: a file in the way or a folder that cannot be written is one line
         check_out_folder(out, "--out", RecipeError)
-    result = run_tune(recipe, space, list(set_), trials, sampler, metric, timeout, jobs, pruner, out, cv, seed)
+    result = run_tune(
+        recipe, space, list(set_), trials, sampler, metric, timeout, jobs, pruner, out, cv, seed, storage, worker
+    )
     echo(json.dumps(result, indent=1, default=str))
 
 

@@ -4,7 +4,13 @@ Each trial is an ordinary run folder (OUT/trials/trial-NNNN); its validation met
 pruner; the study lives in OUT/study.db (SQLite), so the same command after an interruption continues it: finished
 trials stay, a trial that was running is marked failed and its settings are tried again. SIGINT or SIGTERM stops
 the whole search (not just the trial) with exit 130/143; the trial it stopped does not count toward --trials. The result is
-best_recipe.yaml, trials.csv / trials.md and report.html with the optimisation history and parameter importances."""
+best_recipe.yaml, trials.csv / trials.md and report.html with the optimisation history and parameter importances.
+
+A shared search (`--storage URL`, storage.py) is one study in a database that processes on several machines use:
+the command without --worker starts or continues it and writes the results; `--worker` joins it and only runs
+trials, each below its own --out. Every process starts a trial only while finished plus running trials are fewer
+than --trials, and ends once the study holds --trials finished ones; a trial whose process died is failed by the
+heartbeat check and its settings run again (the same requeue as a trial a signal stopped)."""
 
 from __future__ import annotations
 
@@ -13,8 +19,11 @@ import gc
 import io
 import json
 import math
+import random
+import socket
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +46,16 @@ from ..training import preflight, train
 from ..training.loop import selection
 from .repeats import check_parent, fold_overrides
 from .space import Param, check_grid, dump_value, load_space
+from .storage import connect, driver_url, heartbeat_seconds, masked
 
 SAMPLERS = ("tpe", "random", "grid")
 MAX_TRIALS = 10_000  # each trial is a training run
 MAX_JOBS = 64  # each job is a process holding its own model
 PRUNERS = ("median", "hyperband", "none")
 STUDY = "adapterkit"
+MAX_RETRIES = 3  # settings whose process keeps dying (out of memory) stop being retried: the failure then counts
+POLL_SECONDS = 2  # how often a process with no trial to start looks at the study again
+JOIN_WAIT_SECONDS = 600  # a --worker started before the search waits this long for it
 
 
 @dataclass(frozen=True)
@@ -62,10 +75,29 @@ class Search:
     folds: int | None
     seed: int
     timeout: float | None
+    storage: str | None = None  # the URL as given (--storage); None: OUT/study.db
+    worker: bool = False
+    heartbeat: int = field(default_factory=heartbeat_seconds)  # replaced by the study's own once it is open
 
     @property
     def storage_url(self) -> str:
-        return f"sqlite:///{self.out / 'study.db'}"
+        return driver_url(self.storage) if self.storage else f"sqlite:///{self.out / 'study.db'}"
+
+    @property
+    def where(self) -> str:
+        """The study as messages name it: the URL with its password masked, or the study file."""
+        return masked(self.storage) if self.storage else str(self.out / "study.db")
+
+    @property
+    def option(self) -> str:
+        return "--storage" if self.storage else "--out"
+
+    @property
+    def cap(self) -> int:
+        """Finished trials to reach: --trials, or fewer where a grid has fewer points."""
+        if self.sampler != "grid":
+            return self.trials
+        return min(self.trials, math.prod(len(p.grid(self.space_file)) for p in self.params))
 
 
 def _recipe_value(data: dict, key: str):
@@ -116,18 +148,32 @@ def make_pruner(s: Search):
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
 
 
-def open_study(s: Search):
+def open_study(s: Search, heartbeat: bool = True):
+    """The study, created where needed. A --worker only joins one: started first, it waits for the command without
+    --worker to create the study and record its settings. Without `heartbeat`: to read the settings."""
     import optuna
 
-    storage = optuna.storages.RDBStorage(s.storage_url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return optuna.create_study(
-        study_name=STUDY,
-        storage=storage,
-        load_if_exists=True,
-        sampler=make_sampler(s),
-        pruner=make_pruner(s),
-        direction="minimize" if s.lower else "maximize",
-    )
+    storage = connect(s.storage_url, s.option, s.where, s.heartbeat if heartbeat else None, retry_stale)
+    kw = {"study_name": STUDY, "storage": storage, "sampler": make_sampler(s), "pruner": make_pruner(s)}
+    if not s.worker:
+        return optuna.create_study(**kw, load_if_exists=True, direction="minimize" if s.lower else "maximize")
+    deadline, noted = time.monotonic() + JOIN_WAIT_SECONDS, False
+    while True:
+        try:
+            study = optuna.load_study(**kw)
+            if "settings" in study.user_attrs:
+                return study
+        except KeyError:  # no study of that name yet
+            pass
+        if time.monotonic() > deadline:
+            raise RecipeError(
+                f"--storage {s.where}: no adapterkit search started there in {JOIN_WAIT_SECONDS} s; start it with "
+                f"the same command without --worker"
+            )
+        if not noted:
+            console.echo(f"note: waiting for the search at {s.where} to start (the command without --worker)", err=True)
+            noted = True
+        time.sleep(POLL_SECONDS)
 
 
 def settings_record(s: Search) -> dict:
@@ -142,16 +188,39 @@ def settings_record(s: Search) -> dict:
     }
 
 
-def counted(study) -> int:
-    """Trials that count toward --trials: finished, pruned, or failed by themselves (not interrupted ones)."""
+def retried(trials) -> set[int]:
+    """Numbers of the trials whose settings were queued again (a signal or a dead process stopped them)."""
+    return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+
+
+def counted(trials) -> int:
+    """Trials that count toward --trials: finished, pruned, or failed by themselves. Not: a trial a signal or a dead
+    process stopped (its settings run again), one that stepped back before starting, or one that stopped before it
+    had settings (nothing ran)."""
     from optuna.trial import TrialState
 
+    again = retried(trials)
     return sum(
         1
-        for t in study.get_trials(deepcopy=False)
+        for t in trials
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
+        or (
+            t.state == TrialState.FAIL
+            and _settings(t)
+            and not (t.user_attrs.get("interrupted") or t.user_attrs.get("surplus") or t.number in again)
+        )
     )
+
+
+def requeue(study, settings: dict, retry_of: int) -> None:
+    """The one way settings run again: a waiting trial that the next process to start a trial takes first."""
+    if settings:
+        study.enqueue_trial(settings, user_attrs={"retry_of": retry_of})
+
+
+def _settings(t) -> dict:
+    """A trial's settings: those it chose, or, for a queued trial stopped before choosing, those it was given."""
+    return dict(t.params or t.system_attrs.get("fixed_params") or {})
 
 
 def recover_interrupted(study) -> list[int]:
@@ -162,16 +231,48 @@ def recover_interrupted(study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        if t.params:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        requeue(study, _settings(t), t.number)
         redo.append(t.number)
     return redo
+
+
+def retry_stale(study, trial) -> None:
+    """Optuna's heartbeat check failed `trial` (its process stopped answering): its settings run again, at most
+    MAX_RETRIES times in a row; after that the failure stays and counts (the settings themselves kill processes)."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    chain, n = 0, trial.user_attrs.get("retry_of")
+    while n in by_number and chain <= MAX_RETRIES:
+        chain, n = chain + 1, by_number[n].user_attrs.get("retry_of")
+    if chain < MAX_RETRIES:
+        requeue(study, _settings(trial), trial.number)
+
+
+class _Surplus(Exception):
+    """Another process took the study's last place at the same moment: this trial steps back before it starts."""
+
+
+def _surplus(trial, s: Search) -> bool:
+    """Whether the study is full without this trial: two processes that both checked before either started see
+    each other here (each wrote its trial first), and both step back rather than run one trial too many."""
+    from optuna.trial import TrialState
+
+    trials = trial.study.get_trials(deepcopy=False)
+    others = sum(1 for t in trials if t.state == TrialState.RUNNING and t.number != trial.number)
+    if counted(trials) + others < s.cap:
+        return False
+    trial.set_user_attr("surplus", True)
+    if "retry_of" in trial.user_attrs:  # queued settings that must still run: back in the queue
+        requeue(trial.study, _settings(trial.study._storage.get_trial(trial._trial_id)), trial.user_attrs["retry_of"])
+    return True
 
 
 def objective(s: Search, base_data: dict):
     import optuna
 
     def run(trial) -> float:
+        if _surplus(trial, s):
+            raise _Surplus
+        trial.set_user_attr("host", socket.gethostname())
         chosen: dict[str, Any] = {}
         for p in s.params:
             if p.active(chosen, lambda k: _recipe_value(base_data, k)):
@@ -207,8 +308,7 @@ def objective(s: Search, base_data: dict):
             # A signal says nothing about these settings: the trial is marked (not counted), its settings run again
             # when the same command continues, and the search stops (Stopped is not in optimize's `catch`).
             trial.set_user_attr("interrupted", True)
-            if trial.params:
-                trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            requeue(trial.study, trial.params, trial.number)
             raise Stopped(e.signum if isinstance(e, Interrupted) else signal_number(e)) from None
         except AdapterkitError as e:
             trial.set_user_attr("error", str(e))
@@ -225,29 +325,51 @@ def _final_value(final: dict, metric: str) -> float:
 
 
 def work(s: Search, study=None):
-    """Run trials until --trials count (or --timeout); also the body of each --jobs worker process (which opens
-    its own connection to the study). Returns the study."""
+    """Run trials until the study holds --trials counted ones (or --timeout passes); also the body of each --jobs
+    process (which opens its own connection to the study). Returns the study."""
     import optuna
+    from optuna.trial import TrialState
 
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if study is None:  # a --jobs worker: the parent passes SIGTERM on, and it stops as the parent does
         stop_on_signals()
-    study = study or open_study(s)
-    base_data = _base_data(s)
-
-    def stop_when_done(study, _trial) -> None:
-        if counted(study) >= s.trials:
-            study.stop()
-
-    if counted(study) < s.trials:
-        study.optimize(
-            objective(s, base_data),
-            timeout=s.timeout,
-            callbacks=[stop_when_done],
-            catch=(AdapterkitError, FloatingPointError),
-        )
+    if study is None or s.worker:
+        study = study or open_study(s)
+        # --seed seeds the process that starts the search; others seeded alike would choose the same settings
+        study.sampler.reseed_rng()
+    run = objective(s, _base_data(s))
+    deadline = time.monotonic() + s.timeout if s.timeout else math.inf
+    while time.monotonic() < deadline:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # also while waiting: a dead process's trial comes back
+        trials = study.get_trials(deepcopy=False)
+        done = counted(trials)
+        if done >= s.cap:
+            break
+        if done + sum(t.state == TrialState.RUNNING for t in trials) >= s.cap:
+            time.sleep(min(s.heartbeat, POLL_SECONDS))  # the last trials run elsewhere; one may die and come back
+            continue
+        _one_trial(s, study, run)
     return study
+
+
+def _one_trial(s: Search, study, run) -> None:
+    import optuna
+
+    try:
+        study.optimize(run, n_trials=1, catch=(AdapterkitError, FloatingPointError))
+    except _Surplus:
+        time.sleep(random.uniform(0, POLL_SECONDS))  # both processes stepped back: not in step again
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as e:
+        # No heartbeat got through for the grace period (a stalled machine or database): another process failed
+        # this trial and queued its settings again, so its result cannot be recorded.
+        if isinstance(e, ValueError) and not str(e).startswith("Cannot tell a"):
+            raise
+        console.echo(
+            f"note: {s.where}: a trial of this process was failed for missing heartbeats; it runs again", err=True
+        )
 
 
 def _base_data(s: Search) -> dict:
@@ -270,9 +392,34 @@ def tune(
     out=None,
     folds: int | None = None,
     seed: int = 0,
+    storage: str | None = None,
+    worker: bool = False,
 ) -> dict:
-    """Search the space; returns the summary written to OUT/tune.json."""
+    """Search the space; returns the summary written to OUT/tune.json. With `worker`: join the search at `storage`
+    and only run trials (the process without --worker writes the results); returns the study's counts."""
     _check_options(sampler, pruner, trials, jobs, seed, folds, timeout)
+    if worker and not storage:
+        raise RecipeError("--worker: needs --storage URL, the database of the search to join")
+    s = _search(recipe, space, overrides, trials, sampler, metric, timeout, pruner, out, folds, seed, storage, worker)
+    if worker:  # no lock: trial folders are named by the study's trial numbers, unique across every process
+        study, s = _open_same_study(s)
+        _run(s, study, jobs)
+        trials_ = _shown(study.get_trials(deepcopy=False))
+        return {"worker": True, "study": s.where, "trials": _states(trials_), "out": str(s.out)}
+    with locked(s.out, "--out", "tune.lock"):
+        study, s = _open_same_study(s)
+        # OUT/study.db is this process's alone (the lock): whatever is RUNNING there was stopped. A shared study's
+        # running trials may be other machines' live ones: the heartbeat check fails only the dead.
+        redo = recover_interrupted(study) if not s.storage else []
+        if redo:
+            console.echo(f"note: trial(s) {redo} were interrupted; their settings run again", err=True)
+        t0 = time.perf_counter()
+        _run(s, study, jobs)
+        return write_results(s, study, round(time.perf_counter() - t0, 1))  # trials are read from the shared storage
+
+
+def _search(recipe, space, overrides, trials, sampler, metric, timeout, pruner, out, folds, seed, storage, worker):
+    """The Search, every input checked before the study is opened."""
     recipe = str(Path(recipe).resolve())
     base = resolve_paths(load_recipe(recipe, list(overrides)))
     if folds and base.tasks:
@@ -294,39 +441,39 @@ def tune(
         folds,
         seed,
         timeout,
+        storage,
+        worker,
     )
     if sampler == "grid":
         check_grid(params, s.space_file)
     check_space(s)
     check_parent(out)
     preflight(base, output=False)  # trials write below --out, each into its own folder
-    with locked(out, "--out", "tune.lock"):
-        study = _open_same_study(s)
-        redo = recover_interrupted(study)
-        if redo:
-            console.echo(f"note: trial(s) {redo} were interrupted; their settings run again", err=True)
-        t0 = time.perf_counter()
-        workers = []
-        if jobs > 1:
-            import multiprocessing
+    return s
 
-            ctx = multiprocessing.get_context("spawn")
-            workers = [ctx.Process(target=work, args=(s,)) for _ in range(jobs - 1)]
-            for w in workers:
-                w.start()
-        try:
-            work(s, study)
-        except Stopped as e:
-            _stop_workers(workers)
-            done = counted(study)
-            raise Interrupted(
-                f"tune: interrupted by {e.name}; {done} trial(s) done and kept in {out / 'study.db'}, "
-                f"the stopped trial's settings run again: continue with the same command",
-                e.signum,
-            ) from None
+
+def _run(s: Search, study, jobs: int) -> None:
+    """Trials in this process and jobs - 1 more, until the study is done; a signal stops them all."""
+    workers = []
+    if jobs > 1:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        workers = [ctx.Process(target=work, args=(s,)) for _ in range(jobs - 1)]
         for w in workers:
-            w.join()
-        return write_results(s, study, round(time.perf_counter() - t0, 1))  # trials are read from the shared storage
+            w.start()
+    try:
+        work(s, study)
+    except Stopped as e:
+        _stop_workers(workers)
+        done = counted(study.get_trials(deepcopy=False))
+        raise Interrupted(
+            f"tune: interrupted by {e.name}; {done} trial(s) done and kept in {s.where}, "
+            f"the stopped trial's settings run again: continue with the same command",
+            e.signum,
+        ) from None
+    for w in workers:
+        w.join()
 
 
 def _stop_workers(workers) -> None:
@@ -360,39 +507,51 @@ def _check_options(sampler, pruner, trials, jobs, seed, folds, timeout) -> None:
 
 
 def _open_same_study(s: Search):
-    """The study in OUT/study.db, refused when an earlier search there had other settings."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(s)
+    """The study and the Search with the study's heartbeat; refused when the study has other settings. A --worker
+    may name the recipe by another path (another machine); the space, --set, metric, sampler, pruner and --cv must
+    match."""
+    study = open_study(s, heartbeat=False)
     record = settings_record(s)
     before = study.user_attrs.get("settings")
     if before is None:
         study.set_user_attr("settings", record)
-    elif before != record:
-        differ = sorted(k for k in record if record[k] != before.get(k))
-        raise RecipeError(
-            f"--out: {s.out / 'study.db'} holds a search with other settings ({', '.join(differ)} differ); "
-            f"choose another --out or remove it"
-        )
-    return study
+    else:
+        differ = sorted(k for k in record if record[k] != before.get(k) and not (s.worker and k == "recipe"))
+        if differ:
+            where = f"--out: {s.where}" if not s.storage else f"--storage {s.where}:"
+            fix = "choose another --out or remove it" if not s.storage else "give this process the same settings"
+            raise RecipeError(f"{where} holds a search with other settings ({', '.join(differ)} differ); {fix}")
+    if not s.worker and "heartbeat" not in study.user_attrs:
+        study.set_user_attr("heartbeat", s.heartbeat)  # one interval for every process: a grace period of its own
+    s = replace(s, heartbeat=int(study.user_attrs.get("heartbeat", s.heartbeat)))
+    return open_study(s), s
+
+
+def _shown(trials) -> list:
+    """The trials a report lists: not those that stepped back before starting (they ran nothing)."""
+    return [t for t in trials if not t.user_attrs.get("surplus")]
+
+
+def _states(trials) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    return {
+        st.name.lower(): sum(1 for t in trials if t.state == st)
+        for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
 
 
 def write_results(s: Search, study, seconds: float) -> dict:
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
+    trials = _shown(study.get_trials(deepcopy=False))
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    states = {
-        st.name.lower(): sum(1 for t in trials if t.state == st)
-        for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    }
     result: dict[str, Any] = {
         "metric": s.metric,
         "direction": "minimize" if s.lower else "maximize",
-        "trials": states,
+        "trials": _states(trials),
         "seconds_this_call": seconds,
-        "study": str(s.out / "study.db"),
+        "study": s.where,
     }
     if done:
         best = study.best_trial
@@ -412,28 +571,7 @@ def write_results(s: Search, study, seconds: float) -> dict:
             f"{best.value:.6g}).\n# Tuned keys: {', '.join(best.params)}; the rest is {Path(s.recipe).name}.\n"
         )
         atomic_write_text(s.out / "best_recipe.yaml", header + dump_yaml(data))
-    keys = [p.key for p in s.params]
-    rows = []
-    for t in trials:
-        dur = (
-            (t.datetime_complete - t.datetime_start).total_seconds()
-            if t.datetime_complete and t.datetime_start
-            else None
-        )
-        last = max(t.intermediate_values) if t.intermediate_values else None
-        rows.append(
-            {
-                "trial": t.number,
-                "state": t.state.name.lower() + (" (interrupted)" if t.user_attrs.get("interrupted") else ""),
-                "value": t.value,
-                "last_step": last,
-                "seconds": round(dur, 1) if dur is not None else None,
-                **{k: t.params.get(k) for k in keys},
-                "run_dir": t.user_attrs.get("run_dir"),
-                "note": t.user_attrs.get("error")
-                or (f"retry of {t.user_attrs['retry_of']}" if "retry_of" in t.user_attrs else ""),
-            }
-        )
+    rows = _rows(s, trials)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["trial"])
     w.writeheader()
@@ -447,6 +585,36 @@ def write_results(s: Search, study, seconds: float) -> dict:
     atomic_write_text(s.out / "tune.json", json.dumps(result, indent=1, default=str))
     _report(s, result, rows, plots)
     return result
+
+
+def _rows(s: Search, trials) -> list[dict]:
+    """One row a trial; a shared search also says which machine ran it (its run folder is there, below its --out)."""
+    keys = [p.key for p in s.params]
+    again = retried(trials)
+    rows = []
+    for t in trials:
+        dur = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        last = max(t.intermediate_values) if t.intermediate_values else None
+        label = " (interrupted)" if t.user_attrs.get("interrupted") else " (process lost)" if t.number in again else ""
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name.lower() + label,
+                "value": t.value,
+                "last_step": last,
+                "seconds": round(dur, 1) if dur is not None else None,
+                **{k: t.params.get(k) for k in keys},
+                **({"host": t.user_attrs.get("host")} if s.storage else {}),
+                "run_dir": t.user_attrs.get("run_dir"),
+                "note": t.user_attrs.get("error")
+                or (f"retry of {t.user_attrs['retry_of']}" if "retry_of" in t.user_attrs else ""),
+            }
+        )
+    return rows
 
 
 def _fmt(v) -> str:
