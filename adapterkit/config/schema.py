@@ -507,7 +507,7 @@ class TrainingConfig(Section):
     )
     trackers: list[str] = Field(
         default_factory=list,
-        description="Experiment trackers through Accelerate, by name: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio (or all). Local ones write under RUN_DIR/trackers/.",
+        description="Experiment trackers through Accelerate, by name: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio (or all). Local ones write under RUN_DIR/trackers/; MLflow keeps one SQLite store per run, or per --seeds/--cv series or search in its folder's trackers/ (MLFLOW_TRACKING_URI names another).",
     )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(

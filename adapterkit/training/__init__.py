@@ -7,6 +7,7 @@ nonfinite.py     the NaN/inf guard
 switches.py      speed/memory switches (packing, chunked loss, compile, int8 path)
 losses.py        chunked causal-LM cross-entropy
 tracking.py      experiment trackers through Accelerate
+mlflow_run.py    the MLflow tracker: one MLflow run per training run
 distributed.py   process-group helpers (CPU multi-process, DDP)
 preflight.py     checks before any model loads
 """

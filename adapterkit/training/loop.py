@@ -145,8 +145,10 @@ def train(
         try:
             return _train(recipe, run_dir, writer, resume, on_eval, stop_request, Timings(started))
         except Interrupted:
+            tracking.abandon(interrupted=True)
             raise
         except BaseException as e:
+            tracking.abandon(interrupted=isinstance(e, KeyboardInterrupt))
             lost = distributed.peer_failure(e, run_dir)
             if lost is not None:  # the process that died says why; this one says only where to resume from
                 writer.log(dict(event="error", error=str(lost), traceback=traceback.format_exc()))
@@ -364,7 +366,7 @@ def _accelerator(recipe: Recipe, lay: SingleTask, run_dir: Path):
     return Accelerator(
         mixed_precision=mixed_precision(t.mixed_precision),
         gradient_accumulation_steps=t.gradient_accumulation,
-        **tracking.accelerator_kwargs(t.trackers, run_dir),
+        **tracking.accelerator_kwargs(recipe, run_dir),
         **distributed.accelerator_kwargs(find_unused_parameters=lay.find_unused_parameters),
         **switches.accelerator_kwargs(recipe.training),
     )

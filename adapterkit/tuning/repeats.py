@@ -19,7 +19,7 @@ from ..model import REGISTRIES, load_recipe
 from ..runs import finished
 from ..runs.results import RunResult
 from ..stats import summarize
-from ..training import preflight, train
+from ..training import preflight, tracking, train
 from ..training.checkpoint import list_checkpoints
 
 
@@ -131,7 +131,8 @@ def train_repeats(recipe_path, overrides: list[str], seeds: list[int] | None = N
             if rep.name in resume:
                 console.echo(f"{rep.name}: continues from its checkpoint in {out / rep.name}", err=True)
             try:
-                runs[rep.name] = train(r, resume=resume.get(rep.name))
+                with tracking.series(out):  # one MLflow experiment for the repeats, a run each named by its folder
+                    runs[rep.name] = train(r, resume=resume.get(rep.name))
             except Interrupted as e:
                 name = signal.Signals(e.signum).name
                 raise Interrupted(

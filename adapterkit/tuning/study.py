@@ -42,7 +42,7 @@ from ..runs.results import RunResult
 from ..scoring import lower_is_better
 from ..signals import Stopped, signal_number, stop_on_signals
 from ..stats import mean_sd
-from ..training import preflight, train
+from ..training import preflight, tracking, train
 from ..training.loop import selection
 from .repeats import check_parent, fold_overrides
 from .space import Param, check_grid, dump_value, load_space
@@ -267,8 +267,6 @@ def _surplus(trial, s: Search) -> bool:
 
 
 def objective(s: Search, base_data: dict):
-    import optuna
-
     def run(trial) -> float:
         if _surplus(trial, s):
             raise _Surplus
@@ -281,29 +279,8 @@ def objective(s: Search, base_data: dict):
         trial.set_user_attr("run_dir", str(run_dir.relative_to(s.out)))
         sets = trial_overrides(s, chosen, run_dir)
         try:
-            if s.folds:
-                values = []
-                for i in range(s.folds):
-                    r = resolve_paths(
-                        load_recipe(
-                            s.recipe,
-                            sets + [f"training.output_dir={run_dir / f'fold-{i}'}", *fold_overrides(s.folds, i)],
-                        )
-                    )
-                    values.append(_final_value(train(r), s.metric))
-                    trial.report(mean_sd(values)[0], i)
-                    if i + 1 < s.folds and trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned after fold {i}")
-                trial.set_user_attr("fold_values", values)
-                return mean_sd(values)[0]
-            r = resolve_paths(load_recipe(s.recipe, sets))
-
-            def on_eval(step: int, value: float) -> None:
-                trial.report(value, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {step}")
-
-            return _final_value(train(r, on_eval=on_eval), s.metric)
+            with tracking.series(s.out, s.out / "trials", trial=trial.number, study=s.out.name):
+                return _run_trial(s, trial, sets, run_dir)
         except (Interrupted, KeyboardInterrupt) as e:
             # A signal says nothing about these settings: the trial is marked (not counted), its settings run again
             # when the same command continues, and the search stops (Stopped is not in optimize's `catch`).
@@ -317,6 +294,35 @@ def objective(s: Search, base_data: dict):
             gc.collect()
 
     return run
+
+
+def _run_trial(s: Search, trial, sets: list[str], run_dir: Path) -> float:
+    """One trial's training (each fold's, with --cv); the pruner may stop it after an evaluation or a fold."""
+    import optuna
+
+    if s.folds:
+        values = []
+        for i in range(s.folds):
+            r = resolve_paths(
+                load_recipe(
+                    s.recipe,
+                    sets + [f"training.output_dir={run_dir / f'fold-{i}'}", *fold_overrides(s.folds, i)],
+                )
+            )
+            values.append(_final_value(train(r), s.metric))
+            trial.report(mean_sd(values)[0], i)
+            if i + 1 < s.folds and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {i}")
+        trial.set_user_attr("fold_values", values)
+        return mean_sd(values)[0]
+    r = resolve_paths(load_recipe(s.recipe, sets))
+
+    def on_eval(step: int, value: float) -> None:
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}")
+
+    return _final_value(train(r, on_eval=on_eval), s.metric)
 
 
 def _final_value(final: dict, metric: str) -> float:
@@ -457,6 +463,8 @@ def _run(s: Search, study, jobs: int) -> None:
     workers = []
     if jobs > 1:
         import multiprocessing
+
+        tracking.prepare_store(resolve_paths(load_recipe(s.recipe, list(s.overrides))), s.out)  # workers would race
 
         ctx = multiprocessing.get_context("spawn")
         workers = [ctx.Process(target=work, args=(s,)) for _ in range(jobs - 1)]
