@@ -163,12 +163,14 @@ def list_checkpoints(run_dir) -> list[Path]:
 def verify(ckpt: Path) -> dict:
     """Read a checkpoint's state and check that every file in it loads. Returns the state."""
     state = read_json(ckpt / "state.json", "checkpoint state")
-    if state.get("sharded"):
-        fsdp.verify(ckpt)
-    for name in ["optimizer.safetensors"] + (
-        [] if state.get("sharded") else ["trainable.safetensors"] + (["best.safetensors"] if state.get("has_best") else [])
+    for name in ["trainable.safetensors", "optimizer.safetensors"] + (
+        ["best.safetensors"] if state.get("has_best") else []
     ):
+        if state.get("sharded") and name != "optimizer.safetensors":
+            continue  # FSDP: the weights are in the shards
         _load_tensors(ckpt / name, name)
+    if state.get("sharded"):
+        fsdp.verify(ckpt, state.get("processes", 1))
     return state
 
 
@@ -372,7 +374,7 @@ class Checkpointer:
             sharded = fsdp.save(tmp, self.model, self.optimizer, self.keys, best_state)
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(self.model)
-            if sharded is None:
+            if sharded is None:  # FSDP: the shards hold the weights
                 _save_tensors(
                     {k: v.cpu().clone().contiguous() for k, v in trainable_state(unwrapped, self.keys).items()},
                     tmp / "trainable.safetensors",

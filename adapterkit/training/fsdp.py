@@ -131,13 +131,14 @@ def save(folder: Path, model, optimizer, keys: set[str] | None, best_state: dict
     return {"param_groups": osd["param_groups"]}
 
 
-def verify(ckpt: Path) -> None:
-    """Every shard file is there and its header reads (the tensors are read when loading)."""
+def verify(ckpt: Path, processes: int) -> None:
+    """Every process's shard file is there and its header reads (the tensors are read when loading)."""
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
     where = ckpt / SHARDED_DIR
-    if not where.is_dir() or not any(where.glob("*.safetensors")):
-        raise RunDirError(f"{where}: the sharded weights are missing from the checkpoint")
+    found = len(list(where.glob("*.safetensors"))) if where.is_dir() else 0
+    if found != processes:
+        raise RunDirError(f"{where}: {found} shard file(s) for the {processes} process(es) that wrote the checkpoint")
     try:
         HuggingFaceStorageReader(str(where)).read_metadata()
     except Exception as e:  # safetensors raises its own error types for truncated or corrupted files

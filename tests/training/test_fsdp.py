@@ -187,3 +187,26 @@ def test_int8_backbone_under_fsdp_is_refused_before_loading(tmp_path, monkeypatc
     line = one_error_line(["train", str(path)])
     assert "backbone.quantization: int8" in line and "bnb_4bit_quant_storage" in line and "fsdp-4bit.yaml" in line
     assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_a_sharded_checkpoint_missing_or_truncating_a_shard_is_refused(tmp_path):
+    """Checked before any model loads (`--resume` resolves the checkpoint first), one line each."""
+    import torch
+    from safetensors.torch import save_file
+
+    from adapterkit.errors import RunDirError
+    from adapterkit.training import checkpoint
+
+    ckpt = tmp_path / "step-00000002"
+    (ckpt / "sharded").mkdir(parents=True)
+    (ckpt / "state.json").write_text(json.dumps({"sharded": True, "processes": 2, "has_best": False}))
+    save_file({"scheduler.x": torch.zeros(1)}, str(ckpt / "optimizer.safetensors"))
+    shard = ckpt / "sharded" / "shard-00001-model-00001-of-00001.safetensors"
+    save_file({"model.w": torch.zeros(2, 2)}, str(shard))
+    with pytest.raises(RunDirError, match=r"1 shard file\(s\) for the 2 process\(es\)"):
+        checkpoint.verify(ckpt)
+    save_file({"model.w": torch.zeros(2, 2)}, str(ckpt / "sharded" / "shard-00002-model-00001-of-00001.safetensors"))
+    assert checkpoint.verify(ckpt)["sharded"]
+    shard.write_bytes(shard.read_bytes()[:20])
+    with pytest.raises(RunDirError, match="corrupted or truncated"):
+        checkpoint.verify(ckpt)
