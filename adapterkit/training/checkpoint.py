@@ -4,6 +4,8 @@
         trainable.safetensors   adapter + head parameters (only what trains; the frozen base is never dumped)
         best.safetensors        trainable weights of the best evaluation so far (when there was one)
         optimizer.safetensors   tensors of the optimizer, scheduler and grad-scaler states
+        sharded/                under FSDP, instead of trainable/best and the optimizer's tensors: one safetensors
+                                file per process, a torch distributed checkpoint (fsdp.py)
         rng-<rank>.safetensors  torch (and cuda) RNG states of each process; python/numpy states go in rng-<rank>.json
         state.json              step, data position of every task stream, task sampler state, best metric, counters,
                                 and the non-tensor parts of the above
@@ -31,6 +33,7 @@ import torch
 from ..errors import RunDirError
 from ..files import read_json
 from ..runs.rundir import finished as run_finished
+from . import fsdp
 
 DIRNAME = "checkpoints"
 STEP_RE = re.compile(r"^step-(\d+)$")
@@ -163,7 +166,11 @@ def verify(ckpt: Path) -> dict:
     for name in ["trainable.safetensors", "optimizer.safetensors"] + (
         ["best.safetensors"] if state.get("has_best") else []
     ):
+        if state.get("sharded") and name != "optimizer.safetensors":
+            continue  # FSDP: the weights are in the shards
         _load_tensors(ckpt / name, name)
+    if state.get("sharded"):
+        fsdp.verify(ckpt, state.get("processes", 1))
     return state
 
 
@@ -362,19 +369,23 @@ class Checkpointer:
         _save_tensors(rng_tensors, tmp / f"rng-{acc.process_index}.safetensors")
         _write_json(tmp / f"rng-{acc.process_index}.json", rng_tree)
         acc.wait_for_everyone()
+        sharded = None
+        if fsdp.active(acc):  # every process writes its shards of the weights and optimizer state
+            sharded = fsdp.save(tmp, self.model, self.optimizer, self.keys, best_state)
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(self.model)
-            _save_tensors(
-                {k: v.cpu().clone().contiguous() for k, v in trainable_state(unwrapped, self.keys).items()},
-                tmp / "trainable.safetensors",
-            )
-            if best_state is not None:
+            if sharded is None:  # FSDP: the shards hold the weights
+                _save_tensors(
+                    {k: v.cpu().clone().contiguous() for k, v in trainable_state(unwrapped, self.keys).items()},
+                    tmp / "trainable.safetensors",
+                )
+            if best_state is not None and sharded is None:
                 _save_tensors(
                     {k: v.cpu().clone().contiguous() for k, v in best_state.items()}, tmp / "best.safetensors"
                 )
             tensors: dict = {}
             trees = {
-                "optimizer": _encode(self.optimizer.state_dict(), tensors, "optimizer"),
+                "optimizer": _encode(sharded or self.optimizer.state_dict(), tensors, "optimizer"),
                 "scheduler": _encode(self.scheduler.state_dict(), tensors, "scheduler"),
             }
             if acc.scaler is not None:
@@ -395,6 +406,7 @@ class Checkpointer:
                     position=asdict(pos),
                     streams=streams,
                     has_best=best_state is not None,
+                    sharded=sharded is not None,
                     processes=acc.num_processes,
                     batch_size=self.batch_size,
                     saved=time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -441,19 +453,11 @@ class Checkpointer:
                 f"--resume: {ckpt} holds the tasks {sorted(state.get('streams', {}))}, this recipe trains "
                 f"{sorted(self.streams)}; resume with the recipe that wrote it"
             )
-        unwrapped = acc.unwrap_model(self.model)
-        weights = _load_tensors(ckpt / "trainable.safetensors", "trainable.safetensors")
-        expected = {k: tuple(p.shape) for k, p in trainable_state(unwrapped, self.keys).items()}
-        got = {k: tuple(v.shape) for k, v in weights.items()}
-        if got != expected:
-            diff = sorted(set(got) ^ set(expected)) or [k for k in expected if expected[k] != got[k]]
-            raise RunDirError(
-                f"--resume: {ckpt} does not fit this recipe's model (parameters differ: {diff[:3]}); "
-                f"resume with the recipe that wrote it"
-            )
-        unwrapped.load_state_dict(weights, strict=False)
         tensors = _load_tensors(ckpt / "optimizer.safetensors", "optimizer.safetensors")
-        self.optimizer.load_state_dict(_decode(state["optimizer"], tensors))
+        if state.get("sharded") or fsdp.active(acc):
+            best_state = self._load_sharded(ckpt, state, tensors)
+        else:
+            best_state = self._load_weights(ckpt, state, tensors)
         self.scheduler.load_state_dict(
             rescaled_schedule(_decode(state["scheduler"], tensors), state.get("processes", 1), acc.num_processes)
         )
@@ -473,8 +477,40 @@ class Checkpointer:
                 _load_tensors(ckpt / f"rng-{rank}.safetensors", f"rng-{rank}.safetensors"),
             )
         )
-        best_state = _load_tensors(ckpt / "best.safetensors", "best.safetensors") if state.get("has_best") else None
         return Position(**state["position"]), best_state
+
+    def _load_sharded(self, ckpt: Path, state: dict, tensors: dict) -> dict | None:
+        """FSDP: every process reads its shards of the weights and optimizer state (fsdp.py). Returns the best
+        weights (sharded) or None."""
+        if not state.get("sharded") or not fsdp.active(self.acc):
+            raise RunDirError(
+                f"--resume: {ckpt} was written {'with' if state.get('sharded') else 'without'} FSDP; resume it "
+                f"with the Accelerate config that wrote it"
+            )
+        return fsdp.load(
+            ckpt,
+            self.model,
+            self.optimizer,
+            self.keys,
+            _decode(state["optimizer"], tensors),
+            bool(state.get("has_best")),
+        )
+
+    def _load_weights(self, ckpt: Path, state: dict, tensors: dict) -> dict | None:
+        """The trained weights and optimizer state of an unsharded checkpoint. Returns the best weights or None."""
+        unwrapped = self.acc.unwrap_model(self.model)
+        weights = _load_tensors(ckpt / "trainable.safetensors", "trainable.safetensors")
+        expected = {k: tuple(p.shape) for k, p in trainable_state(unwrapped, self.keys).items()}
+        got = {k: tuple(v.shape) for k, v in weights.items()}
+        if got != expected:
+            diff = sorted(set(got) ^ set(expected)) or [k for k in expected if expected[k] != got[k]]
+            raise RunDirError(
+                f"--resume: {ckpt} does not fit this recipe's model (parameters differ: {diff[:3]}); "
+                f"resume with the recipe that wrote it"
+            )
+        unwrapped.load_state_dict(weights, strict=False)
+        self.optimizer.load_state_dict(_decode(state["optimizer"], tensors))
+        return _load_tensors(ckpt / "best.safetensors", "best.safetensors") if state.get("has_best") else None
 
     def clear(self) -> None:
         """A fresh start (training.overwrite): old checkpoints must not be mistaken for this run's."""

@@ -27,7 +27,7 @@ import torch
 
 from .. import console, environment
 from .. import data as data_mod
-from ..adapters import method_settings
+from ..adapters import METHODS, method_settings
 from ..adapters.lora import residual_init
 from ..config import Recipe
 from ..data.audit import audit
@@ -41,7 +41,7 @@ from ..runs import RunWriter, write_report_safely
 from ..runs.lock import locked
 from ..scoring import collect, generated_text_metrics, lower_is_better, score
 from ..scoring.precision import cpu_has_bf16, mixed_precision  # noqa: F401  (cpu_has_bf16: re-exported)
-from . import checkpoint, collapse, distributed, multitask, switches, tracking
+from . import checkpoint, collapse, distributed, fsdp, multitask, switches, tracking
 from .interrupt import StopRequest
 from .layout import SingleTask, layout, selection  # noqa: F401  (selection: re-exported for tuning)
 from .nonfinite import NonFiniteGuard
@@ -328,6 +328,7 @@ def setup(
     resume_from = checkpoint.check_output_dir(recipe.training, resume, run_dir)
     switches.check(recipe, [tr.recipe.task.type for tr in lay.task_recipes().values()])
     lay.check()
+    fsdp.check(recipe)
     accelerator = _accelerator(recipe, lay, run_dir)
     backbone = pin_revision(recipe.backbone)  # a Hub id: this run, its eval and its export read the same commit
     tracking.start(accelerator, recipe, writer, run_dir)
@@ -363,13 +364,15 @@ def _accelerator(recipe: Recipe, lay: SingleTask, run_dir: Path):
 
     t = recipe.training
     _fresh_state_for(mixed_precision(t.mixed_precision))
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=mixed_precision(t.mixed_precision),
         gradient_accumulation_steps=t.gradient_accumulation,
         **tracking.accelerator_kwargs(recipe, run_dir),
         **distributed.accelerator_kwargs(find_unused_parameters=lay.find_unused_parameters),
         **switches.accelerator_kwargs(recipe.training),
     )
+    fsdp.enable_on_cpu(accelerator)
+    return accelerator
 
 
 def _warm_start_source(recipe: Recipe, lay: SingleTask, tasks: dict[str, Task]):
@@ -431,6 +434,7 @@ def _optimization(
         num_warmup_steps=int((t.warmup_ratio or 0.0) * total_steps) * n_proc,
         num_training_steps=total_steps * n_proc,
     )
+    fsdp.wrap_blocks_only(accelerator, model)
     model, optimizer, scheduler, train_dls = lay.prepare(accelerator, model, optimizer, scheduler, train_dls)
     job.sampler = lay.sampler(sizes, t.seed)
     for n, k in tasks.items():
@@ -659,9 +663,7 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
     if improved:
         state.best, state.best_step, state.bad_evals = value, state.step, 0
         unwrapped = acc.unwrap_model(s.model)
-        state.best_state = {
-            k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items() if k in s.trained_keys
-        }
+        state.best_state = fsdp.snapshot({k: v for k, v in unwrapped.state_dict().items() if k in s.trained_keys})
     else:
         state.bad_evals += 1
     _log_evals(s, results, state.step, best=improved)
@@ -779,6 +781,8 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
         final["warnings"] = list(monitor.warnings)
     timings.lap("final evaluation")
     s.accelerator.wait_for_everyone()
+    if fsdp.active(s.accelerator):  # every process takes part; the main one's model then saves as any other
+        fsdp.gather_for_saving(unwrapped, None if METHODS[s.recipe.adapter.method].trains_base else s.trained_keys)
     if s.main:
         _write_run(s, unwrapped, final, state.step, timings)
     s.accelerator.wait_for_everyone()

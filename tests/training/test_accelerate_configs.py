@@ -14,7 +14,9 @@ EXPECTED = {  # file -> (distributed type, mixed precision)
     "multi-gpu-ddp.yaml": ("MULTI_GPU", "bf16"),
     "fsdp-bf16.yaml": ("FSDP", "bf16"),
     "fsdp-4bit.yaml": ("FSDP", "bf16"),
+    "cpu-fsdp2.yaml": ("FSDP", "no"),  # torchrun launcher; FSDP2 on a CPU mesh (adapterkit/training/fsdp.py)
 }
+CPU = {"cpu-multiprocess.yaml", "cpu-fsdp2.yaml"}
 
 
 def test_every_expected_config_is_there():
@@ -31,7 +33,7 @@ def test_config_loads_and_passes_launch_validation(path: Path):
     dist, mp = EXPECTED[path.name]
     assert cfg.distributed_type.value == dist and cfg.mixed_precision == mp
     assert cfg.num_processes >= 1 and cfg.num_machines == 1
-    assert cfg.use_cpu == (path.name == "cpu-multiprocess.yaml")
+    assert cfg.use_cpu == (path.name in CPU)
 
     parser = launch_command_parser()
     args = parser.parse_args(["--config_file", str(path), *CLI_MODULE, "train", "recipe.yaml"])  # -m adapterkit.cli
@@ -42,9 +44,11 @@ def test_config_loads_and_passes_launch_validation(path: Path):
         unknown = [k for k in cfg.fsdp_config if k not in known]
         assert not unknown, f"{path.name}: fsdp keys accelerate launch does not know: {unknown}"
         env = prepare_multi_gpu_env(args)  # the environment the FSDP plugin reads in each rank
-        assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_STATE_DICT_TYPE"] == "FULL_STATE_DICT"
-        assert env["FSDP_SHARDING_STRATEGY"] == "FULL_SHARD" and env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
-        assert env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true" and env["FSDP_SYNC_MODULE_STATES"] == "true"
+        assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
+        assert env["FSDP_RESHARD_AFTER_FORWARD"] == "true" and env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
+        assert env["FSDP_STATE_DICT_TYPE"] == "SHARDED_STATE_DICT"  # as adapterkit's checkpoints are
+        assert env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == ("false" if path.name in CPU else "true")
+        _check_fsdp2_plugin(env)
 
 
 def test_fsdp_4bit_matches_the_nf4_quant_storage():
@@ -56,3 +60,35 @@ def test_fsdp_4bit_matches_the_nf4_quant_storage():
     qc = quantization_config("nf4", torch.bfloat16)
     assert qc.bnb_4bit_quant_storage == torch.bfloat16 or str(qc.bnb_4bit_quant_storage) == "bfloat16"
     assert qc.load_in_4bit and not qc.load_in_8bit
+
+
+def _check_fsdp2_plugin(env: dict) -> None:
+    """The FSDP plugin each rank builds from that environment is FSDP2 and keeps no FSDP1-only option."""
+    import os
+    from unittest import mock
+
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    fsdp = {k: v for k, v in env.items() if k.startswith(("FSDP_", "ACCELERATE_"))}
+    with mock.patch.dict(os.environ, fsdp):
+        plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+    assert plugin.use_orig_params is None and plugin.sync_module_states is None and plugin.forward_prefetch is None
+
+
+def test_cpu_fsdp_runs_fsdp2_only(monkeypatch):
+    """FSDP1 cannot run on CPU processes: one line naming the FSDP2 config."""
+    from accelerate.utils import DistributedType
+
+    from adapterkit.errors import RecipeError
+    from adapterkit.training import fsdp
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
+
+    class Acc:
+        distributed_type = DistributedType.MULTI_CPU
+        mixed_precision = "no"
+
+    with pytest.raises(RecipeError, match="fsdp_version: 2.*cpu-fsdp2.yaml"):
+        fsdp.enable_on_cpu(Acc())
