@@ -66,6 +66,23 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_nodrop(tmp_path_factory) -> Path:
+    """A 2-layer random BERT without dropout (frozen backbones still run dropout in train mode): the multi-process
+    equivalence tests compare weights across launches."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    d = tmp_path_factory.mktemp("tiny_bert_nodrop")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                     max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                     architectures=["BertModel"])
+    BertModel(cfg).save_pretrained(d)
+    save_tokenizer(d)
+    return d
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     """A 2-layer random Llama decoder sharing the MiniLM tokenizer (pad id 0)."""
     import torch

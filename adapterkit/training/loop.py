@@ -320,6 +320,7 @@ def setup(
     resume_from = checkpoint.check_output_dir(recipe.training, resume, run_dir)
     switches.check(recipe, [tr.recipe.task.type for tr in lay.task_recipes().values()])
     lay.check()
+    distributed.check(recipe, resume_from)
     accelerator = _accelerator(recipe, lay, run_dir)
     backbone = pin_revision(recipe.backbone)  # a Hub id: this run, its eval and its export read the same commit
     tracking.start(accelerator, recipe, writer, run_dir)
@@ -354,13 +355,15 @@ def _accelerator(recipe: Recipe, lay: SingleTask, run_dir: Path):
 
     t = recipe.training
     _fresh_state_for(mixed_precision(t.mixed_precision))
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=mixed_precision(t.mixed_precision),
         gradient_accumulation_steps=t.gradient_accumulation,
         **tracking.accelerator_kwargs(t.trackers, run_dir),
         **distributed.accelerator_kwargs(find_unused_parameters=lay.find_unused_parameters),
         **switches.accelerator_kwargs(recipe.training),
     )
+    distributed.configure_deepspeed(accelerator, t)
+    return accelerator
 
 
 def _warm_start_source(recipe: Recipe, lay: SingleTask, tasks: dict[str, Task]):
@@ -502,6 +505,7 @@ def _start_run_folder(s: Session, backbone: dict | None, resume_from, pos: check
             trainable_share=round(n_train / n_total, 6),
             total_steps=s.total_steps,
             processes=s.accelerator.num_processes,
+            distributed=s.accelerator.distributed_type.value,
             **lay.start_record(sizes),
         )
     )
@@ -639,9 +643,10 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
     if improved:
         state.best, state.best_step, state.bad_evals = value, state.step, 0
         unwrapped = acc.unwrap_model(s.model)
-        state.best_state = {
-            k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items() if k in s.trained_keys
-        }
+        with distributed.gathered(unwrapped, s.trained_keys):
+            state.best_state = {
+                k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items() if k in s.trained_keys
+            }
     else:
         state.bad_evals += 1
     _log_evals(s, results, state.step, best=improved)
@@ -732,7 +737,8 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
     timings.lap("evaluations during training", state.eval_s - pos_eval)
     unwrapped = s.accelerator.unwrap_model(s.model)
     if state.best_state is not None and state.best_step != state.step:
-        unwrapped.load_state_dict(state.best_state, strict=False)
+        with distributed.gathered(unwrapped, s.trained_keys, write=True):
+            unwrapped.load_state_dict(state.best_state, strict=False)
     results = {n: _final_results(s, state, monitor, n, k) for n, k in s.tasks.items()}
     if s.has_eval:
         _check_collapse(s, monitor, state.best_step or state.step, {}, at_end=True)  # the weights the run ends with
@@ -759,8 +765,9 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
         final["warnings"] = list(monitor.warnings)
     timings.lap("final evaluation")
     s.accelerator.wait_for_everyone()
-    if s.main:
-        _write_run(s, unwrapped, final, state.step, timings)
+    with distributed.gathered(unwrapped, s.trained_keys):  # ZeRO-3: the main process writes whole weights
+        if s.main:
+            _write_run(s, unwrapped, final, state.step, timings)
     s.accelerator.wait_for_everyone()
     s.accelerator.end_training()
     return final
