@@ -22,6 +22,7 @@ PACKAGES = (
     "huggingface-hub",
     "kernels",
     "optuna",
+    "deepspeed",  # None unless installed; decides a DeepSpeed launch's numbers
 )
 # /proc/cpuinfo flags behind the bf16 autocast and int8 paths (scoring/precision.py, model/fast_int8.py).
 CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx512f")

@@ -2,7 +2,19 @@
 depend on weight values), in one run of this script, each arm in its own fresh process.
 
     python benchmarks/gpu_llama1b.py [--modes lora_bf16,int8_lora,nf4_lora,full_bf16] [--seq 512,1024,2048,4096]
-                                     [--tokens 8192] [--real] [--anchors ../shared/anchors]
+                                     [--tokens 8192] [--real] [--train] [--anchors ../shared/anchors]
+    python benchmarks/gpu_llama1b.py --quick      # the one GPU check: under 10 minutes on an H100
+    python benchmarks/gpu_llama1b.py --dry-run    # on CPU: the --train suite's recipes, configs and commands
+
+--quick: int8 and NF4 LoRA at T=1024 (synthetic, one GPU) and the --train suite: real `adapterkit train` runs
+(20 steps of 4 x 512 tokens) for LoRA on one GPU in bf16, int8 and NF4, then through recipes/accelerate/:
+multi-gpu-ddp.yaml (int8), fsdp-bf16.yaml, fsdp-4bit.yaml (NF4), deepspeed-zero2.yaml, deepspeed-zero3.yaml (bf16
+and NF4), with 2 processes where the machine has 2 GPUs, else 1 (benchmarks/_gpu_train.py says why).
+
+Wheels: the GPU image's package index has no bitsandbytes or gguf wheel for it, so they are carried as wheel files
+next to the repository (ADAPTERKIT_WHEELS or --wheels, default ../shared/wheels: bitsandbytes-*.whl, gguf-*.whl)
+and installed from there with --no-index --no-deps when their import fails; the results name what was installed.
+DeepSpeed (for the ZeRO arms) installs from the lock: pip install -c requirements.lock deepspeed.
 
 Synthetic suite, per base mode and sequence length T (batch = tokens // T rows, so every arm sees the same
 tokens per step):
@@ -15,7 +27,8 @@ Real-data suite (--real): variable-length causal-LM samples built from SST-2 sen
 packed vs a raw-PEFT padded loop; tokens/s counts real (non-padding) tokens only.
 
 Writes benchmarks/results/gpu_llama1b.{json,md}: tokens/s, MFU (vs 989 TFLOP/s dense bf16), peak CUDA memory,
-ratios against the anchor of the same mode and length, and against raw full fine-tuning.
+ratios against the anchor of the same mode and length, and against raw full fine-tuning; for --train, tokens/s,
+train and wall seconds, peak GPU memory and the launch each run reported (log.jsonl's start record).
 Acceptance (issue #7): int8 LoRA >= 1.5x anchor tokens/s at <= 0.7x its peak; bf16 LoRA >= raw full fine-tuning.
 """
 from __future__ import annotations
@@ -30,10 +43,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import run_script  # noqa: E402
+import _gpu_train  # noqa: E402
+from _measure import pick, run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ANCHORS = Path(os.environ.get("ADAPTERKIT_ANCHORS", ROOT.parent / "shared" / "anchors"))
+DEFAULT_WHEELS = Path(os.environ.get("ADAPTERKIT_WHEELS", ROOT.parent / "shared" / "wheels"))
 SHAPES = {  # the anchor's Llama-1B shape; "tiny" only to smoke-test this script on CPU
     "llama1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                     num_key_value_heads=8, vocab_size=128256, max_position_embeddings=4096, tie_word_embeddings=True),
@@ -240,49 +255,69 @@ def real_arm(kind: str, shape: str, max_len: int, n: int, batch: int, mode: str)
 
 # ---------------------------------------------------------------- driver
 
-def main():
-    ap = argparse.ArgumentParser()
+def install_wheels(folder: Path) -> list[str]:
+    """The GPU image has no bitsandbytes or gguf wheel for its platform on its index: they travel with the
+    repository's shared folder as wheel files (ADAPTERKIT_WHEELS, default ../shared/wheels) and are installed from
+    there, without dependencies (the image has the rest), when the import fails. Returns what was installed."""
+    import importlib.util
+    import subprocess
+
+    missing = [name for name in ("bitsandbytes", "gguf") if importlib.util.find_spec(name) is None]
+    wheels = [str(w) for name in missing for w in sorted(folder.glob(f"{name}-*.whl"))]
+    if wheels:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", *wheels], check=True)
+    return wheels
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modes", default="lora_bf16,int8_lora,nf4_lora,full_bf16")
     ap.add_argument("--seq", default="512,1024,2048,4096")
     ap.add_argument("--tokens", type=int, default=8192, help="tokens per step (batch = tokens // T)")
     ap.add_argument("--gc", action="store_true", help="adapterkit arms also with gradient checkpointing")
     ap.add_argument("--chunk", type=int, default=4096, help="training.loss_chunk_tokens for the adapterkit arms")
     ap.add_argument("--real", action="store_true", help="add the real-data (variable length) suite")
+    ap.add_argument("--train", action="store_true",
+                    help="add the `adapterkit train` suite: one GPU bf16/int8/NF4 LoRA, DDP, FSDP, DeepSpeed ZeRO-2/3")
+    ap.add_argument("--train-arms", default=",".join(_gpu_train.ARMS), help="which arms of the --train suite")
+    ap.add_argument("--quick", action="store_true",
+                    help="the one GPU check (< 10 min on an H100): int8 and NF4 LoRA at T=1024 (anchors if present, no "
+                         "switches-off arms) plus --train")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="validate the --train suite's recipes and Accelerate configs and print its commands; no GPU")
+    ap.add_argument("--budget", type=int, default=0,
+                    help="seconds from the start after which no --train arm starts (0: none; --quick: 570)")
     ap.add_argument("--anchors", default=str(DEFAULT_ANCHORS))
+    ap.add_argument("--wheels", default=str(DEFAULT_WHEELS), help="folder of bitsandbytes/gguf wheels to install")
     ap.add_argument("--shape", default="llama1b", choices=sorted(SHAPES))
     ap.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm in this process
     args = ap.parse_args()
-    if args.arm:
-        spec = json.loads(args.arm)
-        if spec["what"] == "synthetic":
-            adapterkit_arm(spec["mode"], spec["B"], spec["T"], spec["switches"], spec["gc"], args.shape, args.chunk)
-        else:
-            real_arm(spec["kind"], args.shape, spec["max_len"], spec["n"], spec["batch"], spec["mode"])
-        return
+    if args.quick:
+        args.modes, args.seq, args.train = "int8_lora,nf4_lora", "1024", True
+        args.budget = args.budget or 570
+    args.train_arms = pick(args.train_arms, _gpu_train.ARMS, "--train-arms")
+    return args
+
+
+def dry_run(args) -> None:
     import torch
 
-    if not torch.cuda.is_available():
-        sys.exit("gpu_llama1b.py needs a CUDA GPU (the CPU suite is benchmarks/sst2_cpu.py)")
-    anchor = Path(args.anchors) / "gpu_anchor.py"
-    if not anchor.is_file():
-        sys.exit(f"raw-PEFT anchor not found: {anchor} (pass --anchors DIR or set ADAPTERKIT_ANCHORS)")
+    processes = max(1, min(2, torch.cuda.device_count()))
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = _gpu_train.validate(Path(tmp) / "model", Path(tmp), processes, args.train_arms)
+    print("\n".join(lines))
+    print(f"dry run: {len(args.train_arms)} train arms valid ({processes} process(es) per multi-process arm here)")
+
+
+def synthetic_suite(args, anchor: Path | None, arm) -> None:
     me = str(Path(__file__).resolve())
-    model_dir(args.shape)  # create the shared random model once, before any arm
-    results = []
-
-    def arm(label, argv, env=None, **key):
-        t0 = time.time()
-        r = run_script(argv, env=env, cwd=str(ROOT))
-        r.update(key, arm=label, wall_s=round(time.time() - t0, 1))
-        print(label, json.dumps(r), flush=True)
-        results.append(r)
-        return r
-
     for T in map(int, args.seq.split(",")):
         B = max(1, args.tokens // T)
         for mode in args.modes.split(","):
-            arm("anchor", [str(anchor), mode], env={"B": str(B), "T": str(T)}, mode=mode, T=T)
-            for switches, gc in [(True, False), (False, False)] + ([(True, True)] if args.gc else []):
+            if anchor is not None:
+                arm("anchor", [str(anchor), mode], env={"B": str(B), "T": str(T)}, mode=mode, T=T)
+            variants = [(True, False)] + ([] if args.quick else [(False, False)]) + ([(True, True)] if args.gc else [])
+            for switches, gc in variants:
                 label = "adapterkit" + ("" if switches else "_off") + ("_gc" if gc else "")
                 spec = dict(what="synthetic", mode=mode, B=B, T=T, switches=switches, gc=gc)
                 arm(label, [me, "--shape", args.shape, "--chunk", str(args.chunk), "--arm", json.dumps(spec)], mode=mode, T=T)
@@ -291,7 +326,9 @@ def main():
             spec = dict(what="real", kind=kind, max_len=2048, n=512, batch=8, mode="int8_lora")
             arm(f"real_{kind}", [me, "--shape", args.shape, "--arm", json.dumps(spec)], mode="int8_lora", T="real")
 
-    # Ratios against the anchor of the same mode and length, and against raw full fine-tuning at that length.
+
+def add_ratios(results: list[dict]) -> None:
+    """Ratios against the anchor of the same mode and length, and against raw full fine-tuning at that length."""
     for r in results:
         base = next((a for a in results if a["arm"] == ("real_anchor" if r["T"] == "real" else "anchor")
                      and a["mode"] == r["mode"] and a["T"] == r["T"]), None)
@@ -303,8 +340,9 @@ def main():
         full = next((a for a in results if a["arm"] == "anchor" and a["mode"] == "full_bf16" and a["T"] == r["T"]), None)
         if full and r.get("tok_s") and full.get("tok_s"):
             r["speed_vs_raw_full"] = round(r["tok_s"] / full["tok_s"], 2)
-    out = {"benchmark": "gpu_llama1b", "when": time.strftime("%Y-%m-%d %H:%M"), "gpu": torch.cuda.get_device_name(),
-           "machine": platform.node(), "tokens_per_step": args.tokens, "shape": args.shape, "arms": results}
+
+
+def write_results(out: dict, results: list[dict], train_rows: list[dict]) -> str:
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / "gpu_llama1b.json").write_text(json.dumps(out, indent=1))
@@ -313,11 +351,58 @@ def main():
         rows.append(f"| {r['T']} | {r['mode']} | {r['arm']} | {r.get('tok_s', r.get('real_tok_s'))} | {r.get('speed_vs_anchor', '')} | "
                     f"{r.get('speed_vs_raw_full', '')} | {r.get('mfu_vs_989', '')} | {r.get('peak_gib')} | {r.get('mem_vs_anchor', '')} |"
                     + (f" error: {r['error']}" if "error" in r else ""))
-    md = (f"# Llama-1B-shaped model on {out['gpu']}: adapterkit vs raw PEFT\n\n{args.tokens} tokens per step, LoRA r=16 on all "
+    md = (f"# Llama-1B-shaped model on {out['gpu']}: adapterkit vs raw PEFT\n\n{out['tokens_per_step']} tokens per step, LoRA r=16 on all "
           f"linear layers, one fresh process per arm, one run ({out['when']}). MFU against 989 TFLOP/s dense bf16; real-data rows "
-          "count non-padding tokens only.\n\n" + "\n".join(rows) + "\n")
+          "count non-padding tokens only.\n\n" + "\n".join(rows) + "\n" + (_gpu_train.markdown(train_rows) if train_rows else ""))
     (res / "gpu_llama1b.md").write_text(md)
-    print(md)
+    return md
+
+
+def main():
+    args = parse_args()
+    if args.arm:
+        spec = json.loads(args.arm)
+        if spec["what"] == "synthetic":
+            adapterkit_arm(spec["mode"], spec["B"], spec["T"], spec["switches"], spec["gc"], args.shape, args.chunk)
+        else:
+            real_arm(spec["kind"], args.shape, spec["max_len"], spec["n"], spec["batch"], spec["mode"])
+        return
+    if args.dry_run:
+        return dry_run(args)
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("gpu_llama1b.py needs a CUDA GPU (the CPU suite is benchmarks/sst2_cpu.py; --dry-run checks this one)")
+    anchor: Path | None = Path(args.anchors) / "gpu_anchor.py"
+    if not anchor.is_file():
+        if not args.quick:
+            sys.exit(f"raw-PEFT anchor not found: {anchor} (pass --anchors DIR or set ADAPTERKIT_ANCHORS)")
+        anchor = None  # --quick: adapterkit's own figures still come out
+    t_start = time.time()
+    wheels = install_wheels(Path(args.wheels))
+    model = model_dir(args.shape)  # create the shared random model once, before any arm
+    results: list[dict] = []
+
+    def arm(label, argv, env=None, **key):
+        t0 = time.time()
+        r = run_script(argv, env=env, cwd=str(ROOT))
+        r.update(key, arm=label, wall_s=round(time.time() - t0, 1))
+        print(label, json.dumps(r), flush=True)
+        results.append(r)
+        return r
+
+    synthetic_suite(args, anchor, arm)
+    train_rows: list[dict] = []
+    if args.train:
+        with tempfile.TemporaryDirectory() as work:
+            deadline = t_start + args.budget if args.budget else float("inf")
+            train_rows = _gpu_train.run_suite(model, Path(work), min(2, torch.cuda.device_count()), args.train_arms, deadline)
+    add_ratios(results)
+    out = {"benchmark": "gpu_llama1b", "when": time.strftime("%Y-%m-%d %H:%M"), "gpu": torch.cuda.get_device_name(),
+           "gpus": torch.cuda.device_count(), "machine": platform.node(), "tokens_per_step": args.tokens,
+           "shape": args.shape, "wheels_installed": [Path(w).name for w in wheels], "arms": results,
+           "train": train_rows, "total_s": round(time.time() - t_start)}
+    print(write_results(out, results, train_rows))
 
 
 if __name__ == "__main__":

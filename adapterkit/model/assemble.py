@@ -199,9 +199,9 @@ def build(recipe, labels, quantization=None, device=None, tokenizer=None):
 
 
 def trainable_parameters(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
+    # ds_numel: under DeepSpeed ZeRO-3 the weights load partitioned, each module holding an empty placeholder.
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    return sum(n for n, trained in sizes if trained), sum(n for n, _ in sizes)
 
 
 def is_mergeable(recipe) -> bool:

@@ -121,6 +121,7 @@ def materialize_gguf(path: Path, gguf_file: str) -> Path:
     out = cache_dir() / "gguf" / f"{src.stem}-{key}"
     if (out / "config.json").is_file():
         return out
+    _keep_deepspeed_unloaded()  # plain.save_pretrained below unwraps
     gguf_model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=torch.float32)
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
@@ -193,6 +194,31 @@ def quantization_config(quantization: str, dtype: torch.dtype):
     return None
 
 
+def deepspeed_launch() -> bool:
+    """`accelerate launch` with a DeepSpeed config (distributed_type: DEEPSPEED) sets this in every process."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def _zero3() -> bool:
+    """A DeepSpeed ZeRO-3 launch: Accelerate's plugin has told transformers so (loading then partitions the weights)."""
+    if not deepspeed_launch():
+        return False
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def _keep_deepspeed_unloaded() -> None:
+    """Where DeepSpeed is installed, Accelerate imports it to unwrap any model (transformers' save_pretrained
+    unwraps too): half a second per process and, without a GPU, a warning on stdout. Only a DeepSpeed launch, the
+    one case with a DeepSpeed engine to unwrap, needs it."""
+    if deepspeed_launch():
+        return
+    import accelerate.utils.other
+
+    accelerate.utils.other.is_deepspeed_available = lambda: False
+
+
 def load_model(cfg: BackboneConfig, auto_class, quantization: str | None = None, device=None, **config_kwargs):
     """Load the checkpoint as `auto_class`. `quantization` overrides the recipe (export reloads in full precision)."""
     quantization = cfg.quantization if quantization is None else quantization
@@ -208,10 +234,12 @@ def load_model(cfg: BackboneConfig, auto_class, quantization: str | None = None,
     qc = quantization_config(quantization, dtype)
     if qc is not None:
         kwargs["quantization_config"] = qc
+    if qc is not None and not _zero3():  # ZeRO-3 places (partitions) the weights itself and refuses a device_map
         # One full quantized copy per process on its own device: device_map="auto" does not work with DDP.
         kwargs["device_map"] = {
             "": device if device is not None else ("cuda:0" if torch.cuda.is_available() else "cpu")
         }
+    _keep_deepspeed_unloaded()
     try:
         from transformers.utils import logging as hf_logging
 

@@ -329,6 +329,7 @@ def setup(
     switches.check(recipe, [tr.recipe.task.type for tr in lay.task_recipes().values()])
     lay.check()
     fsdp.check(recipe)
+    distributed.check(recipe, resume_from)
     accelerator = _accelerator(recipe, lay, run_dir)
     backbone = pin_revision(recipe.backbone)  # a Hub id: this run, its eval and its export read the same commit
     tracking.start(accelerator, recipe, writer, run_dir)
@@ -372,6 +373,7 @@ def _accelerator(recipe: Recipe, lay: SingleTask, run_dir: Path):
         **switches.accelerator_kwargs(recipe.training),
     )
     fsdp.enable_on_cpu(accelerator)
+    distributed.configure_deepspeed(accelerator, t)
     return accelerator
 
 
@@ -526,6 +528,7 @@ def _start_run_folder(s: Session, backbone: dict | None, resume_from, pos: check
             trainable_share=round(n_train / n_total, 6),
             total_steps=s.total_steps,
             processes=s.accelerator.num_processes,
+            distributed=s.accelerator.distributed_type.value,
             **lay.start_record(sizes),
         )
     )
@@ -663,7 +666,8 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
     if improved:
         state.best, state.best_step, state.bad_evals = value, state.step, 0
         unwrapped = acc.unwrap_model(s.model)
-        state.best_state = fsdp.snapshot({k: v for k, v in unwrapped.state_dict().items() if k in s.trained_keys})
+        with distributed.gathered(unwrapped, s.trained_keys):  # ZeRO-3: whole on every rank; FSDP: each its shards
+            state.best_state = fsdp.snapshot({k: v for k, v in unwrapped.state_dict().items() if k in s.trained_keys})
     else:
         state.bad_evals += 1
     _log_evals(s, results, state.step, best=improved)
@@ -754,7 +758,8 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
     timings.lap("evaluations during training", state.eval_s - pos_eval)
     unwrapped = s.accelerator.unwrap_model(s.model)
     if state.best_state is not None and state.best_step != state.step:
-        unwrapped.load_state_dict(state.best_state, strict=False)
+        with distributed.gathered(unwrapped, s.trained_keys, write=True):
+            unwrapped.load_state_dict(state.best_state, strict=False)
     results = {n: _final_results(s, state, monitor, n, k) for n, k in s.tasks.items()}
     if s.has_eval:
         _check_collapse(s, monitor, state.best_step or state.step, {}, at_end=True)  # the weights the run ends with
@@ -783,8 +788,9 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
     s.accelerator.wait_for_everyone()
     if fsdp.active(s.accelerator):  # every process takes part; the main one's model then saves as any other
         fsdp.gather_for_saving(unwrapped, None if METHODS[s.recipe.adapter.method].trains_base else s.trained_keys)
-    if s.main:
-        _write_run(s, unwrapped, final, state.step, timings)
+    with distributed.gathered(unwrapped, s.trained_keys):  # ZeRO-3: the main process writes whole weights
+        if s.main:
+            _write_run(s, unwrapped, final, state.step, timings)
     s.accelerator.wait_for_everyone()
     s.accelerator.end_training()
     return final

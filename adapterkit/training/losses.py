@@ -95,6 +95,9 @@ def _decoder_and_head(model, task: str | None = None):
         raise ValueError(
             "training.loss_chunk_tokens: the LM head carries an adapter; chunked loss needs a plain LM head"
         )
+    # ZeRO-3 gathers a weight only inside its module's forward: read directly, it is an empty placeholder.
+    if hasattr(head.weight, "ds_id"):
+        raise ValueError("training.loss_chunk_tokens: DeepSpeed ZeRO-3 partitions the LM head; use ZeRO-2 or FSDP")
     return body, head
 
 

@@ -15,8 +15,11 @@ EXPECTED = {  # file -> (distributed type, mixed precision)
     "fsdp-bf16.yaml": ("FSDP", "bf16"),
     "fsdp-4bit.yaml": ("FSDP", "bf16"),
     "cpu-fsdp2.yaml": ("FSDP", "no"),  # torchrun launcher; FSDP2 on a CPU mesh (adapterkit/training/fsdp.py)
+    "deepspeed-zero2.yaml": ("DEEPSPEED", "bf16"),
+    "deepspeed-zero3.yaml": ("DEEPSPEED", "bf16"),
 }
 CPU = {"cpu-multiprocess.yaml", "cpu-fsdp2.yaml"}
+ZERO_STAGE = {"deepspeed-zero2.yaml": "2", "deepspeed-zero3.yaml": "3"}
 
 
 def test_every_expected_config_is_there():
@@ -49,6 +52,25 @@ def test_config_loads_and_passes_launch_validation(path: Path):
         assert env["FSDP_STATE_DICT_TYPE"] == "SHARDED_STATE_DICT"  # as adapterkit's checkpoints are
         assert env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == ("false" if path.name in CPU else "true")
         _check_fsdp2_plugin(env)
+    if dist == "DEEPSPEED":
+        _check_deepspeed(path, cfg, parser, args)
+
+
+def _check_deepspeed(path: Path, cfg, parser, args) -> None:
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    known = {a.dest for a in parser._actions}
+    unknown = [k for k in cfg.deepspeed_config if k not in known]
+    assert not unknown, f"{path.name}: deepspeed keys accelerate launch does not know: {unknown}"
+    assert args.use_deepspeed and not args.cpu  # --cpu would start the simple launcher without DeepSpeed
+    args.deepspeed_fields_from_accelerate_config = ",".join(cfg.deepspeed_config)  # as launch_command sets it
+    _, env = prepare_deepspeed_cmd_env(args)  # the environment the DeepSpeed plugin reads in each rank
+    assert env["ACCELERATE_USE_DEEPSPEED"] == "true"
+    assert env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == ZERO_STAGE[path.name]
+    # Left "auto" so DeepSpeed takes the recipe's accumulation and clipping (an env value would override the recipe).
+    assert "ACCELERATE_GRADIENT_ACCUMULATION_STEPS" not in env and "ACCELERATE_GRADIENT_CLIPPING" not in env
+    assert env["ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE"] == "none"
+    assert "ACCELERATE_DEEPSPEED_CONFIG_FILE" not in env
 
 
 def test_fsdp_4bit_matches_the_nf4_quant_storage():

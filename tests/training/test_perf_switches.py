@@ -363,6 +363,17 @@ def test_causal_lm_uses_the_chunked_loss_by_default():
     assert out_other is not None  # other heads keep the model's own loss
 
 
+def test_chunked_loss_stands_aside_for_a_zero3_partitioned_lm_head():
+    """Under DeepSpeed ZeRO-3 the LM head's weight is an empty placeholder outside its module's forward (ds_id marks
+    a partitioned parameter): the default path takes the model's own loss instead of reading the weight."""
+    from adapterkit.training import switches
+
+    model = tiny_llama().train()
+    assert switches.auto_chunk_fits(model)
+    model.get_output_embeddings().weight.ds_id = 0
+    assert not switches.auto_chunk_fits(model)
+
+
 def test_lm_only_switches_are_refused_for_other_heads(tiny_bert, sentiment_files, tmp_path):
     from adapterkit.errors import RecipeError
     from adapterkit.training import train
