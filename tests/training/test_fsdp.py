@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, cli, cli_process, one_error_line, save_tokenizer, tiny_recipe, write_sentiment
+from helpers import ROOT, cli, cli_process, one_error_line, tiny_recipe, write_sentiment
 
 B = 4
 CONFIG = ROOT / "recipes" / "accelerate" / "cpu-fsdp2.yaml"
@@ -31,22 +31,6 @@ KINDS = {  # run kind -> recipe sections
     "bf16": {"backbone": {"dtype": "bfloat16"}},
 }
 TOLERANCE = {"lora": 1e-5, "full": 1e-5, "bf16": 5e-3}
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_nodrop(tmp_path_factory) -> Path:
-    """A 2-layer random BERT without dropout (frozen backbones still run dropout in train mode)."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    d = tmp_path_factory.mktemp("tiny_bert_nodrop")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                     max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                     architectures=["BertModel"])
-    BertModel(cfg).save_pretrained(d)
-    save_tokenizer(d)
-    return d
 
 
 def _free_port() -> int:
