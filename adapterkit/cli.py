@@ -189,9 +189,10 @@ def train(
 def launch(
     ctx: typer.Context,
     timeout: float = typer.Option(
-        600,
+        1800,
         "--timeout",
-        help="Seconds a machine waits for the others: at the rendezvous and in every step (then one line).",
+        help="Seconds a machine waits for the others (then one line): at the rendezvous and in every collective, "
+        "which includes the main process writing a checkpoint.",
     ),
 ):
     """`accelerate launch` for `train` on one or many machines: ACCELERATE-OPTIONS... train RECIPE [OPTIONS]."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -133,11 +134,23 @@ def launch(argv: list[str], timeout: float) -> None:
             f"process {rank} on this machine was stopped by {failure.signal_name()}; start every machine again "
             f"with the same command and --resume"
         ) from None
-    except subprocess.CalledProcessError as e:  # a one-process launch: the process said why
-        raise SystemExit(e.returncode) from None
-    except (RuntimeError, TimeoutError) as e:  # the rendezvous: machines missing, or the address taken
+    except subprocess.CalledProcessError as e:  # a one-process launch
+        if e.returncode < 0:  # killed by a signal: it could not say why
+            raise PeerStopped(f"the process was stopped by {signal.Signals(-e.returncode).name}") from None
+        raise SystemExit(e.returncode) from None  # it said why, in its own line
+    except Exception as e:  # the rendezvous (torchrun's agent): machines missing, the address taken
+        if not _rendezvous_error(e):
+            raise
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise RecipeError(
             f"--main_process_ip {s['ip'] or '127.0.0.1'} --main_process_port {s['port']}: the rendezvous of "
-            f"{s['machines']} machine(s) failed within {timeout:g} s ({first})"
+            f"{s['machines']} machine(s) failed ({first}; --timeout {timeout:g} s)"
         ) from None
+
+
+def _rendezvous_error(e: BaseException) -> bool:
+    """The store or rendezvous failed (torch's own types), not a bug elsewhere in the launcher."""
+    import torch.distributed as dist
+    from torch.distributed.elastic.rendezvous import RendezvousError
+
+    return isinstance(e, (dist.DistError, RendezvousError, TimeoutError))

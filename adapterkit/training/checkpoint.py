@@ -470,7 +470,7 @@ class Checkpointer:
             self.sampler.set_state(_decode(state["task_sampler"], tensors))
         # A process the writing launch did not have (elastic resume to more processes) takes the main one's state:
         # every process starts from the same seed, and without dropout they draw alike.
-        rank = acc.process_index if (ckpt / f"rng-{acc.process_index}.json").is_file() else 0
+        rank = acc.process_index if acc.process_index < state.get("processes", 1) else 0
         set_rng_state(
             _decode(
                 read_json(ckpt / f"rng-{rank}.json", "checkpoint RNG state"),

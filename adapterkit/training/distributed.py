@@ -55,15 +55,19 @@ def accelerator_kwargs(find_unused_parameters: bool = False) -> dict:
     return kw
 
 
-# gloo reports a dead or silent peer as a RuntimeError naming its transport; NCCL and the store as DistError.
-_PEER_LOST = re.compile(r"closed by peer|reset by peer|timed out|timeout|gloo", re.IGNORECASE)
+# How gloo, NCCL and the store report a dead or silent peer; other collective errors (a wrong dtype, mismatched
+# calls) are bugs a resume would meet again, so they keep their own message.
+_PEER_LOST = re.compile(
+    r"closed by peer|reset by peer|broken pipe|connection refused|timed out|timeout|remote process|aborted",
+    re.IGNORECASE,
+)
 
 
 def peer_failure(e: BaseException, run_dir: Path) -> PeerStopped | None:
     """The one-line error for a collective that failed because another process of the run is gone, else None."""
     if world_size() < 2 or not isinstance(e, RuntimeError):
         return None
-    if not (isinstance(e, torch.distributed.DistError) or _PEER_LOST.search(str(e))):
+    if not (isinstance(e, torch.distributed.DistNetworkError) or _PEER_LOST.search(str(e))):
         return None
     from .checkpoint import list_checkpoints
 
@@ -93,6 +97,11 @@ def check(recipe, resume_from) -> None:
             "backbone.quantization: int8 does not train under DeepSpeed (ZeRO shards floating-point storage only, as "
             "FSDP does); use recipes/accelerate/multi-gpu-ddp.yaml, or nf4 with backbone.dtype: bfloat16"
         )
+    if recipe.training.loss_chunk_tokens and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        raise RecipeError(
+            "training.loss_chunk_tokens: the chunked loss reads the LM head's weight, which ZeRO-3 partitions; "
+            "leave it unset (the model's own loss is used) or use deepspeed-zero2.yaml"
+        )
     # adapterkit's checkpoints hold the main process's optimizer state, while ZeRO splits it over the ranks (and
     # wraps it in objects a checkpoint cannot store): refused rather than written unusable.
     if recipe.training.checkpoint_every or resume_from is not None:
@@ -115,11 +124,11 @@ def configure_deepspeed(accelerator, training) -> None:
 
 
 @contextmanager
-def gathered(model, keys: set[str], write: bool = False) -> Iterator[None]:
+def gathered(model, keys: set[str] | None, write: bool = False) -> Iterator[None]:
     """The trained parameters whole on every rank while the block runs: ZeRO-3 partitions every parameter (a rank
     holds a slice, the module an empty placeholder). `write`: rank 0's values are kept after the block. Every rank
-    must enter (it is a collective); elsewhere it does nothing."""
-    params = [p for n, p in model.named_parameters() if n in keys and hasattr(p, "ds_id")]
+    must enter (it is a collective); elsewhere it does nothing. `keys` None: every parameter (full fine-tuning)."""
+    params = [p for n, p in model.named_parameters() if (keys is None or n in keys) and hasattr(p, "ds_id")]
     if not params:
         yield
         return

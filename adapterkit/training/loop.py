@@ -35,7 +35,7 @@ from ..data.audit import to_dict as audit_dict
 from ..errors import AdapterkitError, Collapsed, Interrupted
 from ..heads import HEADS, Head
 from ..model import trainable_parameters, warmstart
-from ..model.backbone import load_tokenizer, pin_revision
+from ..model.backbone import deepspeed_launch, load_tokenizer, pin_revision
 from ..progress import progress, stage  # bars quiet in non-interactive logs; see progress.py
 from ..runs import RunWriter, write_report_safely
 from ..runs.lock import locked
@@ -148,12 +148,14 @@ def train(
             tracking.abandon(interrupted=True)
             raise
         except BaseException as e:
-            tracking.abandon(interrupted=isinstance(e, KeyboardInterrupt))
+            # a search's pruner stops a trial by raising through on_eval: stopped, not failed
+            tracking.abandon(interrupted=isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrialPruned")
             lost = distributed.peer_failure(e, run_dir)
             if lost is not None:  # the process that died says why; this one says only where to resume from
-                writer.log(dict(event="error", error=str(lost), traceback=traceback.format_exc()))
-                if writer.info is not None and writer.info.get("status") == "running":
-                    writer.set_status("failed", error=str(lost))
+                if writer.info is not None:  # the main process (the others never started the folder)
+                    writer.log(dict(event="error", error=str(lost), traceback=traceback.format_exc()))
+                    if writer.info.get("status") == "running":
+                        writer.set_status("failed", error=str(lost))
                 raise lost from None
             if (
                 writer.info is not None and writer.info.get("status") == "running"
@@ -564,7 +566,8 @@ def _train_until_done(
                 signum,
                 state.step,
                 s.total_steps,
-                None if saved else s.ckpt.save(state.position(), state.best_state),
+                # DeepSpeed: no checkpoint can hold ZeRO's split optimizer state (distributed.check refused them)
+                None if saved or deepspeed_launch() else s.ckpt.save(state.position(), state.best_state),
                 s.ckpt,
                 s.writer,
                 s.accelerator,
@@ -788,7 +791,8 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
     s.accelerator.wait_for_everyone()
     if fsdp.active(s.accelerator):  # every process takes part; the main one's model then saves as any other
         fsdp.gather_for_saving(unwrapped, None if METHODS[s.recipe.adapter.method].trains_base else s.trained_keys)
-    with distributed.gathered(unwrapped, s.trained_keys):  # ZeRO-3: the main process writes whole weights
+    saved_keys = None if METHODS[s.recipe.adapter.method].trains_base else s.trained_keys  # the base saves too
+    with distributed.gathered(unwrapped, saved_keys):  # ZeRO-3: the main process writes whole weights
         if s.main:
             _write_run(s, unwrapped, final, state.step, timings)
     s.accelerator.wait_for_everyone()
@@ -855,12 +859,15 @@ def _fresh_state_for(precision: str) -> None:
 
 def _interrupt(signum: int, step: int, total: int, saved, ckpt, writer: RunWriter, accelerator) -> None:
     """The loop was asked to stop: the checkpoint of this step is written; mark the run and say how to go on."""
-    where = saved or checkpoint.list_checkpoints(ckpt.root.parent)[-1]
+    found = checkpoint.list_checkpoints(ckpt.root.parent)
+    where = saved or (found[-1] if found else None)
     name = signal.Signals(signum).name
     if accelerator.is_main_process:
         writer.log(dict(event="interrupted", signal=name, step=step, checkpoint=str(where)))
         writer.set_status("interrupted", signal=name, step=step)
     accelerator.end_training()
+    if where is None:  # a DeepSpeed launch writes no checkpoints
+        raise Interrupted(f"interrupted by {name} at step {step} of {total}; no checkpoint (DeepSpeed)", signum)
     raise Interrupted(
         f"interrupted by {name} at step {step} of {total}; checkpoint {where}; continue with the same "
         f"command and --resume",

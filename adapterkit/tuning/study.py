@@ -521,6 +521,8 @@ def _open_same_study(s: Search):
     study = open_study(s, heartbeat=False)
     record = settings_record(s)
     before = study.user_attrs.get("settings")
+    if not s.worker and "heartbeat" not in study.user_attrs:  # before `settings`, which workers wait for
+        study.set_user_attr("heartbeat", s.heartbeat)  # one interval for every process: a grace period of its own
     if before is None:
         study.set_user_attr("settings", record)
     else:
@@ -529,8 +531,6 @@ def _open_same_study(s: Search):
             where = f"--out: {s.where}" if not s.storage else f"--storage {s.where}:"
             fix = "choose another --out or remove it" if not s.storage else "give this process the same settings"
             raise RecipeError(f"{where} holds a search with other settings ({', '.join(differ)} differ); {fix}")
-    if not s.worker and "heartbeat" not in study.user_attrs:
-        study.set_user_attr("heartbeat", s.heartbeat)  # one interval for every process: a grace period of its own
     s = replace(s, heartbeat=int(study.user_attrs.get("heartbeat", s.heartbeat)))
     return open_study(s), s
 
