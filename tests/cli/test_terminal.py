@@ -30,6 +30,9 @@ def test_every_command_gives_one_stderr_line_for_bad_input(tmp_path):
         "inspect": ["inspect", missing],
         "data check": ["data", "check", missing / "r.yaml"],
         "env": ["env", "--lock", missing / "requirements.lock"],
+        "serve": ["serve", missing],
+        "verify": ["verify", missing],
+        "launch": ["launch", "--num_machines", "2", "--machine_rank", "5", "train", recipe],
     }
     with ThreadPoolExecutor(2) as pool:
         results = dict(zip(cases, pool.map(lambda argv: cli_process(*argv, cwd=ROOT, env=ENV), cases.values())))
