@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,6 +89,13 @@ def check(recipe, resume_from) -> None:
         return
     from ..errors import RecipeError
 
+    compiler = os.environ.get("CXX", "c++")
+    if not torch.accelerator.is_available() and shutil.which(compiler) is None:
+        # DeepSpeed's CPU backend compiles its shared-memory collective op when the process group starts
+        raise RecipeError(
+            f"DeepSpeed on CPU compiles an op at its first launch and needs a C++ compiler ({compiler} not found): "
+            f"install one (apt-get install g++), or use cpu-multiprocess.yaml or cpu-fsdp2.yaml"
+        )
     if recipe.tasks:  # its per-task loaders are prepared apart from the model, which DeepSpeed's set-up needs together
         raise RecipeError(
             "tasks: multi-task recipes do not train under DeepSpeed yet; use multi-gpu-ddp.yaml or an FSDP config"

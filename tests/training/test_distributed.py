@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -204,6 +205,8 @@ def test_elastic_resume_two_processes_to_one_and_one_to_two(runs):
 @pytest.mark.slow  # trains in two real processes (plus the shared one-process reference)
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                     reason="deepspeed is not installed (the test extra has it: pip install -c requirements.lock deepspeed)")
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None,
+                    reason="DeepSpeed on CPU compiles its shared-memory op at the first launch: no C++ compiler here")
 def test_deepspeed_zero3_on_two_cpu_processes_matches_one_process(runs):
     """The shipped ZeRO-3 config, unchanged, on CPU: DeepSpeed's CPU accelerator over gloo, parameters, gradients
     and optimizer state partitioned over 2 processes. ZeRO-2 runs the same adapterkit code (gloo group, clipping
@@ -233,3 +236,6 @@ def test_deepspeed_launch_refuses_int8_and_checkpoints(tmp_path, tiny_bert, monk
     err = one_error_line(["train", str(path), "--set", "training.checkpoint_every=null",
                           "--set", "backbone.quantization=int8"])
     assert "int8" in err and "DeepSpeed" in err
+    monkeypatch.setenv("CXX", "no-such-compiler")  # DeepSpeed's CPU backend compiles an op when it starts
+    err = one_error_line(["train", str(path), "--set", "training.checkpoint_every=null"])
+    assert "needs a C++ compiler (no-such-compiler not found)" in err
