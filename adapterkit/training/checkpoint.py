@@ -487,6 +487,7 @@ class Checkpointer:
                 f"--resume: {ckpt} was written {'with' if state.get('sharded') else 'without'} FSDP; resume it "
                 f"with the Accelerate config that wrote it"
             )
+        check_fits(ckpt, *fsdp.shapes(ckpt, self.model, self.keys))
         return fsdp.load(
             ckpt,
             self.model,
@@ -501,13 +502,7 @@ class Checkpointer:
         unwrapped = self.acc.unwrap_model(self.model)
         weights = _load_tensors(ckpt / "trainable.safetensors", "trainable.safetensors")
         expected = {k: tuple(p.shape) for k, p in trainable_state(unwrapped, self.keys).items()}
-        got = {k: tuple(v.shape) for k, v in weights.items()}
-        if got != expected:
-            diff = sorted(set(got) ^ set(expected)) or [k for k in expected if expected[k] != got[k]]
-            raise RunDirError(
-                f"--resume: {ckpt} does not fit this recipe's model (parameters differ: {diff[:3]}); "
-                f"resume with the recipe that wrote it"
-            )
+        check_fits(ckpt, expected, {k: tuple(v.shape) for k, v in weights.items()})
         unwrapped.load_state_dict(weights, strict=False)
         self.optimizer.load_state_dict(_decode(state["optimizer"], tensors))
         return _load_tensors(ckpt / "best.safetensors", "best.safetensors") if state.get("has_best") else None
@@ -517,6 +512,16 @@ class Checkpointer:
         if self.acc.is_main_process:
             shutil.rmtree(self.root, ignore_errors=True)
         self.acc.wait_for_everyone()
+
+
+def check_fits(ckpt: Path, expected: dict, got: dict) -> None:
+    """The checkpoint holds this model's trained parameters, with their shapes (name -> shape on both sides)."""
+    if got != expected:
+        diff = sorted(set(got) ^ set(expected)) or [k for k in expected if expected[k] != got[k]]
+        raise RunDirError(
+            f"--resume: {ckpt} does not fit this recipe's model (parameters differ: {diff[:3]}); "
+            f"resume with the recipe that wrote it"
+        )
 
 
 def elastic_batch_size(ckpt: Path | None, batch_size: int, processes: int, tasks: int) -> int:

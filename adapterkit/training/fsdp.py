@@ -145,6 +145,15 @@ def verify(ckpt: Path, processes: int) -> None:
         raise RunDirError(f"{where}: a shard is corrupted or truncated ({str(e).splitlines()[0][:120]})") from None
 
 
+def shapes(ckpt: Path, model, keys: set[str] | None) -> tuple[dict, dict]:
+    """(this model's, the checkpoint's) shapes of the trained parameters, read from the shards' headers."""
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    stored = HuggingFaceStorageReader(str(ckpt / SHARDED_DIR)).read_metadata().state_dict_metadata
+    expected = {k: tuple(v.shape) for k, v in sharded_params(model, keys).items()}
+    return expected, {k[len("model.") :]: tuple(m.size) for k, m in stored.items() if k.startswith("model.")}
+
+
 def load(ckpt: Path, model, optimizer, keys: set[str] | None, saved: dict, has_best: bool) -> dict | None:
     """Every process: read its shards back into the model, the optimizer and (when saved) the best weights.
     `saved`: what `save` returned, from state.json. Returns the best weights (sharded) or None."""
@@ -154,15 +163,6 @@ def load(ckpt: Path, model, optimizer, keys: set[str] | None, saved: dict, has_b
 
     trainable = sharded_params(model, keys)
     reader = HuggingFaceStorageReader(str(ckpt / SHARDED_DIR))
-    stored = {k: tuple(m.size) for k, m in reader.read_metadata().state_dict_metadata.items()}
-    expected = {f"model.{k}": tuple(v.shape) for k, v in trainable.items()}
-    got = {k: v for k, v in stored.items() if k.startswith("model.")}
-    if got != expected:
-        diff = sorted(set(got) ^ set(expected)) or [k for k in expected if expected[k] != got[k]]
-        raise RunDirError(
-            f"--resume: {ckpt} does not fit this recipe's model (parameters differ: {diff[:3]}); "
-            f"resume with the recipe that wrote it"
-        )
     raw = _raw(optimizer)
     osd = get_optimizer_state_dict(model, raw)  # creates the optimizer's state tensors for the load to fill
     best = {k: v.detach().clone() for k, v in trainable.items()} if has_best else None

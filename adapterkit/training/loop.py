@@ -853,7 +853,7 @@ def _fresh_state_for(precision: str) -> None:
     from accelerate.state import AcceleratorState
 
     shared = AcceleratorState._shared_state
-    if shared and shared.get("_mixed_precision") != precision and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if shared and shared.get("_mixed_precision") != precision and distributed.world_size() == 1:
         AcceleratorState._reset_state()
 
 
