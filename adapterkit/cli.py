@@ -120,6 +120,15 @@ def _bounded(option: str, lo: float, hi: float | None = None, kind: str = "an in
     return check
 
 
+def _missing_runs(paths) -> None:
+    """A run folder that does not exist is refused in one line before torch and the models load (seconds)."""
+    from .model.identity import require_finished
+
+    for p in paths:
+        if not Path(p).exists() and "=" not in str(p):  # NAME=PATH specs are the run pool's to check
+            require_finished(Path(p))
+
+
 def _process_started() -> float | None:
     """When this process began (the command's start-up: interpreter, imports, recipe checks)."""
     try:
@@ -162,8 +171,6 @@ def train(
     """Train a recipe (single- or multi-task) and write its run directory."""
     from .config import resolve_paths
     from .model import load_recipe
-    from .training import preflight
-    from .training import train as run_train
 
     overrides = list(set_) + ([f"training.output_dir={output_dir}"] if output_dir else [])
     if seeds is not None or cv is not None:
@@ -178,6 +185,9 @@ def train(
         echo(f"runs and summary in {out}")
         return
     r = resolve_paths(load_recipe(recipe, overrides))
+    from .training import preflight  # torch and the rest load once the recipe is known to be valid
+    from .training import train as run_train
+
     preflight(r, resume=resume)
     final = run_train(r, resume=resume, started=_process_started())
     _echo_metrics(final)
@@ -276,6 +286,7 @@ def eval_cmd(
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ):
     """Evaluate trained runs on a split or a file (several runs: metrics by run name)."""
+    _missing_runs(run_dirs)
     from .inference import eval_run
 
     if len(run_dirs) == 1:
@@ -327,6 +338,7 @@ def generate(
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ):
     """Complete prompts with a trained causal LM run, in batches (the run's chat or prompt template is applied)."""
+    _missing_runs(run_dirs)
     from .inference import generate as run_generate
 
     if not prompt and not file:
@@ -372,6 +384,7 @@ def predict(
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ):
     """Predict labels for texts (several runs: each row names its run)."""
+    _missing_runs(run_dirs)
     from .data.readers import read_text_file
     from .inference import predict as run_predict
 
@@ -462,6 +475,7 @@ def export(
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ):
     """Export a run, verified: merged into a plain transformers model, or the PEFT adapter + head. Writes export_report.json."""
+    _missing_runs(run_dirs)
     from .deploy import export as run_export
     from .progress import stage
 
@@ -580,6 +594,7 @@ def compare(
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ):
     """Score two runs on the same examples: each metric, A - B with a paired bootstrap 95% interval, McNemar's exact test."""
+    _missing_runs([p for p in (run_a, run_b) if p is not None])
     from .inference.compare import compare as run_compare
     from .inference.compare import format_compare
 

@@ -202,7 +202,7 @@ def _heads_section(heads) -> str:
     ]
     for name in sorted(heads):
         h = heads[name]
-        native = f"`transformers.{h.auto_class.__name__}`" if h.auto_class is not None else "custom head (adapterkit)"
+        native = f"`transformers.{h.auto().__name__}`" if h.auto_class is not None else "custom head (adapterkit)"
         metrics = ", ".join(h.metrics) if h.metrics else "loss-based"
         parts.append(f"| `{name}` | {h.label_kind} | {metrics} | {native} |")
     parts.append("")

@@ -40,6 +40,8 @@ ARMS = {
     "full_bf16": ["training.mixed_precision=bf16", "backbone.quantization=none", "adapter.method=full", "training.lr=5e-5"],
     "full_fp32": ["training.mixed_precision=no", "backbone.quantization=none", "adapter.method=full", "training.lr=5e-5"],
 }
+# The same arms through torch.compile (inductor, dynamic shapes: batches vary in length); compiled during warm-up.
+ARMS.update({f"{k}_compile": v for k, v in list(ARMS.items()) if k in ("lora_int8_bf16", "lora_fp32_bf16")})
 CATEGORIES = ["frozen GEMM (forward)", "input-gradient GEMM", "weight-gradient GEMM", "adapter GEMM", "int8 dequantize",
               "dropout", "attention", "other tensor ops", "optimizer", "data", "host / Python"]
 GEMMS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm"}
@@ -129,10 +131,14 @@ def classify(ev, parents, rank):
 def profile_arm(name, overrides, steps, warmup):
     from torch.utils.flop_counter import FlopCounterMode
 
-    recipe, model, dl, opt = build(overrides)
+    recipe, plain, dl, opt = build(overrides)
     dtype = torch.bfloat16 if recipe.training.mixed_precision == "bf16" else None
     rank = getattr(recipe.adapter, "r", None) if recipe.adapter.method == "lora" else None
-    label_modules(model, rank)
+    label_modules(plain, rank)
+    compiled = name.endswith("_compile")
+    model = torch.compile(plain, dynamic=True) if compiled else plain
+    if compiled:
+        warmup += 10  # every batch length the timed steps meet, compiled before timing
     it = iter(dl)
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -146,7 +152,7 @@ def profile_arm(name, overrides, steps, warmup):
         counter = FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
         with counter:
             with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss = model(**batch).loss
+                loss = (plain if count_flops else model)(**batch).loss  # FLOPs counted on the eager module
             loss.backward()
         with torch.profiler.record_function("ak:optimizer"):
             torch.nn.utils.clip_grad_norm_(params, 1.0)

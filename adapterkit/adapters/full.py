@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pydantic import Field
-from torch import nn
 
 from ..config.schema import MAX_WIDTH
 from ..errors import ModelError
@@ -24,9 +23,11 @@ class FullSettings(MethodSettings):
     )
 
 
-def blocks(model) -> nn.ModuleList:
+def blocks(model):
     """The backbone's list of transformer blocks (encoder.layer, model.layers, ...): the ModuleList of
     num_hidden_layers modules."""
+    from torch import nn
+
     n = num_layers(model)
     found = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == n]
     if not found:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Union
 
-import torch
 from pydantic import BeforeValidator
 
 from ..errors import ModelError
@@ -14,6 +13,7 @@ from ..errors import ModelError
 
 def is_linear(module) -> bool:
     import bitsandbytes as bnb
+    import torch
 
     return isinstance(module, (torch.nn.Linear, bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))
 
@@ -103,6 +103,8 @@ def resolve_layers(spec: LayerSpec, model, field: str = "adapter.layers") -> lis
 
 def block_list_name(model) -> str:
     """The attribute name of the backbone's list of blocks (`layer` in BERT's encoder.layer, `layers` in Llama's)."""
+    import torch
+
     n = num_layers(model)
     for name, m in model.named_modules():
         if isinstance(m, torch.nn.ModuleList) and len(m) == n:

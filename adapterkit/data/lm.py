@@ -147,7 +147,7 @@ def tokenize_label_words(ds, tokenizer, recipe, labels, path: str):
         rows.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
     cols = {k: [r[k] for r in rows] for k in ("input_ids", "attention_mask")}
     if cfg.label_column in ds.column_names:
-        cols["labels"] = encode_labels(ds[cfg.label_column], labels, "class", path, cfg.label_column)
+        cols["labels"] = encode_labels(ds[cfg.label_column][:], labels, "class", path, cfg.label_column)
     return datasets.Dataset.from_dict(cols)
 
 

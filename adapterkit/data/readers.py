@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,22 +235,18 @@ def _guarded(fmt: str, read: Callable) -> Callable:
     """`datasets`' and the csv module's failures as one line naming the file and the format."""
 
     def guarded(p: Path, field: str, cfg=None):
-        import datasets
-
         try:
             return read(p, field, cfg)
         except DataError:
             raise
-        except (
-            UnicodeDecodeError,
-            csv.Error,
-            TypeError,
-            ValueError,
-            OSError,
-            datasets.exceptions.DatasetGenerationError,
-        ) as e:
+        except Exception as e:
+            # datasets is imported only by the readers that use it (0.3 s of start-up otherwise)
+            ds = sys.modules.get("datasets")
+            generation = (ds.exceptions.DatasetGenerationError,) if ds is not None else ()
+            if not isinstance(e, (UnicodeDecodeError, csv.Error, TypeError, ValueError, OSError, *generation)):
+                raise
             cause = (
-                e.__cause__ if isinstance(e, datasets.exceptions.DatasetGenerationError) and e.__cause__ else e
+                e.__cause__ if generation and isinstance(e, generation) and e.__cause__ else e
             )  # its own says nothing
             raise DataError(f"{field}: cannot read {p} as {fmt}: {str(cause).splitlines()[0]}") from None
 

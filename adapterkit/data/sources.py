@@ -102,7 +102,25 @@ def read_split(cfg, split: str, field: str | None = None):
         if name not in dd:
             raise DataError(f"{field}: split {name!r} not in {cfg.name} (splits there: {list(dd)})")
         return dd[name]
-    return read_file(getattr(cfg, split), cfg.format, field, cfg)
+    path = Path(getattr(cfg, split))
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, field, cfg.model_dump_json())
+    except (OSError, TypeError, ValueError):
+        key = None
+    if key is not None and key in _READ:
+        return _READ[key]
+    ds = read_file(getattr(cfg, split), cfg.format, field, cfg)
+    if key is not None:
+        # Training reads each file twice (the data, then the audit of the run folder) and --seeds/--cv runs read
+        # the same files once per run: the second read of an unchanged file is this copy (a few seconds on SST-2).
+        while len(_READ) >= 8:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = ds
+    return ds
+
+
+_READ: dict = {}  # (file, mtime, size, field, data section) -> the Dataset read; immutable, so shared
 
 
 def locate(cfg, split: str, row: int) -> str:
@@ -144,14 +162,14 @@ def cv_split(ds, cfg, seed: int, stratify: bool) -> tuple[list[int], list[int]]:
             raise DataError(
                 f"data.cv_group_column: column {cfg.cv_group_column!r} not in the training data (columns: {ds.column_names})"
             )
-        groups = [str(g) for g in ds[cfg.cv_group_column]]
+        groups = [str(g) for g in ds[cfg.cv_group_column][:]]
         if len(set(groups)) < k:
             raise DataError(
                 f"data.cv_folds: {k} folds but only {len(set(groups))} distinct {cfg.cv_group_column!r} groups"
             )
     if n < k:
         raise DataError(f"data.cv_folds: {k} folds of {n} training rows")
-    y = [str(v) for v in ds[cfg.label_column]] if stratify else None
+    y = [str(v) for v in ds[cfg.label_column][:]] if stratify else None
     if y is not None:
         smallest = min(Counter(y).values())
         if smallest < k:

@@ -234,7 +234,7 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
         base_model, _ = build_task_model(recipe, labels, quantization="none")
         loaded = PeftModel.from_pretrained(base_model, tmp, is_trainable=False)
         report["loads_with"] = (
-            f"peft.PeftModel.from_pretrained(transformers.{head.auto_class.__name__}.from_pretrained("
+            f"peft.PeftModel.from_pretrained(transformers.{head.auto().__name__}.from_pretrained("
             f"'{base}', num_labels=...), '{tmp.name}')"
         )
     else:
@@ -377,10 +377,10 @@ def _merge_and_save(run_dir: Path, ref, tmp: Path, dtype: str, tolerance: float 
     inner = merged if hasattr(merged, "save_pretrained") else merged.backbone
     inner.save_pretrained(tmp)
     del merged, inner
-    loaded = head.auto_class.from_pretrained(tmp, dtype=DTYPES[dtype], use_safetensors=True)
+    loaded = head.auto().from_pretrained(tmp, dtype=DTYPES[dtype], use_safetensors=True)
     reloaded = _rewrap(loaded, head, recipe, labels, ref.tokenizer)
     reloaded.eval()
-    loads_with = f"transformers.{head.auto_class.__name__}.from_pretrained"
+    loads_with = f"transformers.{head.auto().__name__}.from_pretrained"
     return _Saved(reloaded, False, loads_with, check, merged_probe)
 
 
@@ -486,7 +486,7 @@ def _load_int8(folder: Path, recipe, labels, head, custom: bool, tokenizer):
 
     cfg = BackboneConfig(path=str(folder), quantization="int8")
     if not custom:
-        return _rewrap(load_model(cfg, head.auto_class), head, recipe, labels, tokenizer).eval()
+        return _rewrap(load_model(cfg, head.auto()), head, recipe, labels, tokenizer).eval()
     backbone = load_model(cfg, AutoModel)
     module = head.module(backbone.config.hidden_size, recipe.task, labels)
     module.load_state_dict(load_file(folder / "adapterkit_head.safetensors"))

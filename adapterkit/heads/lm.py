@@ -15,11 +15,7 @@ import math
 import unicodedata
 from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-from transformers import AutoModelForCausalLM
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..config.schema import MAX_BATCH, MAX_TOKENS, MAX_WIDTH
 from ..errors import RecipeError
@@ -41,7 +37,12 @@ class GenerationSettings(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling share (with do_sample).")
     repetition_penalty: float = Field(1.0, gt=0, description="transformers' repetition penalty; 1 = none.")
     stop: list[str] = Field(default_factory=list, description="Strings that end a generation (cut there).")
-    batch_size: int = Field(16, gt=0, le=MAX_BATCH, description="Prompts generated together (left-padded, KV-cached).")
+    batch_size: int = Field(
+        16,
+        gt=0,
+        le=MAX_BATCH,
+        description="Rows decoding together (KV-cached; greedy decoding refills a finished row's place with the next prompt).",
+    )
 
 
 class CausalLMSettings(BaseModel):
@@ -163,38 +164,6 @@ def label_word_ids(recipe, tokenizer, labels: list[str]) -> list[int]:
     return ids
 
 
-class LabelWordsModel(nn.Module):
-    """A causal LM read as a classifier. Class logits: the LM's log-probabilities of each class's label word at the
-    last prompt token. Loss: the LM loss of the right label word (cross-entropy over the whole vocabulary), so the
-    tuned model also *generates* the label word."""
-
-    def __init__(self, lm, word_ids: list[int]):
-        super().__init__()
-        self.backbone = lm
-        self.config = lm.config
-        self.register_buffer("word_ids", torch.tensor(word_ids, dtype=torch.long), persistent=False)
-
-    def get_input_embeddings(self):
-        return self.backbone.get_input_embeddings()
-
-    def get_output_embeddings(self):
-        return self.backbone.get_output_embeddings()
-
-    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        # Position of the last real token per row (works for left or right padding).
-        last = (attention_mask * torch.arange(attention_mask.shape[1], device=attention_mask.device)).argmax(-1)
-        hidden = self.backbone.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        # LM head on the last token only: full-vocabulary logits at every position would dominate memory.
-        lm_head = self.backbone.get_output_embeddings()
-        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        logprobs = lm_head(h.to(lm_head.weight.dtype)).float().log_softmax(-1)
-        logits = logprobs[:, self.word_ids]
-        loss = nn.functional.nll_loss(logprobs, self.word_ids[labels]) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
 # ---------------------------------------------------------------- heads
 
 
@@ -203,6 +172,8 @@ def _wrap_causal_lm(model, ctx):
 
 
 def _wrap_label_words(model, ctx):
+    from .modules import LabelWordsModel
+
     return LabelWordsModel(model, label_word_ids(ctx.recipe, ctx.tokenizer, ctx.labels)), []
 
 
@@ -215,7 +186,7 @@ register_head(
         name="causal_lm",
         metrics=(),
         label_kind="text",
-        auto_class=AutoModelForCausalLM,
+        auto_class="AutoModelForCausalLM",
         predict=None,
         peft_task_type="CAUSAL_LM",
         loss_metrics=perplexity,
@@ -232,7 +203,7 @@ register_head(
         name="label_words",
         metrics=("accuracy", "f1"),
         label_kind="class",
-        auto_class=AutoModelForCausalLM,
+        auto_class="AutoModelForCausalLM",
         wrap=_wrap_label_words,
         inputs="label_words",
         zero_shot=True,

@@ -6,9 +6,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-
-def label_maps(labels) -> dict:
-    return dict(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+from .labels import label_maps  # noqa: F401  (re-exported: it lived here)
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -55,4 +53,36 @@ class HeadModel(nn.Module):
             attention_mask = ones if attention_mask is None else torch.cat([ones, attention_mask], 1)
         logits = self.head(hidden.float(), attention_mask)
         loss = self.loss_fn(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class LabelWordsModel(nn.Module):
+    """A causal LM read as a classifier. Class logits: the LM's log-probabilities of each class's label word at the
+    last prompt token. Loss: the LM loss of the right label word (cross-entropy over the whole vocabulary), so the
+    tuned model also *generates* the label word."""
+
+    def __init__(self, lm, word_ids: list[int]):
+        super().__init__()
+        self.backbone = lm
+        self.config = lm.config
+        self.register_buffer("word_ids", torch.tensor(word_ids, dtype=torch.long), persistent=False)
+
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.backbone.get_output_embeddings()
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Position of the last real token per row (works for left or right padding).
+        last = (attention_mask * torch.arange(attention_mask.shape[1], device=attention_mask.device)).argmax(-1)
+        hidden = self.backbone.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # LM head on the last token only: full-vocabulary logits at every position would dominate memory.
+        lm_head = self.backbone.get_output_embeddings()
+        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        logprobs = lm_head(h.to(lm_head.weight.dtype)).float().log_softmax(-1)
+        logits = logprobs[:, self.word_ids]
+        loss = nn.functional.nll_loss(logprobs, self.word_ids[labels]) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)

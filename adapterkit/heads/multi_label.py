@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-from transformers import AutoModelForSequenceClassification
 
-from .modules import PooledClassifier, label_maps
+from .classification import pooled_classifier
+from .labels import label_maps
 from .registry import Head, register_head, task_settings
 
 
@@ -34,16 +32,22 @@ def multi_label_metrics(preds, refs, labels=None, task=None) -> dict:
     }
 
 
+def _bce(logits, labels):
+    import torch
+
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
+
 register_head(
     Head(
         name="multi_label",
         metrics=("micro_f1",),
         label_kind="multi",
-        auto_class=AutoModelForSequenceClassification,
+        auto_class="AutoModelForSequenceClassification",
         config_kwargs=lambda task, labels: dict(label_maps(labels), problem_type="multi_label_classification"),
-        module=PooledClassifier,
-        loss=lambda logits, labels: nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)),
-        predict=lambda logits: torch.sigmoid(logits.float()),
+        module=pooled_classifier,
+        loss=lambda logits, labels: _bce(logits, labels.to(logits.dtype)),
+        predict=lambda logits: logits.float().sigmoid(),
         peft_task_type="SEQ_CLS",
         metrics_fn=multi_label_metrics,
         settings=MultiLabelSettings,

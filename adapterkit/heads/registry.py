@@ -48,7 +48,8 @@ class Head:
     # How labels in the data files are read: "class" (one label name), "float", "multi" (several names),
     # "tokens" (one tag per word) or "text" (no label column: the text itself is the target).
     label_kind: str = "class"
-    # Native: the transformers auto class, and (task_cfg, labels) -> extra config kwargs for it.
+    # Native: the transformers auto class (or its name in `transformers`, so registering a head imports no torch;
+    # `auto()` returns the class), and (task_cfg, labels) -> extra config kwargs for it.
     auto_class: Any = None
     config_kwargs: Callable[[Any, Optional[list]], dict] = _no_kwargs
     # Custom: (hidden_size, task_cfg, labels) -> nn.Module mapping (hidden_states, attention_mask) to logits, and its loss.
@@ -69,6 +70,14 @@ class Head:
     # Capabilities the rest of adapterkit reads instead of comparing head names:
     lm_training: bool = False  # trained with the causal-LM loss on the text: packing, chunked loss, GGUF export
     generates: bool = False  # `adapterkit generate` completes prompts with it
+
+    def auto(self):
+        """The transformers auto class of a native head (resolved from its name on first use), or None."""
+        if isinstance(self.auto_class, str):
+            import transformers
+
+            return getattr(transformers, self.auto_class)
+        return self.auto_class
 
     @property
     def named_labels(self) -> bool:

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import math
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-from transformers import AutoModelForSequenceClassification
 
 from ..errors import DataError
-from .modules import PooledClassifier
+from .classification import pooled_classifier
 from .registry import Head, register_head, task_settings
 
 
@@ -61,7 +58,7 @@ def target_norm(task):
     return s.target_mean, s.target_std
 
 
-def denormalize(values: torch.Tensor, task) -> torch.Tensor:
+def denormalize(values, task):
     norm = target_norm(task) if task is not None else None
     return values * norm[1] + norm[0] if norm else values
 
@@ -83,15 +80,21 @@ def regression_metrics(preds, refs, labels=None, task=None) -> dict:
     }
 
 
+def _mse(predictions, targets):
+    import torch
+
+    return torch.nn.functional.mse_loss(predictions, targets)
+
+
 register_head(
     Head(
         name="regression",
         metrics=("mse",),
         label_kind="float",
-        auto_class=AutoModelForSequenceClassification,
+        auto_class="AutoModelForSequenceClassification",
         config_kwargs=lambda task, labels: dict(num_labels=1, problem_type="regression"),
-        module=lambda hidden, task, labels: PooledClassifier(hidden, task, labels, n_out=1),
-        loss=lambda logits, labels: nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype)),
+        module=lambda hidden, task, labels: pooled_classifier(hidden, task, labels, n_out=1),
+        loss=lambda logits, labels: _mse(logits.squeeze(-1), labels.to(logits.dtype)),
         predict=lambda logits: logits.squeeze(-1).float(),
         peft_task_type="SEQ_CLS",
         metrics_fn=regression_metrics,

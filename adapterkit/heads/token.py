@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import AutoModelForTokenClassification
 
 from ..metrics import compute
-from .modules import label_maps
+from .labels import label_maps
 from .registry import IGNORE, Head, register_head, task_settings
 
 
@@ -38,7 +37,7 @@ register_head(
         name="token_classification",
         metrics=("seqeval",),
         label_kind="tokens",
-        auto_class=AutoModelForTokenClassification,
+        auto_class="AutoModelForTokenClassification",
         config_kwargs=lambda task, labels: label_maps(labels),
         peft_task_type="TOKEN_CLS",
         metrics_fn=token_metrics,

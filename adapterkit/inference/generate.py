@@ -122,11 +122,12 @@ def generate_loaded(run: LoadedRun, prompts: list[str], settings: GenerationSett
 
 
 def _complete(run: LoadedRun, settings: GenerationSettings, rows: Iterable[dict], key: str) -> Iterator[list[dict]]:
-    """Rows with their `completion`, one batch at a time (only one batch of prompts is tokenized at once)."""
+    """Rows with their `completion`, four batches at a time (a bounded number of prompts tokenized at once; with
+    continuous batching, a finished row's place goes to a prompt of the same group)."""
     batch: list[dict] = []
     for row in rows:
         batch.append(row)
-        if len(batch) == settings.batch_size:
+        if len(batch) == 4 * settings.batch_size:
             yield _batch(run, settings, batch, key)
             batch = []
     if batch:

@@ -10,9 +10,27 @@
     inspect.py     `adapterkit inspect`: module tree, targets and trainable parameters per method
 """
 
-from .assemble import build, build_task_model, head_state_dict, is_mergeable, set_head_trainable, trainable_parameters
-from .load import RUN_FILES, LoadedRun, load_base, load_run, require_finished
 from .recipe import REGISTRIES, load_recipe, load_run_recipe, opted_in, recipe_from_dict
+
+# Building and loading models needs torch, transformers and PEFT (seconds to import): they load on first use, so
+# checking a recipe, `--help` and a command refusing bad input import none of them.
+_LAZY = {
+    **dict.fromkeys(
+        ("build", "build_task_model", "head_state_dict", "is_mergeable", "set_head_trainable", "trainable_parameters"),
+        "assemble",
+    ),
+    **dict.fromkeys(("LoadedRun", "load_base", "load_run"), "load"),
+    **dict.fromkeys(("RUN_FILES", "require_finished"), "identity"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "build",

@@ -9,10 +9,14 @@ from __future__ import annotations
 from ..adapters import METHODS, MethodContext, method_settings
 from ..adapters import is_mergeable as adapter_mergeable
 from ..errors import ModelError
-from ..heads import HEADS, Head, HeadContext, HeadModel
+from ..heads import HEADS, Head, HeadContext
+from ..heads.modules import HeadModel
 from .backbone import checkpoint_dir, is_decoder, load_config, load_model, load_tokenizer
 from .fast_dropout import use_fast_dropout
 from .fast_int8 import use_dequantize_path
+from .imports import import_peft
+
+import_peft()  # bitsandbytes with less start-up, and PEFT told of the bottleneck method before any wrap or load
 
 
 def native_pooling(config) -> str:
@@ -45,7 +49,7 @@ def build_task_model(recipe, labels, quantization=None, device=None, tokenizer=N
         if getattr(config, "pad_token_id", None) is None:
             tokenizer = tokenizer or load_tokenizer(recipe.backbone)
             kwargs["pad_token_id"] = tokenizer.pad_token_id
-        model = loader(recipe.backbone, head.auto_class, quantization, device, **kwargs)
+        model = loader(recipe.backbone, head.auto(), quantization, device, **kwargs)
         if head.wrap is not None:  # e.g. LM heads that reuse the pretrained lm_head
             return head.wrap(model, HeadContext(recipe, labels, tokenizer or load_tokenizer(recipe.backbone)))
         prefix = model.base_model_prefix

@@ -1,11 +1,13 @@
-"""Batched generation with a causal LM (a run, its base model or a merged export): prompts left-padded into
-batches, KV-cached decoding through transformers' generate, stop strings cut, one completion per prompt."""
+"""Batched generation with a causal LM (a run, its base model or a merged export): greedy decoding with continuous
+batching (continuous.py) where it applies, else prompts left-padded into batches through transformers' generate;
+stop strings cut, one completion per prompt."""
 
 from __future__ import annotations
 
 import torch
 
 from ..progress import chunks
+from . import continuous
 
 
 def decoder(model):
@@ -34,6 +36,32 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings) -> list
         kw.update(temperature=settings.temperature, top_p=settings.top_p)
     was_training = lm.training
     lm.eval()
+    try:
+        if continuous.supported(lm, settings) and not _prompt_learning(lm):
+            tokens = continuous.greedy(
+                lm, prompts, settings.batch_size, settings.max_new_tokens, pad, tokenizer.eos_token_id
+            )
+            return [_cut(tokenizer.decode(t, skip_special_tokens=True), settings.stop) for t in tokens]
+        return _plain(lm, tokenizer, prompts, settings, kw, pad, device)
+    finally:
+        if was_training:
+            lm.train()
+
+
+def _prompt_learning(lm) -> bool:
+    """A PEFT prompt or prefix tuning model: its virtual tokens need PEFT's own generate."""
+    cfg = getattr(lm, "active_peft_config", None)
+    return bool(getattr(cfg, "is_prompt_learning", False))
+
+
+def _cut(text: str, stop: list[str]) -> str:
+    for s in stop:
+        text = text.split(s)[0]
+    return text
+
+
+def _plain(lm, tokenizer, prompts, settings, kw, pad, device) -> list[str]:
+    """transformers' generate, one batch of `batch_size` prompts at a time."""
     out: list[str] = []
     size = settings.batch_size
     for i in chunks(len(prompts), size, "generating", min_items=2 * size):
@@ -42,11 +70,5 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings) -> list
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
         gen = lm.generate(input_ids=ids, attention_mask=mask, **kw)
-        for row in gen[:, width:]:
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            for stop in settings.stop:
-                text = text.split(stop)[0]
-            out.append(text)
-    if was_training:
-        lm.train()
+        out += [_cut(tokenizer.decode(row, skip_special_tokens=True), settings.stop) for row in gen[:, width:]]
     return out

@@ -13,6 +13,26 @@ from ..errors import RunDirError
 from ..files import read_json
 
 FILES = ("labels.json", "head.safetensors")
+RUN_FILES = ("recipe.yaml", "labels.json", "head.safetensors")
+
+
+def require_finished(run: Path, need=RUN_FILES, error=RunDirError) -> None:
+    """A run is usable only once training finished it: its files are present and run.json says `finished` (a
+    re-train or a crash leaves it `running`, `interrupted` or `failed`, whatever files sit beside it)."""
+    run = Path(run)
+    if (run / "run.json").is_file():  # its status says more than the files a crash left or did not leave
+        status = read_json(run / "run.json", "run status").get("status")
+        if status != "finished":
+            hint = {
+                "interrupted": "continue it with `adapterkit train RECIPE --resume`",
+                "failed": "see the error at the end of its log.jsonl, then retrain",
+            }.get(status, "it is training, or stopped before it finished; retrain or --resume it")
+            raise error(f"{run}: the run is {status or 'unfinished'}, not finished; {hint}")
+    for name in (*need, "run.json"):
+        if not (run / name).is_file():
+            raise error(f"{run}: not a finished adapterkit run ({name} missing)")
+
+
 FOLDERS = ("adapter", "model", "tokenizer")
 
 

@@ -29,8 +29,6 @@ from ..adapters import METHODS
 from ..config import save_recipe
 from ..errors import RunDirError
 from ..files import atomic_write_text, read_json, replace_dir
-from ..model import head_state_dict
-from ..model.backbone import hub_id
 from ..model.identity import run_identity
 
 
@@ -122,6 +120,8 @@ class RunWriter:
         """The trained weights: the PEFT adapter (or the whole model, for methods that train the base) and the head."""
         from safetensors.torch import save_file
 
+        from ..model import head_state_dict
+
         folder = "model" if METHODS[self.recipe.adapter.method].trains_base else "adapter"
         replace_dir(self.dir / folder, lambda d: self._save(model, d, folder))
         shutil.rmtree(self.dir / INITIAL_ADAPTER, ignore_errors=True)  # only needed for that conversion
@@ -146,6 +146,8 @@ class RunWriter:
             model.save_pretrained(d, path_initial_model_for_weight_conversion=str(initial))
         else:
             model.save_pretrained(d)
+        from ..model.backbone import hub_id
+
         base = hub_id(self.recipe.backbone)
         config = d / "adapter_config.json"
         if folder == "adapter" and base and config.is_file():  # name the base by its Hub id, not a cache path

@@ -25,34 +25,36 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk: int):
-        n = int((targets != IGNORE).sum())
+        # Only positions with a target go through the projection: prompts and padding (often most of a causal-LM
+        # batch trained on completions) cost neither the [tokens, vocab] product nor its gradient.
+        rows = (targets != IGNORE).nonzero().squeeze(1)
+        n = int(rows.numel())
         denom = max(n, 1)
-        grad_hidden = torch.zeros_like(hidden) if hidden.requires_grad else None
+        kept_h, kept_t = hidden.index_select(0, rows), targets.index_select(0, rows)
+        grad_kept = torch.empty_like(kept_h) if hidden.requires_grad else None
         acc = torch.promote_types(hidden.dtype, torch.float32)  # losses and sums in fp32 at least (fp64 stays fp64)
         grad_weight = torch.zeros_like(weight, dtype=acc) if weight.requires_grad else None
         grad_bias = torch.zeros_like(bias, dtype=acc) if bias is not None and bias.requires_grad else None
         total = torch.zeros((), dtype=acc, device=hidden.device)
-        for start in range(0, hidden.shape[0], chunk):
-            h = hidden[start : start + chunk]
-            t = targets[start : start + chunk]
-            keep = t != IGNORE
-            if not bool(keep.any()):
-                continue
+        for start in range(0, n, chunk):
+            h = kept_h[start : start + chunk]
+            t = kept_t[start : start + chunk]
             logits = torch.nn.functional.linear(h, weight, bias).to(acc)
             lse = torch.logsumexp(logits, dim=-1)
-            safe_t = t.clamp(min=0)
-            picked = logits.gather(1, safe_t.unsqueeze(1)).squeeze(1)
-            total += ((lse - picked) * keep).sum()
-            # d(mean CE)/d logits = (softmax - onehot) / n on kept rows, 0 elsewhere; computed in place on logits.
+            total += (lse - logits.gather(1, t.unsqueeze(1)).squeeze(1)).sum()
+            # d(mean CE)/d logits = (softmax - onehot) / n; computed in place on logits.
             g = logits.sub_(lse.unsqueeze(1)).exp_()
-            g[torch.arange(g.shape[0], device=g.device), safe_t] -= 1.0
-            g.mul_((keep.to(acc) / denom).unsqueeze(1))
-            if grad_hidden is not None:
-                grad_hidden[start : start + chunk] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
+            g[torch.arange(g.shape[0], device=g.device), t] -= 1.0
+            g.div_(denom)
+            if grad_kept is not None:
+                grad_kept[start : start + chunk] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
             if grad_weight is not None:
                 grad_weight += g.t() @ h.to(acc)
             if grad_bias is not None:
                 grad_bias += g.sum(0)
+        grad_hidden = None
+        if grad_kept is not None:
+            grad_hidden = torch.zeros_like(hidden).index_copy_(0, rows, grad_kept)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.weight_dtype = weight.dtype
         return total / denom

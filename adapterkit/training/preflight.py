@@ -58,7 +58,7 @@ def check_model(recipe, head) -> None:
     from transformers import AutoModel
 
     config = load_config(recipe.backbone)
-    auto_class = head.auto_class if uses_native(head, recipe.task, config) else AutoModel
+    auto_class = head.auto() if uses_native(head, recipe.task, config) else AutoModel
     if type(config) not in auto_class._model_mapping:
         hint = (
             "; a custom head (task.pooling: mean) runs on any AutoModel backbone"
@@ -145,7 +145,7 @@ def check_labels(recipe, head) -> None:
         ds, where = raw[split]
         if cfg.label_column not in ds.column_names:
             continue
-        unknown = [l for l in data_mod.label_names(ds[cfg.label_column], head.label_kind) if l not in set(known)]
+        unknown = [l for l in data_mod.label_names(ds[cfg.label_column][:], head.label_kind) if l not in set(known)]
         if unknown:
             hint = (
                 "" if recipe.task.labels else " (data.allow_unseen_labels: true adds them to the label map, untrained)"

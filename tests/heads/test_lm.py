@@ -198,7 +198,8 @@ def test_label_word_scoring_picks_the_word_the_lm_prefers(tiny_llama, tmp_path):
     from adapterkit import data as data_mod
     from adapterkit.heads import HEADS
     from adapterkit.data.lm import tokenize_label_words
-    from adapterkit.heads.lm import LabelWordsModel, label_word_ids, render_prompt
+    from adapterkit.heads.lm import label_word_ids, render_prompt
+    from adapterkit.heads.modules import LabelWordsModel
     import datasets
 
     files = write_sentiment(tmp_path)

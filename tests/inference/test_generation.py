@@ -49,6 +49,44 @@ def test_batched_generation_equals_one_prompt_at_a_time(tiny_llama):
         assert with_stop[0] == batched[0].split(batched[0][2:4])[0]
 
 
+def test_continuous_batching_gives_generates_greedy_tokens(tiny_llama):
+    """More prompts than rows, eos on some rows early: each prompt's tokens equal transformers' generate on its batch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from adapterkit.heads.lm import GenerationSettings
+    from adapterkit.model import continuous
+    from adapterkit.model.generation import generate_batch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    torch.manual_seed(1)
+    prompts = [torch.randint(5, 30000, (n,)).tolist() for n in (3, 9, 1, 14, 6, 2, 11, 5, 7)]
+    plain = []
+    for p in prompts:  # one prompt at a time: no padding, transformers' own loop
+        g = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), max_new_tokens=12,
+                           do_sample=False, pad_token_id=0, eos_token_id=None)
+        plain.append(g[0, len(p):].tolist())
+    # An eos id that some greedy continuations produce early, so rows finish at different steps and are refilled.
+    eos = plain[1][4]
+    expect = [r[: r.index(eos) + 1] if eos in r else r for r in plain]
+    settings = GenerationSettings(max_new_tokens=12, batch_size=3)
+    assert continuous.supported(model, settings)
+    got = continuous.greedy(model, prompts, 3, 12, pad=0, eos=eos)
+    assert got == expect
+    assert any(len(r) < 12 for r in got) and any(len(r) == 12 for r in got)  # both ways of finishing happened
+    tok.eos_token_id = eos  # the same through generate_batch: decoded text
+    texts = generate_batch(model, tok, prompts, settings)
+    assert texts == [tok.decode(r, skip_special_tokens=True) for r in expect]
+    # Prompts sharing their first tokens (a chat template's system turn): that prefix runs once, the tokens stay equal.
+    shared = [prompts[3][:6] + p for p in prompts]
+    assert continuous._shared_prefix(model, shared) is not None
+    alone = [model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), max_new_tokens=12,
+                            do_sample=False, pad_token_id=0, eos_token_id=None)[0, len(p):].tolist() for p in shared]
+    assert continuous.greedy(model, shared, 4, 12, pad=0, eos=None) == alone
+    assert not continuous.supported(model, settings.model_copy(update={"num_beams": 2}))
+    assert not continuous.supported(model, settings.model_copy(update={"repetition_penalty": 1.2}))
+
+
 def _rows(n=16):
     colors = ["blue", "green", "red", "white"]
     return [{"prompt": f"what color is item {i % 4} ?", "completion": f" {colors[i % 4]}",

@@ -8,7 +8,8 @@ from typing import Optional, Union
 
 from peft.config import PeftConfig
 
-PLACEMENTS = ("houlsby", "pfeiffer", "parallel")
+from .families import PLACEMENTS
+
 INPUTS = ("projection", "post_norm")
 INITS = (True, False, "bert")
 

@@ -10,8 +10,7 @@ from ...config.schema import MAX_WIDTH
 from ...errors import ModelError
 from ..registry import Method, MethodSettings, register_method
 from ..targets import LayerSpec, exclude_pattern, resolve_layers
-from .config import BottleneckConfig
-from .model import FAMILIES
+from .families import FAMILIES
 
 # Each placement's design when a recipe leaves it open: AdapterHub's seq_bn (pfeiffer) and double_seq_bn (houlsby), so a
 # recipe compares like for like with AdapterHub (benchmarks/results/adapterhub_sst2.md); parallel as He et al. (zero
@@ -102,6 +101,8 @@ def _bottleneck_config(s: BottleneckSettings, model, ctx):
             "blocks); use adapter_input: projection"
         )
     layers = resolve_layers(s.layers, model)
+    from .registration import BottleneckConfig
+
     return BottleneckConfig(
         placement=s.placement,
         bottleneck_size=s.bottleneck_size,
