@@ -83,7 +83,8 @@ def row_texts(ds, cfg, head) -> list[tuple]:
         return [(" ".join(str(w) for w in (ws or [])),) for ws in texts]
     if cfg.text_pair_column:
         return [
-            ("" if t is None else str(t), "" if p is None else str(p)) for t, p in zip(texts, ds[cfg.text_pair_column][:])
+            ("" if t is None else str(t), "" if p is None else str(p))
+            for t, p in zip(texts, ds[cfg.text_pair_column][:])
         ]
     return [("" if t is None else str(t),) for t in texts]
 
