@@ -526,7 +526,7 @@ class TrainingConfig(Section):
         None,
         ge=0,
         le=MAX_TOKENS,
-        description="Causal LM only: compute the LM head and cross-entropy this many tokens at a time, never holding the full logits (the same loss). null: 1024 for causal LM heads whose LM head has no adapter (a SmolLM2 run's peak memory fell by more than half, benchmarks/results/smollm2_causal_cpu.md); 0: off, the model's own loss over the full logits.",
+        description="Causal LM only: compute the LM head and cross-entropy this many tokens at a time, never holding the full logits (the same loss). null: 256 target tokens for causal LM heads whose LM head has no adapter (a SmolLM2 run's peak memory fell by more than half, benchmarks/results/smollm2_causal_cpu.md); 0: off, the model's own loss over the full logits.",
     )
     compile: bool = Field(
         False,

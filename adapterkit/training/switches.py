@@ -61,7 +61,7 @@ def training_loss(recipe, model, batch, task: str | None = None):
     return out.loss, out
 
 
-AUTO_CHUNK_TOKENS = 1024
+AUTO_CHUNK_TOKENS = 256  # target tokens per chunk: 1024 held 140 MB more at the same speed (SmolLM2, 2026-12-07)
 
 
 def auto_chunk_fits(model, task: str | None = None) -> bool:
