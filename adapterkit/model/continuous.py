@@ -71,11 +71,13 @@ def _shared_prefix(lm, prompts: list[list[int]]) -> _Prefix | None:
     """The common start of all prompts (each keeps at least one token of its own), when it is worth computing once."""
     from transformers import DynamicCache
 
+    if len(prompts) < 2:
+        return None
     n = 0
     shortest = min(len(p) for p in prompts)
     while n < shortest - 1 and all(p[n] == prompts[0][n] for p in prompts):
         n += 1
-    if len(prompts) < 2 or n < 4:
+    if n < 4:
         return None
     cache = DynamicCache(config=lm.config)
     ids = torch.tensor([prompts[0][:n]], device=lm.device)

@@ -83,6 +83,7 @@ def test_continuous_batching_gives_generates_greedy_tokens(tiny_llama):
     alone = [model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), max_new_tokens=12,
                             do_sample=False, pad_token_id=0, eos_token_id=None)[0, len(p):].tolist() for p in shared]
     assert continuous.greedy(model, shared, 4, 12, pad=0, eos=None) == alone
+    assert continuous.greedy(model, [], 4, 12, pad=0, eos=None) == []
     assert not continuous.supported(model, settings.model_copy(update={"num_beams": 2}))
     assert not continuous.supported(model, settings.model_copy(update={"repetition_penalty": 1.2}))
 
