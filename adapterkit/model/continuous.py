@@ -1,11 +1,11 @@
 """Greedy decoding with continuous batching: `batch_size` prompts decode together and a finished row's place goes to
 the next prompt at once, instead of every row waiting for the longest one in its batch as transformers' `generate`
-does (on CPU a decode step costs about the same with 16 rows or 6, so idle rows waste most of a batch's steps).
+does (a SmolLM2 decode step on CPU with 16 rows costs 1.3x one with 8: finished rows cost steps, not only rows).
 Prompts are taken longest first, so the rows prefilled together need little padding, and the tokens every prompt
 starts with (a chat template's system turn: half of a short WebNLG prompt) run once, their KV shared by every row.
 
-Our own loop because transformers' continuous batching (`generate_batch`, paged attention) was slower than plain
-`generate` on CPU at this size (benchmarks/results/generation_speed.md); here the cache is transformers'
+Our own loop because transformers' continuous batching (`generate_batch`, paged attention) was not faster than
+plain `generate` on CPU at this size (benchmarks/results/performance_iii.md); here the cache is transformers'
 DynamicCache and the model is called as `generate` calls it (2-D attention mask, position ids), so each prompt's
 greedy tokens are the ones `generate` picks. Used for greedy decoding of models whose cache is one plain
 DynamicLayer per layer (no sliding windows) and whose generation config adds no logits processors; everything else
