@@ -2,7 +2,7 @@
 
 Imports run one way, each package using only those before it:
 
-    errors, files, progress, plugins      the base
+    errors, files, lazy, progress, plugins the base
     config/                               recipe schema and loading (no registry, no PEFT)
     adapters/  heads/  metrics/           registries of methods, heads and metrics, and the built-ins
     model/                                backbone + head + adapter; a run rebuilt; recipes checked against the registries

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import bad_input, pick  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBNLG = ROOT.parent / "shared" / "data" / "webnlg" / "validation.jsonl"
@@ -29,6 +33,11 @@ def main() -> None:
     ap.add_argument("--adapter", default=None, help="a PEFT adapter folder to generate with (on the base)")
     ap.add_argument("--arms", default="adapterkit,transformers", help="add one_at_a_time for the batch-1 loop")
     a = ap.parse_args()
+    arms = pick(a.arms, ("adapterkit", "transformers", "one_at_a_time"), "--arms")
+    if not {"adapterkit", "transformers"} <= set(arms):
+        bad_input(f"--arms: {a.arms}; expected adapterkit and transformers among them (one_at_a_time optional)")
+    if a.adapter and not (Path(a.adapter) / "adapter_config.json").is_file():
+        bad_input(f"--adapter: {a.adapter} has no adapter_config.json; expected a PEFT adapter folder (a run's adapter/)")
     from adapterkit.cli import quiet_libraries
 
     quiet_libraries()
@@ -67,7 +76,6 @@ def main() -> None:
     settings = GenerationSettings(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
     runners = {"adapterkit": lambda: generate_batch(model, tok, prompts, settings),
                "transformers": lambda: plain(a.batch_size), "one_at_a_time": lambda: plain(1)}
-    arms = [n for n in a.arms.split(",") if n in runners]
     times = {n: [] for n in arms}
     outputs = {}
     for _ in range(a.rounds):

@@ -26,7 +26,7 @@ from .prepare import (
     raw_splits,
     wants_generation,
 )
-from .readers import READERS, file_format, read_file
+from .readers import READERS, column, file_format, read_file
 from .sources import SPLITS, describe, has_split, holdout, read_split
 from .text import check_columns, tokenize
 
@@ -50,6 +50,7 @@ __all__ = [
     "raw_splits",
     "READERS",
     "file_format",
+    "column",
     "read_file",
     "describe",
     "has_split",

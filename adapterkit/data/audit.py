@@ -19,6 +19,7 @@ from .encoders import encoder_for
 from .labels import label_text, split_multi
 from .loaders import lengths as token_lengths
 from .prepare import label_form_notes, label_map, limit_rows, raw_splits
+from .readers import column
 
 NO_LIMIT = 1 << 30  # encode untruncated, so lengths beyond data.max_length are counted, not cut
 
@@ -72,19 +73,19 @@ def row_texts(ds, cfg, head) -> list[tuple]:
         if cfg.messages_column in ds.column_names:
             return [
                 ("\n".join(f"{m.get('role')}: {m.get('content')}" for m in (ms or []) if isinstance(m, dict)),)
-                for ms in ds[cfg.messages_column][:]
+                for ms in column(ds, cfg.messages_column)
             ]
         return [
             tuple("" if v is None else str(v) for v in kv)
-            for kv in zip(ds[cfg.prompt_column][:], ds[cfg.completion_column][:])
+            for kv in zip(column(ds, cfg.prompt_column), column(ds, cfg.completion_column))
         ]
-    texts = ds[cfg.text_column][:]
+    texts = column(ds, cfg.text_column)
     if head.inputs == "words":
         return [(" ".join(str(w) for w in (ws or [])),) for ws in texts]
     if cfg.text_pair_column:
         return [
             ("" if t is None else str(t), "" if p is None else str(p))
-            for t, p in zip(texts, ds[cfg.text_pair_column][:])
+            for t, p in zip(texts, column(ds, cfg.text_pair_column))
         ]
     return [("" if t is None else str(t),) for t in texts]
 
@@ -142,7 +143,7 @@ def audit(recipe, tokenizer=None, lengths: bool | None = None) -> DataAudit:
     out, keys = {}, {}
     for split, (ds, source) in raw.items():
         texts = row_texts(ds, cfg, head)
-        values = ds[cfg.label_column][:] if has_labels and cfg.label_column in ds.column_names else None
+        values = column(ds, cfg.label_column) if has_labels and cfg.label_column in ds.column_names else None
         label_keys = (
             [repr(label_text(v) if head.label_kind == "class" else v) for v in values]
             if values is not None

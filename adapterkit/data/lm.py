@@ -8,7 +8,7 @@ from ..heads import IGNORE
 from ..heads.lm import SLOT, bos_ids, label_word_ids, render_chat, render_prompt, text_ids, use_chat_template
 from .encoders import Encoder, register_encoder
 from .labels import encode_labels
-from .readers import delimiter_hint
+from .readers import column, delimiter_hint
 from .text import check_columns
 
 
@@ -147,7 +147,7 @@ def tokenize_label_words(ds, tokenizer, recipe, labels, path: str):
         rows.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
     cols = {k: [r[k] for r in rows] for k in ("input_ids", "attention_mask")}
     if cfg.label_column in ds.column_names:
-        cols["labels"] = encode_labels(ds[cfg.label_column][:], labels, "class", path, cfg.label_column)
+        cols["labels"] = encode_labels(column(ds, cfg.label_column), labels, "class", path, cfg.label_column)
     return datasets.Dataset.from_dict(cols)
 
 

@@ -10,7 +10,7 @@ from ..errors import DataError
 from ..heads import task_settings
 from .encoders import encoder_for
 from .labels import bad_label_rows, first_missing_label, label_names, unicode_forms
-from .readers import read_file
+from .readers import column, read_file
 from .sources import SPLITS, cv_split, describe, has_split, holdout, locate, locate_rows, read_split
 
 
@@ -74,7 +74,7 @@ def check_label_values(ds, cfg, head, split: str, path: str | None = None, field
     if not head.has_labels or cfg.label_column not in ds.column_names:
         return
     field = field or f"data.{split}"
-    values = ds[cfg.label_column][:]
+    values = column(ds, cfg.label_column)
     col = repr(cfg.label_column)
     missing = first_missing_label(values, head.label_kind)
     if missing is not None:
@@ -105,7 +105,7 @@ def label_form_notes(raw: dict, cfg, head) -> list[str]:
     for split, (ds, source) in raw.items():
         if cfg.label_column not in ds.column_names:
             continue
-        forms = unicode_forms(ds[cfg.label_column][:], head.label_kind)
+        forms = unicode_forms(column(ds, cfg.label_column), head.label_kind)
         if forms:
             merged = [n for n, f in forms.items() if len(f) > 1]
             names = ", ".join(repr(n) for n in list(forms)[:5]) + (", ..." if len(forms) > 5 else "")
@@ -118,7 +118,7 @@ def label_form_notes(raw: dict, cfg, head) -> list[str]:
             )
         if head.label_kind == "class":  # "1" and "1.0" (a pandas column with a gap writes floats) would be two classes
             by_number: dict[float, set] = {}
-            for name in label_names(ds[cfg.label_column][:], "class"):
+            for name in label_names(column(ds, cfg.label_column), "class"):
                 try:
                     by_number.setdefault(float(name), set()).add(name)
                 except ValueError:
@@ -141,7 +141,7 @@ def prepare(recipe, tokenizer, head, labels: list[str] | None = None) -> Prepare
     for note in label_form_notes(raw, cfg, head):
         console.echo(f"note: {note}", err=True)
     if head.fit is not None:  # e.g. regression target statistics, recorded in recipe.task
-        head.fit(recipe.task, raw["train"][0][cfg.label_column][:])
+        head.fit(recipe.task, column(raw["train"][0], cfg.label_column))
     labels = label_map(recipe, head, raw, labels)
     out, generation = {}, {}
     for split, (ds, source) in raw.items():
@@ -175,7 +175,7 @@ def label_map(recipe, head, raw: dict, labels: list[str] | None = None) -> list[
     labels = (
         [unicodedata.normalize("NFC", l) for l in given]
         if given
-        else label_names(ds[cfg.label_column][:], head.label_kind)
+        else label_names(column(ds, cfg.label_column), head.label_kind)
     )
     if len(labels) < 2 and head.label_kind == "class":
         raise DataError(
@@ -185,7 +185,7 @@ def label_map(recipe, head, raw: dict, labels: list[str] | None = None) -> list[
         seen = set(labels)
         for split, (ds, _) in raw.items():
             if split != "train" and cfg.label_column in ds.column_names:
-                new = [l for l in label_names(ds[cfg.label_column][:], head.label_kind) if l not in seen]
+                new = [l for l in label_names(column(ds, cfg.label_column), head.label_kind) if l not in seen]
                 labels += new
                 seen.update(new)
     return labels

@@ -211,6 +211,11 @@ def file_format(path: str, fmt: str) -> str:
     return found.name
 
 
+def column(ds, name: str) -> list:
+    """A column's values as a list: iterating `datasets`' lazy `Column` decodes row by row (15x slower on SST-2)."""
+    return ds[name][:]
+
+
 def read_file(path: str, fmt: str, field: str = "data", cfg=None):
     """A `datasets.Dataset` with the file's columns (`cfg`: the recipe's DataConfig, for readers with settings)."""
     check_format(fmt)

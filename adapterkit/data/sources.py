@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..hub import cache_dir, hub_snapshot
-from .readers import load_disk, read_file, row_line, row_lines
+from .readers import column, load_disk, read_file, row_line, row_lines
 
 SPLITS = ("train", "validation", "test")
 
@@ -106,7 +106,7 @@ def read_split(cfg, split: str, field: str | None = None):
     try:
         st = path.stat()
         key = (str(path.resolve()), st.st_mtime_ns, st.st_size, field, cfg.model_dump_json())
-    except (OSError, TypeError, ValueError):
+    except OSError:  # not there: read_file says so in its one line
         key = None
     if key is not None and key in _READ:
         return _READ[key]
@@ -162,14 +162,14 @@ def cv_split(ds, cfg, seed: int, stratify: bool) -> tuple[list[int], list[int]]:
             raise DataError(
                 f"data.cv_group_column: column {cfg.cv_group_column!r} not in the training data (columns: {ds.column_names})"
             )
-        groups = [str(g) for g in ds[cfg.cv_group_column][:]]
+        groups = [str(g) for g in column(ds, cfg.cv_group_column)]
         if len(set(groups)) < k:
             raise DataError(
                 f"data.cv_folds: {k} folds but only {len(set(groups))} distinct {cfg.cv_group_column!r} groups"
             )
     if n < k:
         raise DataError(f"data.cv_folds: {k} folds of {n} training rows")
-    y = [str(v) for v in ds[cfg.label_column][:]] if stratify else None
+    y = [str(v) for v in column(ds, cfg.label_column)] if stratify else None
     if y is not None:
         smallest = min(Counter(y).values())
         if smallest < k:

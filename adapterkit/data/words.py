@@ -6,6 +6,7 @@ from ..errors import DataError
 from ..heads import IGNORE
 from .encoders import Encoder, register_encoder
 from .labels import label_text
+from .readers import column
 from .text import check_columns
 
 
@@ -36,7 +37,7 @@ def tokenize_words(ds, tokenizer, cfg, labels: list[str] | None, path: str, trai
     Evaluation splits always label only each word's first sub-token, so entity metrics stay word-level."""
     import datasets
 
-    words = ds[cfg.text_column][:]
+    words = column(ds, cfg.text_column)
     labels = labels or []  # no label column: encoded without labels
     for i, w in enumerate(words):
         if not isinstance(w, (list, tuple)):
@@ -58,7 +59,7 @@ def tokenize_words(ds, tokenizer, cfg, labels: list[str] | None, path: str, trai
         cont = {l: index.get(continuation_tag(l), index[l]) for l in labels}  # tag -> continuation index
         mode = getattr(cfg, "subword_labels", "first") if train else "first"
         out = []
-        for i, (w, tags) in enumerate(zip(words, ds[cfg.label_column][:])):
+        for i, (w, tags) in enumerate(zip(words, column(ds, cfg.label_column))):
             if not isinstance(tags, (list, tuple)) or len(tags) != len(w):
                 got = len(tags) if isinstance(tags, (list, tuple)) else type(tags).__name__
                 raise DataError(f"data.label_column: row {i + 1} of {path} has {len(w)} words but {got} tags")

@@ -9,18 +9,13 @@ The built-in heads register here, on import.
     modules.py          the torch modules of custom heads (loaded when a model is built)
 """
 
+from ..lazy import lazy_attributes
 from . import classification, lm, multi_label, regression, token  # noqa: F401  (each registers its heads)
 from .labels import label_maps
 from .registry import HEADS, IGNORE, Head, HeadContext, register_head, task_settings
 
-
-def __getattr__(name: str):
-    # The torch modules load on first use: the registry (recipe validation, --help) imports no torch.
-    if name in ("HeadModel", "PooledClassifier", "pool"):
-        from . import modules
-
-        return getattr(modules, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The torch modules load on first use: the registry (recipe validation, --help) imports no torch.
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(("HeadModel", "PooledClassifier", "pool"), "modules"))
 
 
 BUILTIN_HEADS = frozenset(HEADS)  # what docs/recipe-reference.md documents; plugin heads come later

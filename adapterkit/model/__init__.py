@@ -10,6 +10,7 @@
     inspect.py     `adapterkit inspect`: module tree, targets and trainable parameters per method
 """
 
+from ..lazy import lazy_attributes
 from .recipe import REGISTRIES, load_recipe, load_run_recipe, opted_in, recipe_from_dict
 
 # Building and loading models needs torch, transformers and PEFT (seconds to import): they load on first use, so
@@ -23,13 +24,7 @@ _LAZY = {
     **dict.fromkeys(("RUN_FILES", "require_finished"), "identity"),
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -37,8 +37,11 @@ _PROCESSORS = {
 
 
 def supported(lm, settings) -> bool:
-    """Greedy, and a model whose generation config adds nothing greedy decoding here leaves out."""
+    """Greedy, and a model whose generation config adds nothing greedy decoding here leaves out (not PEFT prompt or
+    prefix tuning: their virtual tokens need PEFT's own generate)."""
     if settings.do_sample or settings.num_beams != 1 or settings.repetition_penalty != 1.0:
+        return False
+    if getattr(getattr(lm, "active_peft_config", None), "is_prompt_learning", False):
         return False
     cfg = getattr(lm, "generation_config", None)
     if cfg is None or any(getattr(cfg, k, None) not in ok for k, ok in _PROCESSORS.items()):

@@ -22,8 +22,30 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings) -> list
     batch_size). Left padding keeps every prompt's last token at the end of its row, so one batch decodes as each
     prompt would alone (greedy outputs are the same token for token)."""
     lm = decoder(model)
-    device = next(lm.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = lm.training
+    lm.eval()
+    try:
+        if continuous.supported(lm, settings):
+            tokens = continuous.greedy(
+                lm, prompts, settings.batch_size, settings.max_new_tokens, pad, tokenizer.eos_token_id
+            )
+            return [_cut(tokenizer.decode(t, skip_special_tokens=True), settings.stop) for t in tokens]
+        return _plain(lm, tokenizer, prompts, settings, pad)
+    finally:
+        if was_training:
+            lm.train()
+
+
+def _cut(text: str, stop: list[str]) -> str:
+    for s in stop:
+        text = text.split(s)[0]
+    return text
+
+
+def _plain(lm, tokenizer, prompts, settings, pad) -> list[str]:
+    """transformers' generate, one batch of `batch_size` prompts at a time."""
+    device = next(lm.parameters()).device
     kw = dict(
         max_new_tokens=settings.max_new_tokens,
         num_beams=settings.num_beams,
@@ -34,34 +56,6 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings) -> list
     )
     if settings.do_sample:
         kw.update(temperature=settings.temperature, top_p=settings.top_p)
-    was_training = lm.training
-    lm.eval()
-    try:
-        if continuous.supported(lm, settings) and not _prompt_learning(lm):
-            tokens = continuous.greedy(
-                lm, prompts, settings.batch_size, settings.max_new_tokens, pad, tokenizer.eos_token_id
-            )
-            return [_cut(tokenizer.decode(t, skip_special_tokens=True), settings.stop) for t in tokens]
-        return _plain(lm, tokenizer, prompts, settings, kw, pad, device)
-    finally:
-        if was_training:
-            lm.train()
-
-
-def _prompt_learning(lm) -> bool:
-    """A PEFT prompt or prefix tuning model: its virtual tokens need PEFT's own generate."""
-    cfg = getattr(lm, "active_peft_config", None)
-    return bool(getattr(cfg, "is_prompt_learning", False))
-
-
-def _cut(text: str, stop: list[str]) -> str:
-    for s in stop:
-        text = text.split(s)[0]
-    return text
-
-
-def _plain(lm, tokenizer, prompts, settings, kw, pad, device) -> list[str]:
-    """transformers' generate, one batch of `batch_size` prompts at a time."""
     out: list[str] = []
     size = settings.batch_size
     for i in chunks(len(prompts), size, "generating", min_items=2 * size):

@@ -145,7 +145,11 @@ def check_labels(recipe, head) -> None:
         ds, where = raw[split]
         if cfg.label_column not in ds.column_names:
             continue
-        unknown = [l for l in data_mod.label_names(ds[cfg.label_column][:], head.label_kind) if l not in set(known)]
+        unknown = [
+            l
+            for l in data_mod.label_names(data_mod.column(ds, cfg.label_column), head.label_kind)
+            if l not in set(known)
+        ]
         if unknown:
             hint = (
                 "" if recipe.task.labels else " (data.allow_unseen_labels: true adds them to the label map, untrained)"

@@ -2,6 +2,7 @@
 
 Every import statement counts, at module level and inside functions alike, so a function-level import cannot
 hide an upward dependency or a cycle."""
+
 from __future__ import annotations
 
 import ast
@@ -14,17 +15,34 @@ PACKAGE = Path(__file__).resolve().parents[2] / "adapterkit"
 # Each top-level module or package of adapterkit and its layer: a module may import only from lower layers (or
 # from inside its own package). Two packages on one layer do not import each other.
 LAYERS = {
-    "errors": 0, "console": 0, "stats": 0, "environment": 0, "signals": 0,
-    "files": 1, "plugins": 1, "hub": 1, "progress": 1, "launch": 1,
+    "errors": 0,
+    "console": 0,
+    "stats": 0,
+    "environment": 0,
+    "signals": 0,
+    "files": 1,
+    "lazy": 1,
+    "plugins": 1,
+    "hub": 1,
+    "progress": 1,
+    "launch": 1,
     "config": 2,
     "metrics": 3,
-    "adapters": 4, "heads": 4,
-    "model": 5, "data": 5,  # independent: data reads and encodes with a tokenizer it is given, never a model
-    "runs": 7, "scoring": 7,
+    "adapters": 4,
+    "heads": 4,
+    "model": 5,
+    "data": 5,  # independent: data reads and encodes with a tokenizer it is given, never a model
+    "runs": 7,
+    "scoring": 7,
     "training": 8,
     "inference": 9,
-    "deploy": 10, "interpolation": 10, "tuning": 10, "serving": 10,
-    "cli": 11, "docs": 11, "": 11,  # "" is the package root (adapterkit/__init__.py, the public API)
+    "deploy": 10,
+    "interpolation": 10,
+    "tuning": 10,
+    "serving": 10,
+    "cli": 11,
+    "docs": 11,
+    "": 11,  # "" is the package root (adapterkit/__init__.py, the public API)
 }
 
 
@@ -134,14 +152,18 @@ def test_imports_run_down_the_layers():
 
 def test_the_checks_catch_what_they_should():
     # The same functions on made-up graphs: a cycle is found, and so is config reaching up into training.
-    assert cycles({"adapterkit.a.x": {"adapterkit.a.y"}, "adapterkit.a.y": {"adapterkit.a.x"}}) == [["adapterkit.a.x", "adapterkit.a.y"]]
+    assert cycles({"adapterkit.a.x": {"adapterkit.a.y"}, "adapterkit.a.y": {"adapterkit.a.x"}}) == [
+        ["adapterkit.a.x", "adapterkit.a.y"]
+    ]
     assert violations({"adapterkit.config.schema": {"adapterkit.training.loop"}})
     assert violations({"adapterkit.model.assemble": {"adapterkit.runs.rundir"}})
     assert violations({"adapterkit.adapters.lora": {"adapterkit.heads.registry"}})  # same layer, other package
     assert not violations({"adapterkit.training.loop": {"adapterkit.model.assemble", "adapterkit.training.checkpoint"}})
 
 
-@pytest.mark.parametrize("leaf", ["adapters.registry", "heads.registry", "data.encoders", "data.readers", "deploy.formats"])
+@pytest.mark.parametrize(
+    "leaf", ["adapters.registry", "heads.registry", "data.encoders", "data.readers", "deploy.formats"]
+)
 def test_registries_are_leaves(leaf):
     """Registries import nothing of adapterkit above the errors: users extend them without pulling the package in."""
     edges = imports(modules())
@@ -156,4 +178,7 @@ def test_config_imports_no_registry_and_no_peft():
         tree = ast.parse((PACKAGE / "config" / f"{name}.py").read_text())
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
-        assert not {m for m in names if m.split(".")[0] in ("peft", "torch", "transformers", "bitsandbytes")}, (name, names)
+        assert not {m for m in names if m.split(".")[0] in ("peft", "torch", "transformers", "bitsandbytes")}, (
+            name,
+            names,
+        )

@@ -9,23 +9,15 @@ and `PeftModel.from_pretrained` work once `BottleneckConfig` (or `registration`)
     registration.py  the method registered with PEFT
 """
 
+from ...lazy import lazy_attributes
 from .families import FAMILIES, PLACEMENTS, placement_targets
 from .method import BottleneckSettings  # registers `adapter.method: bottleneck`
 
-_LAZY = {  # PEFT and torch load on first use: the recipe checks import neither
-    "BottleneckConfig": "registration",
-    "BottleneckModel": "registration",
-    "PEFT_TYPE": "registration",
-    "BottleneckLayer": "layer",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# PEFT and torch load on first use: the recipe checks import neither.
+__getattr__ = lazy_attributes(
+    __name__,
+    {**dict.fromkeys(("BottleneckConfig", "BottleneckModel", "PEFT_TYPE"), "registration"), "BottleneckLayer": "layer"},
+)
 
 
 __all__ = [
