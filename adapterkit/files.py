@@ -13,6 +13,11 @@ from pathlib import Path
 from .errors import AdapterkitError, RunDirError
 
 
+def cache_dir() -> Path:
+    """Where adapterkit keeps what it can rebuild (converted GGUF checkpoints, tokenized data): $ADAPTERKIT_CACHE."""
+    return Path(os.environ.get("ADAPTERKIT_CACHE", Path.home() / ".cache" / "adapterkit"))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` all or nothing: a unique temporary file beside it (never a name a user's file could
     have: O_EXCL refuses an existing one), flushed to disk, then renamed over `path`."""

@@ -13,6 +13,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tokenized splits are not kept between tests (each test sees its own tokenizing); tests/data/test_token_cache.py
+# turns the cache on.
+os.environ.setdefault("ADAPTERKIT_TOKEN_CACHE_MIB", "0")
 
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:  # `from helpers import ...` (pytest's default prepend import mode puts it there as well)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .. import console
 from ..errors import DataError
 from ..heads import task_settings
+from .cache import cached_encode
 from .encoders import encoder_for
 from .labels import bad_label_rows, first_missing_label, label_names, unicode_forms
 from .readers import column, read_file
@@ -145,7 +146,7 @@ def prepare(recipe, tokenizer, head, labels: list[str] | None = None) -> Prepare
     labels = label_map(recipe, head, raw, labels)
     out, generation = {}, {}
     for split, (ds, source) in raw.items():
-        out[split] = enc.encode(ds, tokenizer, recipe, head, labels, source, split == "train")
+        out[split] = cached_encode(enc.encode, ds, tokenizer, recipe, head, labels, source, split == "train")
         if split != "train" and enc.generation is not None and wants_generation(recipe.task, head):
             generation[split] = enc.generation(ds, tokenizer, recipe, source)
     return Prepared(out, labels, record, {s: src for s, (_, src) in raw.items()}, generation)
@@ -243,5 +244,5 @@ def _encode_eval(recipe, tokenizer, head, labels, ds, source: str):
     cfg = recipe.data
     if cfg.max_eval_samples and cfg.max_eval_samples < len(ds):
         ds = ds.select(range(cfg.max_eval_samples))
-    out = encoder_for(head).encode(ds, tokenizer, recipe, head, labels, source, False)
+    out = cached_encode(encoder_for(head).encode, ds, tokenizer, recipe, head, labels, source, False)
     return out, "labels" in out.column_names

@@ -13,6 +13,7 @@ import torch
 
 from ..config import BackboneConfig, is_hub_id
 from ..errors import ModelError
+from ..files import cache_dir
 from ..hub import cache_location, hub_snapshot
 
 # What a backbone needs from a Hub repository: config, tokenizer and safetensors weights (never pickles).
@@ -34,10 +35,6 @@ QUANT_SKIP_MODULES = [
     r"(.*\.)?pooler",
 ]  # transformers matches prefix, regex or suffix;
 # a pooler at the root too: a shared base (model/shared.py) loads the bare backbone, whose pooler is `pooler`
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ADAPTERKIT_CACHE", Path.home() / ".cache" / "adapterkit"))
 
 
 def _package_dir(name: str) -> Path:
