@@ -548,9 +548,18 @@ class TrainingConfig(Section):
         le=MAX_CHECKPOINTS,
         description="How many of the latest checkpoints to keep (the one at the best evaluation is kept as well).",
     )
-    on_collapse: Literal["warn", "stop"] = Field(
-        "warn",
-        description="When an evaluation after warmup finds degenerate predictions (one class for every example or token, entity F1 0 while the gold has entities, accuracy no better than the commonest class): `warn` in the console, log.jsonl, metrics.json `warnings` and the report, or `stop` the run (status failed, exit 3).",
+    on_collapse: Literal["recover", "warn", "stop"] = Field(
+        "recover",
+        description="When evaluations find degenerate predictions (one class for every example or token, entity F1 0 while the gold has entities, accuracy no better than the commonest class; two evaluations in a row in the second half of training, or the final weights): `recover` restores the best weights an evaluation without such findings chose (or the weights training started from), multiplies the learning rate by `collapse_lr_factor`, clears the optimizer's moments and continues, at most `collapse_retries` times, and fails the run (exit 3) when the final weights are still collapsed; `warn` in the console, log.jsonl, metrics.json `warnings` and the report; or `stop` the run (status failed, exit 3). Every finding and recovery is logged, in metrics.json and in the report.",
+    )
+    collapse_retries: int = Field(
+        2, ge=1, le=10, description="`on_collapse: recover`: how many recoveries one run may make before it fails."
+    )
+    collapse_lr_factor: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="`on_collapse: recover`: each recovery multiplies every learning rate (and the rest of the schedule) by this.",
     )
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop",

@@ -254,6 +254,15 @@ def write_html(
         parts.append(
             "<h2>Warnings</h2>" + "".join(f'<p class="note">warning: {html.escape(w)}</p>' for w in final["warnings"])
         )
+    if final.get("recoveries"):
+        parts.append(
+            "<h2>Recoveries from collapse</h2>"
+            + "".join(
+                f'<p class="note">step {r["step"]}: back to the weights of {html.escape(str(r["restored"]))}, learning '
+                f"rate x{r['lr_factor']} (now {r['lr']:.3g})</p>"
+                for r in final["recoveries"]
+            )
+        )
     parts.append("<h2>Final metrics</h2>" + _metrics_table(final))
     sel = final.get("selection") or {}
     summary = [("weights scored", sel["weights"])] if sel.get("weights") else []

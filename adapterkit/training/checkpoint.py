@@ -55,6 +55,8 @@ class Position:
     batches: dict = field(default_factory=dict)  # task -> forward passes it has trained
     elapsed_s: float = 0.0
     eval_s: float = 0.0
+    best_collapsed: bool = False  # the best evaluation had collapse findings (a recovery goes to the start instead)
+    recoveries: list = field(default_factory=list)  # training.on_collapse: recover, one record per recovery
 
 
 # ---- tensors + JSON instead of pickle -------------------------------------------------------------------------
@@ -227,6 +229,8 @@ RESUME_MAY_CHANGE = (
     "data.test",
     "data.max_test_samples",
     "training.on_collapse",
+    "training.collapse_retries",  # what a collapse does, as on_collapse: a resume after a failed recovery may ask more
+    "training.collapse_lr_factor",
 )
 
 

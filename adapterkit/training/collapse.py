@@ -3,7 +3,7 @@ an entity F1 of 0 while the gold has entities, or accuracy no better than always
 
 Such a run has a finite, often flat loss and would otherwise finish looking fine (a LoRA NER run tagged every token
 `O` for five epochs and reported success). Each finding is one sentence naming what collapsed, the likely cause and
-the setting that stops the run on it (`training.on_collapse: stop`)."""
+what `training.on_collapse` does about it (recovery: training/recovery.py)."""
 
 from __future__ import annotations
 
@@ -46,5 +46,11 @@ def findings(head, preds: torch.Tensor | None, refs: torch.Tensor | None, metric
     return out
 
 
-def message(step: int, found: list[str]) -> str:
-    return f"training looks collapsed at step {step}: {'; '.join(found)}; {HINT}; training.on_collapse: stop ends such a run"
+def message(step: int, found: list[str], mode: str = "warn") -> str:
+    then = {
+        "warn": "training.on_collapse: stop ends such a run, recover (the default) goes back to better weights at a "
+        "lower learning rate",
+        "stop": "training.on_collapse: stop ends the run",
+        "recover": "training.on_collapse: recover goes back to better weights at a lower learning rate",
+    }[mode]
+    return f"training looks collapsed at step {step}: {'; '.join(found)}; {HINT}; {then}"

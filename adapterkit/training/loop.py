@@ -41,7 +41,7 @@ from ..runs import RunWriter, write_report_safely
 from ..runs.lock import locked
 from ..scoring import collect, generated_text_metrics, lower_is_better, score
 from ..scoring.precision import cpu_has_bf16, mixed_precision  # noqa: F401  (cpu_has_bf16: re-exported)
-from . import checkpoint, collapse, distributed, fsdp, multitask, switches, tracking
+from . import checkpoint, collapse, distributed, fsdp, multitask, recovery, switches, tracking
 from .interrupt import StopRequest
 from .layout import SingleTask, layout, selection  # noqa: F401  (selection: re-exported for tuning)
 from .nonfinite import NonFiniteGuard
@@ -255,6 +255,9 @@ class State:
     best_state: dict | None = None
     last_eval: tuple | None = None  # (step, results): the final evaluation reuses it when the weights are the same
     before: checkpoint.Position = field(default_factory=checkpoint.Position)  # where a resumed run started from
+    best_collapsed: bool = False  # the best evaluation so far had collapse findings
+    recoveries: list = field(default_factory=list)  # training.on_collapse: recover, one record each
+    start_state: dict | None = None  # the trained weights before the first step, for a recovery (recover only)
 
     @classmethod
     def start(cls, pos: checkpoint.Position, best_state, tasks) -> State:
@@ -270,6 +273,8 @@ class State:
             pos.eval_s,
             best_state,
             before=pos,
+            best_collapsed=pos.best_collapsed,
+            recoveries=list(pos.recoveries),
         )
 
     def position(self) -> checkpoint.Position:
@@ -283,6 +288,8 @@ class State:
             batches=dict(self.counts),
             elapsed_s=time.perf_counter() - self.t0,
             eval_s=self.eval_s,
+            best_collapsed=self.best_collapsed,
+            recoveries=list(self.recoveries),
         )
 
 
@@ -294,6 +301,7 @@ class Monitor:
     collapse_from: int
     warnings: list = field(default_factory=list)
     findings: dict = field(default_factory=dict)  # task -> findings of its latest validation evaluation
+    since: int = 0  # warnings before this index came before the latest recovery: a finding after it is new again
 
     @classmethod
     def for_run(cls, t, total_steps: int) -> Monitor:
@@ -352,6 +360,7 @@ def setup(
         writer.save_initial_adapter(job.model)
     batch = checkpoint.elastic_batch_size(resume_from, t.batch_size, accelerator.num_processes, len(tasks))
     s = _optimization(recipe, lay, run_dir, writer, accelerator, tokenizer, job, batch)
+    start = recovery.start_weights(s)  # before a resume loads its weights: a resumed run recovers to the same start
     pos, best_state = checkpoint.Position(), None
     if resume_from is not None:
         pos, best_state = s.ckpt.load(resume_from)
@@ -359,7 +368,9 @@ def setup(
         _start_run_folder(s, backbone, resume_from, pos)
     if resume_from is None:  # after start() marked the folder unfinished: old checkpoints go only once it is
         s.ckpt.clear()
-    return s, State.start(pos, best_state, tasks)
+    state = State.start(pos, best_state, tasks)
+    state.start_state = start
+    return s, state
 
 
 def _accelerator(recipe: Recipe, lay: SingleTask, run_dir: Path):
@@ -668,6 +679,7 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
     improved = state.best is None or (value < state.best if lower else value > state.best)
     if improved:
         state.best, state.best_step, state.bad_evals = value, state.step, 0
+        state.best_collapsed = any(monitor.findings.values())
         unwrapped = acc.unwrap_model(s.model)
         with distributed.gathered(unwrapped, s.trained_keys):  # ZeRO-3: whole on every rank; FSDP: each its shards
             state.best_state = fsdp.snapshot({k: v for k, v in unwrapped.state_dict().items() if k in s.trained_keys})
@@ -683,7 +695,7 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
                 s.writer.set_status("stopped", step=state.step)
             raise
     _check_collapse(
-        s, monitor, state.step, previous, at_end=state.step >= s.total_steps and state.best_step == state.step
+        s, state, monitor, state.step, previous, at_end=state.step >= s.total_steps and state.best_step == state.step
     )
     if es.patience and state.bad_evals >= es.patience:
         if s.main:
@@ -720,27 +732,29 @@ def _log_evals(s: Session, results: dict[str, dict], step: int, **extra) -> None
         )
 
 
-def _check_collapse(s: Session, monitor: Monitor, at: int, previous: dict[str, list[str]], at_end: bool) -> None:
-    for n, found in monitor.findings.items():
-        seen = (
-            found if at_end else [f for f in found if f in previous.get(n, ())] if at >= monitor.collapse_from else []
-        )
-        _report_collapse(s, monitor, at, s.layout.prefix(n, "task {}: "), seen)
-
-
-def _report_collapse(s: Session, monitor: Monitor, at: int, prefix: str, found: list[str]) -> None:
-    new = [f for f in found if not any(w.endswith(prefix + f) for w in monitor.warnings)]
-    if not new:
+def _check_collapse(
+    s: Session, state: State, monitor: Monitor, at: int, previous: dict[str, list[str]], at_end: bool
+) -> None:
+    found = []
+    for n, now in monitor.findings.items():
+        seen = now if at_end else [f for f in now if f in previous.get(n, ())] if at >= monitor.collapse_from else []
+        found += [s.layout.prefix(n, "task {}: ") + f for f in seen]
+    if not found:
         return
-    msg = collapse.message(at, [prefix + f for f in new])
-    monitor.warnings.extend(f"step {at}: {prefix}{f}" for f in new)
-    if s.main:
-        s.writer.log(dict(event="warning", step=at, kind="collapse", message=msg))
-        console.echo(f"adapterkit: warning: {msg}", err=True)
-    if s.recipe.training.on_collapse == "stop":
+    mode = s.recipe.training.on_collapse
+    new = [f for f in found if not any(w.endswith(f) for w in monitor.warnings[monitor.since :])]
+    msg = collapse.message(at, new or found, mode)
+    if new:
+        monitor.warnings.extend(f"step {at}: {f}" for f in new)
+        if s.main:
+            s.writer.log(dict(event="warning", step=at, kind="collapse", message=msg))
+            console.echo(f"adapterkit: warning: {msg}", err=True)
+    if mode == "stop" and new:
         if s.main:
             s.writer.log(dict(event="stopped", step=at, reason="collapsed"))
         raise Collapsed(msg)
+    if mode == "recover" and (new or at_end):
+        recovery.recover_or_fail(s, state, monitor, at, msg, at_end)
 
 
 def _checkpoint_if_due(s: Session, state: State, stop: bool) -> bool:
@@ -765,7 +779,7 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
             unwrapped.load_state_dict(state.best_state, strict=False)
     results = {n: _final_results(s, state, monitor, n, k) for n, k in s.tasks.items()}
     if s.has_eval:
-        _check_collapse(s, monitor, state.best_step or state.step, {}, at_end=True)  # the weights the run ends with
+        _check_collapse(s, state, monitor, state.best_step or state.step, {}, at_end=True)  # the weights it ends with
     train_info = dict(
         steps=state.step,
         examples=state.seen,
@@ -787,6 +801,8 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
     _log_evals(s, s.layout.final_evals(results), state.step)
     if monitor.warnings:
         final["warnings"] = list(monitor.warnings)
+    if state.recoveries:
+        final["recoveries"] = list(state.recoveries)
     timings.lap("final evaluation")
     s.accelerator.wait_for_everyone()
     if fsdp.active(s.accelerator):  # every process takes part; the main one's model then saves as any other
