@@ -97,7 +97,8 @@ def _echo_headline(selection: dict | None) -> None:
     h = (selection or {}).get("headline")
     if h and selection:
         note = f" ({h['note']})" if h.get("note") else ""
-        echo(f"headline: {h['split']} {h['metric']} {h['value']} with the {selection['weights']} weights{note}")
+        also = "".join(f", {k} {v}" for k, v in (h.get("also") or {}).items())
+        echo(f"headline: {h['split']} {h['metric']} {h['value']}{also} with the {selection['weights']} weights{note}")
 
 
 def _fail(msg: str):

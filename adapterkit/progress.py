@@ -1,7 +1,8 @@
 """Progress bars for the long steps (loading, tokenizing, training, evaluation, export), quiet in logs.
 
-Bars show only when stderr is a terminal, so CI logs and files stay clean (log.jsonl has the numbers).
-ADAPTERKIT_PROGRESS=1 forces them on, ADAPTERKIT_PROGRESS=0 off.
+Bars show only when stderr is a terminal, so CI logs and files stay clean (log.jsonl has the numbers); there,
+training prints a plain line every 30 s instead (step, loss, examples/s, time left). ADAPTERKIT_PROGRESS=1 forces
+bars on, ADAPTERKIT_PROGRESS=0 turns bars and lines off.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ def enabled(file=None) -> bool:
         return False
     stream = file or console.stderr()
     return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def progress_lines() -> bool:
+    """Training's plain progress lines (step, loss, time left, every 30 s) where no bar shows; ADAPTERKIT_PROGRESS=0
+    turns them off too."""
+    return os.environ.get("ADAPTERKIT_PROGRESS", "").strip().lower() not in ("0", "false", "no", "off")
 
 
 def progress(iterable=None, **kw):

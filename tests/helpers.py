@@ -151,14 +151,27 @@ def tiny_recipe(model_dir: Path, files: dict, out: Path, *, replace: dict | None
         "data": {"train": str(files["train"]), "validation": str(files["validation"]), "max_length": 32},
         # float32: thresholds tuned on tiny random models stay put on any CPU (`auto` picks bf16 where the CPU has it;
         # tests/model/test_fast_paths.py and tests/training/test_collapse.py train under it)
+        # on_collapse warn: tiny random models pass through one-class phases that the guard reads as collapse;
+        # tests/training/test_collapse.py tests recover (the default) and stop on purpose
         "training": {"output_dir": str(out), "epochs": 2, "batch_size": 8, "lr": 5e-3, "log_every": 2, "seed": 0,
-                     "mixed_precision": "no"},
+                     "mixed_precision": "no", "on_collapse": "warn"},
     }
     for k, v in sections.items():
         r.setdefault(k, {}).update(v)
     for k, v in (replace or {}).items():
         r[k] = v
     return r
+
+
+def run_loads_with(expr: str, cwd: Path, env: dict | None = None) -> str:
+    """Run an export report's `loads_with` string as written, in a fresh process (no adapterkit import) whose working
+    directory is not the export's: what a user pasting it gets. Returns the loaded object's class name."""
+    mods = "transformers, peft" + (", onnxruntime" if "onnxruntime" in expr else "")
+    code = f"import {mods}\nm = {expr}\nprint('loaded', type(m).__name__)"
+    res = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    assert res.returncode == 0 and "loaded" in res.stdout, (expr, res.stderr[-2000:])
+    return res.stdout.split()[-1]
 
 
 def write_recipe(path: Path, recipe: dict) -> Path:

@@ -550,7 +550,7 @@ class TrainingConfig(Section):
     )
     on_collapse: Literal["recover", "warn", "stop"] = Field(
         "recover",
-        description="When evaluations find degenerate predictions (one class for every example or token, entity F1 0 while the gold has entities, accuracy no better than the commonest class; two evaluations in a row in the second half of training, or the final weights): `recover` restores the best weights an evaluation without such findings chose (or the weights training started from), multiplies the learning rate by `collapse_lr_factor`, clears the optimizer's moments and continues, at most `collapse_retries` times, and fails the run (exit 3) when the final weights are still collapsed; `warn` in the console, log.jsonl, metrics.json `warnings` and the report; or `stop` the run (status failed, exit 3). Every finding and recovery is logged, in metrics.json and in the report.",
+        description="When evaluations find degenerate predictions (one class for every example or token, entity F1 0 while the gold has entities, accuracy no better than the commonest class; two evaluations in a row in the second half of training, or the final weights): `recover` restores the best weights an evaluation without such findings chose (or the weights training started from), multiplies the learning rate by `collapse_lr_factor`, clears the optimizer's moments and continues, at most `collapse_retries` times, and fails the run (exit 3) when it collapses again after the last recovery or ends collapsed after one (a collapse only the final weights show, with no step left, stays a warning); `warn` in the console, log.jsonl, metrics.json `warnings` and the report; or `stop` the run (status failed, exit 3). Every finding and recovery is logged, in metrics.json and in the report.",
     )
     collapse_retries: int = Field(
         2, ge=1, le=10, description="`on_collapse: recover`: how many recoveries one run may make before it fails."
@@ -689,6 +689,15 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _token_columns(self, info: ValidationInfo):
         _default_token_columns(self.task, self.data, registries(info))
+        return self
+
+    @model_validator(mode="after")
+    def _generation_selects(self):
+        # A recipe that asks for generated-text metrics is judged by them: the first selects the best weights and
+        # heads the run, unless the recipe names its own early_stopping.metric.
+        wanted = getattr(self.task, "generation_metrics", None) if self.tasks is None else None
+        if wanted and "metric" not in self.training.early_stopping.model_fields_set:
+            self.training.early_stopping.metric = wanted[0]
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ..files import check_out_dir, new_temp_dir, read_json
 from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
 from ..model import build_task_model, is_mergeable, load_run, load_run_recipe
-from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model, resolve_path
+from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model, package_hub_id, resolve_path
 from . import gguf_export, onnx_export
 from .formats import FORMATS, ExportFormat, ExportOptions, register_format
 from .formats import names as format_names
@@ -84,6 +84,7 @@ def export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    report = _final_paths(report, tmp, out)
     report["files"] = _file_report(tmp)
     (tmp / "export_report.json").write_text(json.dumps(report, indent=1))
     old = new_temp_dir(out, "old")
@@ -93,6 +94,18 @@ def export(
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+    return report
+
+
+def _final_paths(report, tmp: Path, out: Path):
+    """The report with the temporary folder's path (written while verifying) replaced by the export's own, absolute,
+    so its `loads_with` strings run as written from any directory."""
+    if isinstance(report, dict):
+        return {k: _final_paths(v, tmp, out) for k, v in report.items()}
+    if isinstance(report, list):
+        return [_final_paths(v, tmp, out) for v in report]
+    if isinstance(report, str):
+        return report.replace(str(tmp), str(out.resolve()))
     return report
 
 
@@ -235,13 +248,14 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
         loaded = PeftModel.from_pretrained(base_model, tmp, is_trainable=False)
         report["loads_with"] = (
             f"peft.PeftModel.from_pretrained(transformers.{head.auto().__name__}.from_pretrained("
-            f"'{base}', num_labels=...), '{tmp.name}')"
+            f"{base!r}{_revision_kwarg(cfg)}{_label_kwargs(head, labels)}), {str(tmp)!r})"
         )
     else:
         loaded = load_run(run_dir, quantization="none").model
         shutil.copy2(run_dir / "head.safetensors", tmp / "head.safetensors")
         report["loads_with"] = (
-            "peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(base), DIR) + head.safetensors (custom head)"
+            f"peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained({base!r}), {str(tmp)!r}) + "
+            f"head.safetensors (custom head: adapterkit's module)"
         )
     loaded.to(DTYPES[dtype]).eval()
     got = verify.run_pass(loaded, ref.probe, head, probe=PROBE_EXAMPLES, labels=labels, task=recipe.task)
@@ -255,9 +269,21 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     return report
 
 
+def _revision_kwarg(cfg: dict) -> str:
+    return f", revision={cfg['revision']!r}" if cfg.get("revision") else ""
+
+
+def _label_kwargs(head, labels) -> str:
+    """`, num_labels=N, id2label={...}` for heads with named classes: the loaded model then names them."""
+    if not head.named_labels or not labels:
+        return ""
+    return f", num_labels={len(labels)}, id2label={dict(enumerate(labels))!r}"
+
+
 def base_name(backbone) -> str:
-    """How an export names its base model: the Hub id when the run has one, else the local checkpoint folder."""
-    return hub_id(backbone) or str(checkpoint_dir(backbone))
+    """How an export names its base model: the Hub id when the run has one (a packaged model's, when its package
+    holds that repository's own weights), else the local checkpoint folder."""
+    return hub_id(backbone) or package_hub_id(backbone) or str(checkpoint_dir(backbone))
 
 
 def _over(check: dict) -> str:
@@ -380,7 +406,7 @@ def _merge_and_save(run_dir: Path, ref, tmp: Path, dtype: str, tolerance: float 
     loaded = head.auto().from_pretrained(tmp, dtype=DTYPES[dtype], use_safetensors=True)
     reloaded = _rewrap(loaded, head, recipe, labels, ref.tokenizer)
     reloaded.eval()
-    loads_with = f"transformers.{head.auto().__name__}.from_pretrained"
+    loads_with = f"transformers.{head.auto().__name__}.from_pretrained({str(tmp)!r})"
     return _Saved(reloaded, False, loads_with, check, merged_probe)
 
 

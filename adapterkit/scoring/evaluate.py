@@ -90,10 +90,15 @@ def head_metrics(head, preds: torch.Tensor, refs: torch.Tensor, labels=None, tas
 def generated_text_metrics(model, tokenizer, task, rows) -> dict:
     """task.generation_metrics (bleu, chrf, rouge, exact_match) of batched generations from `rows`' prompts against
     their references; {} when the task asks for none."""
+    return generate_and_score(model, tokenizer, task, rows)[0]
+
+
+def generate_and_score(model, tokenizer, task, rows) -> tuple[dict, list[str] | None]:
+    """generated_text_metrics and the generated texts themselves (None when the task asks for no metrics)."""
     settings = task_settings(task)
     names = getattr(settings, "generation_metrics", None)
     if not names or rows is None:
-        return {}
+        return {}, None
     prompts, references = rows
     predictions = generate_batch(model, tokenizer, prompts, settings.generation)
-    return metrics_mod.compute(tuple(names), predictions, references)
+    return metrics_mod.compute(tuple(names), predictions, references), predictions

@@ -12,6 +12,7 @@ task's next batch each step of a multi-task job trains on.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -33,13 +34,14 @@ from ..config import Recipe
 from ..data.audit import audit
 from ..data.audit import to_dict as audit_dict
 from ..errors import AdapterkitError, Collapsed, Interrupted
+from ..files import atomic_write_text
 from ..heads import HEADS, Head
 from ..model import trainable_parameters, warmstart
 from ..model.backbone import deepspeed_launch, load_tokenizer, pin_revision
-from ..progress import progress, stage  # bars quiet in non-interactive logs; see progress.py
+from ..progress import progress, progress_lines, stage  # bars quiet in non-interactive logs; see progress.py
 from ..runs import RunWriter, write_report_safely
 from ..runs.lock import locked
-from ..scoring import collect, generated_text_metrics, lower_is_better, score
+from ..scoring import collect, generate_and_score, lower_is_better, score
 from ..scoring.precision import cpu_has_bf16, mixed_precision  # noqa: F401  (cpu_has_bf16: re-exported)
 from . import checkpoint, collapse, distributed, fsdp, multitask, recovery, switches, tracking
 from .interrupt import StopRequest
@@ -229,6 +231,7 @@ class Session:
     has_eval: bool
     sizes: dict  # task -> training batches per epoch
     allocate: Callable | None = None  # PEFT's AdaLoRA rank reallocation, run after each optimizer step
+    generations: dict = field(default_factory=dict)  # (task, split) -> (rows, texts) of its latest evaluation
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -253,11 +256,15 @@ class State:
     t0: float
     eval_s: float  # evaluation time, kept out of the training throughput
     best_state: dict | None = None
-    last_eval: tuple | None = None  # (step, results): the final evaluation reuses it when the weights are the same
+    # (step, results, collapse findings, generations) of the latest and of the best evaluation: the final evaluation
+    # reuses the one that scored the weights the run ends with instead of scoring them again
+    last_eval: tuple | None = None
+    best_eval: tuple | None = None
     before: checkpoint.Position = field(default_factory=checkpoint.Position)  # where a resumed run started from
     best_collapsed: bool = False  # the best evaluation so far had collapse findings
     recoveries: list = field(default_factory=list)  # training.on_collapse: recover, one record each
     start_state: dict | None = None  # the trained weights before the first step, for a recovery (recover only)
+    shown_at: float = 0.0  # when the last progress line was printed (no bar: stderr is not a terminal)
 
     @classmethod
     def start(cls, pos: checkpoint.Position, best_state, tasks) -> State:
@@ -645,7 +652,36 @@ def log_step(s: Session, state: State, bar=None) -> None:
     )
     if s.main:
         s.writer.log(record)
+        if bar is not None and bar.disable:
+            _progress_line(s, state, record)
     state.windows = {n: [0.0, 0] for n in s.tasks}
+
+
+PROGRESS_EVERY_S = 30.0
+
+
+def _progress_line(s: Session, state: State, record: dict) -> None:
+    """Where no bar shows (stderr is a file or a pipe), a line every 30 s: step, loss, speed and the time left at the
+    speed of the steps so far (evaluations add to it)."""
+    now = time.perf_counter()
+    if now - max(state.shown_at, state.t0) < PROGRESS_EVERY_S or not progress_lines():
+        return
+    state.shown_at = now
+    done = state.step - state.before.step
+    train_s = now - state.t0 - state.eval_s - (state.before.elapsed_s - state.before.eval_s)
+    left = (s.total_steps - state.step) * train_s / max(done, 1)
+    losses = "".join(f" {k} {v:.4f}" for k, v in record.items() if k == "loss" or k.endswith("loss"))
+    console.echo(
+        f"step {state.step}/{s.total_steps} ({100 * state.step / s.total_steps:.0f}%){losses}, "
+        f"{record['examples_per_s']} examples/s, about {_duration(left)} left",
+        err=True,
+    )
+
+
+def _duration(seconds: float) -> str:
+    m, sec = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s" if m else f"{sec} s"
 
 
 def _evaluate_if_due(s: Session, state: State, monitor: Monitor, on_eval) -> bool:
@@ -672,7 +708,8 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
         for n, k in s.tasks.items()
         if k.eval_loader is not None
     }
-    state.last_eval = (state.step, results)
+    kept = {key: v for key, v in s.generations.items() if key[1] == "validation"}
+    state.last_eval = (state.step, results, dict(monitor.findings), kept)
     state.eval_s += time.perf_counter() - e0
     value = s.layout.select(results, es.metric)
     lower = lower_is_better(es.metric, es.mode)
@@ -680,6 +717,7 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
     if improved:
         state.best, state.best_step, state.bad_evals = value, state.step, 0
         state.best_collapsed = any(monitor.findings.values())
+        state.best_eval = state.last_eval
         unwrapped = acc.unwrap_model(s.model)
         with distributed.gathered(unwrapped, s.trained_keys):  # ZeRO-3: whole on every rank; FSDP: each its shards
             state.best_state = fsdp.snapshot({k: v for k, v in unwrapped.state_dict().items() if k in s.trained_keys})
@@ -710,7 +748,10 @@ def evaluate_split(s: Session, monitor: Monitor, name: str, loader, split: str) 
     result = score(c, k.head, k.labels, k.recipe.task)
     # Generated-text metrics (causal LM): batched generation with the task's adapter in place.
     generator = s.layout.generator(s.accelerator.unwrap_model(s.model), name, k.adapter)
-    result.update(generated_text_metrics(generator, s.tokenizer, k.recipe.task, k.generation.get(split)))
+    scores, texts = generate_and_score(generator, s.tokenizer, k.recipe.task, k.generation.get(split))
+    result.update(scores)
+    if texts is not None:
+        s.generations[(name, split)] = (k.generation[split], texts)
     if split == "validation":
         monitor.findings[name] = collapse.findings(k.head, c.preds, c.refs, result, k.labels)
     return result
@@ -796,7 +837,9 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
         state.counts,
         s.accelerator.num_processes,
         train_info,
-        lambda result: _selection(result, es.metric, state.best_step, state.step, selected),
+        lambda result: _selection(
+            result, es.metric, state.best_step, state.step, selected, _generation_metrics(s.recipe)
+        ),
     )
     _log_evals(s, s.layout.final_evals(results), state.step)
     if monitor.warnings:
@@ -819,11 +862,14 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
 def _final_results(s: Session, state: State, monitor: Monitor, n: str, k: Task) -> dict:
     t, res = s.recipe.training, {}
     if k.eval_loader is not None:
-        last = state.last_eval
-        same = last is not None and last[0] == state.step and state.best_step == state.step and n in last[1]
-        res["validation"] = (
-            last[1][n] if same and last is not None else evaluate_split(s, monitor, n, k.eval_loader, "validation")
-        )
+        ends_with = state.best_step if state.best_state is not None else state.step  # finish() restored the best
+        done = next((e for e in (state.last_eval, state.best_eval) if e and e[0] == ends_with and n in e[1]), None)
+        if done is None:
+            res["validation"] = evaluate_split(s, monitor, n, k.eval_loader, "validation")
+        else:  # these weights were scored at that step: the same numbers, findings and generated texts
+            res["validation"] = done[1][n]
+            monitor.findings[n] = done[2].get(n, [])
+            s.generations.update({key: v for key, v in done[3].items() if key[0] == n})
     if "test" in k.splits:
         test_dl = s.accelerator.prepare(
             data_mod.dataloader(k.splits["test"], s.tokenizer, t.eval_batch_size, False, t.seed, False, by_length=True)
@@ -834,6 +880,7 @@ def _final_results(s: Session, state: State, monitor: Monitor, n: str, k: Task) 
 
 def _write_run(s: Session, model, final: dict, step: int, timings: Timings) -> None:
     others = s.layout.save(s.writer, s.job, model, final, s.tokenizer, s.total_steps, s.n_train)
+    _write_generations(s)
     checkpoint.pause_for_tests("final")
     s.writer.finish(dict(final, timings=timings.total()))
     timings.lap("saving")
@@ -847,7 +894,26 @@ def _write_run(s: Session, model, final: dict, step: int, timings: Timings) -> N
     s.writer.log(dict(event="timings", **final["timings"], peak_rss_mib=timings.peaks))
 
 
-def _selection(result: dict, metric: str, best_step: int | None, step: int, selected: bool) -> dict:
+def _write_generations(s: Session) -> None:
+    """generations/<split>.jsonl (<task>-<split>.jsonl in a multi-task run): prompt, output and references of every
+    split the final weights generated for, so a person (or a diff) reads what the run wrote without generating again."""
+    for (name, split), ((prompts, references), texts) in s.generations.items():
+        rows = (
+            json.dumps(
+                dict(prompt=s.tokenizer.decode(p), output=t, references=list(r)),
+                ensure_ascii=False,
+            )
+            + "\n"
+            for p, t, r in zip(prompts, texts, references)
+        )
+        folder = s.run_dir / "generations"
+        folder.mkdir(exist_ok=True)
+        atomic_write_text(folder / f"{split if name == 'main' else f'{name}-{split}'}.jsonl", "".join(rows))
+
+
+def _selection(
+    result: dict, metric: str, best_step: int | None, step: int, selected: bool, also_list: tuple = ()
+) -> dict:
     """Which weights the final metrics come from and which split is the honest headline: a split that chose the
     checkpoint reports an optimistic number, so the held-out test split heads the run when there is one."""
     chosen = selected and best_step is not None and best_step != step
@@ -858,9 +924,17 @@ def _selection(result: dict, metric: str, best_step: int | None, step: int, sele
     split = "test" if "test" in result else ("validation" if "validation" in result else None)
     if split is not None and metric in result[split]:
         out["headline"] = dict(split=split, metric=metric, value=result[split][metric])
+        also = {k: result[split][k] for k in also_list if k != metric and k in result[split]}
+        if also:
+            out["headline"]["also"] = also
         if split == "validation" and chosen:
             out["headline"]["note"] = "validation chose these weights: optimistic; add data.test for a held-out number"
     return out
+
+
+def _generation_metrics(recipe: Recipe) -> tuple:
+    """The generated-text metrics a single-task recipe asks for: listed beside the headline."""
+    return tuple(getattr(recipe.task, "generation_metrics", None) or ()) if recipe.tasks is None else ()
 
 
 def _fresh_state_for(precision: str) -> None:

@@ -1,7 +1,8 @@
 """`training.on_collapse: recover`: when the collapse guard fires (training/collapse.py), go back to the best weights an
 evaluation without findings chose, or to the weights training started from, multiply the learning rate and the rest
 of its schedule by `collapse_lr_factor`, clear the optimizer's moments (they point where the run collapsed) and go
-on; at most `collapse_retries` times. A run whose final weights are still collapsed fails (exit 3).
+on; at most `collapse_retries` times. A run whose final weights are still collapsed after a recovery fails (exit 3);
+one whose collapse only the final weights show (no step was left to recover in) finishes with its warning.
 
 Everything a recovery changes is in the next checkpoint (weights, optimizer and schedule state, the recovery records
 in the loop's position), so a resume after a recovery continues exactly as the uninterrupted run does."""
@@ -26,12 +27,14 @@ def recover_or_fail(s, state, monitor, at: int, msg: str, at_end: bool) -> None:
     """Recover from the collapse `msg` describes, or raise Collapsed when no recovery is left or no step is."""
     t = s.recipe.training
     done = len(state.recoveries)
-    if at_end:
+    if at_end:  # the weights the run ends with
+        if not done:
+            return  # no step was left to recover in and none was tried: the warning stands, as with `warn`
         reason = f"the weights the run ends with, after {done} recover{'y' if done == 1 else 'ies'}"
+    elif state.step >= s.total_steps:
+        return  # the last evaluation: the run ends with its best weights, which the final check looks at
     elif done >= t.collapse_retries:
         reason = f"after {done} recover{'y' if done == 1 else 'ies'} (training.collapse_retries: {t.collapse_retries})"
-    elif state.step >= s.total_steps:
-        reason = "no training steps are left to recover in"
     else:
         reason = ""
     if reason:

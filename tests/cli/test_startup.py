@@ -43,6 +43,9 @@ def test_help_and_bad_input_import_no_model_stack(tmp_path):
         "a missing run": ["eval", tmp_path / "missing"],
         "a missing export source": ["export", tmp_path / "missing", "--out", tmp_path / "out"],
     }
+    for command in ("launch", "tune", "eval", "generate", "predict", "serve", "export", "verify", "merge", "sweep",
+                    "compare", "report", "inspect", "env", "data"):
+        cases[f"{command} --help"] = [command, "--help"]
     for name, argv in cases.items():
         got = probe(*argv, out=tmp_path / "probe.json")
         assert got["heavy"] == [], (name, got)

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from helpers import ROOT, cli_process, tiny_recipe, write_recipe, write_sentiment
+from helpers import ROOT, cli, cli_process, tiny_recipe, write_recipe, write_sentiment
 
 ENV = {"HF_HUB_OFFLINE": "1", "ADAPTERKIT_PROGRESS": "0", "ADAPTERKIT_DEBUG": None}  # over this process's; None: unset
 
@@ -101,3 +101,22 @@ def test_the_checkout_is_on_its_lock():
     if os.environ.get("ADAPTERKIT_LATEST") == "1":
         pytest.skip(f"make test-latest: newer than the lock where it differs ({sorted(off)})")
     assert not off, off
+
+
+@pytest.mark.slow
+def test_without_a_terminal_training_prints_progress_with_time_left(tiny_bert, tmp_path, monkeypatch):
+    import re
+
+    import adapterkit.training.loop as loop
+
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 0.0)  # every log step (30 s apart otherwise)
+    files = write_sentiment(tmp_path, n_train=32, n_val=8)
+    r = tiny_recipe(tiny_bert, files, tmp_path / "run", training={"epochs": 1, "batch_size": 8, "log_every": 1})
+    res = cli("train", write_recipe(tmp_path / "r.yaml", r))
+    assert res.code == 0, res.err
+    lines = [x for x in res.err.splitlines() if x.startswith("step ")]
+    assert len(lines) == 4, res.err  # 4 steps; stderr is not a terminal here, so no bar
+    assert re.fullmatch(r"step 2/4 \(50%\) loss [0-9.]+, [0-9.]+ examples/s, about \d+ s left", lines[1]), lines[1]
+    monkeypatch.setenv("ADAPTERKIT_PROGRESS", "0")
+    res = cli("train", write_recipe(tmp_path / "r.yaml", r), "--set", "training.overwrite=true")
+    assert res.code == 0 and not [x for x in res.err.splitlines() if x.startswith("step ")], res.err

@@ -14,7 +14,8 @@ from adapterkit.deploy import export
 from adapterkit.model import load_run
 from adapterkit.training import train
 from adapterkit.inference import verify
-from helpers import as_recipe, cli, minilm_dir, restamp, shared_data, tiny_recipe, write_ner, write_sentiment
+from helpers import (as_recipe, cli, hub_repo, minilm_dir, restamp, run_loads_with, shared_data, tiny_recipe, write_ner,
+                     write_sentiment)
 
 MERGEABLE = sorted(n for n, m in METHODS.items() if m.mergeable and not m.trains_base)  # adapters that merge
 
@@ -175,6 +176,9 @@ def test_adapter_export_round_trips_through_plain_peft(runs, tmp_path):
     report = export(run, tmp_path / "exp", fmt="adapter")
     assert report["reloaded_vs_run"]["max_abs_diff"] < 1e-5
     assert report["verification"]["exported"]["prediction_agreement"] == 1.0
+    # the string to paste names the export (not a temporary folder) and the label names
+    assert str((tmp_path / "exp").resolve()) in report["loads_with"] and "id2label={0: 'neg', 1: 'pos'}" in report["loads_with"]
+    assert run_loads_with(report["loads_with"], tmp_path) == "PeftModelForSequenceClassification"
     texts = ["the film was great and great", "the film was awful", "the film was fine"]
     _loaded = load_run(run, quantization="none")
     model, tok = _loaded.model, _loaded.tokenizer
@@ -344,6 +348,16 @@ def test_real_minilm_int8_export_loads_without_adapterkit(tmp_path):
                          env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout.strip().splitlines()[-1]) == [1, 0]
+    assert run_loads_with(report["loads_with"], tmp_path) == "BertForSequenceClassification"
+    # The adapter export names the model's Hub id, not the package's folder: it loads wherever that id resolves
+    # (here a Hub cache laid out from the package's own files).
+    adapter = export(tmp_path / "run", tmp_path / "adapter", fmt="adapter")
+    assert adapter["base"] == "sentence-transformers/all-MiniLM-L6-v2"
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == adapter["base"]
+    hub_repo(tmp_path / "hf", adapter["base"], {p.name: p for p in minilm_dir().iterdir() if p.is_file()})
+    assert run_loads_with(adapter["loads_with"], tmp_path, env={"HF_HOME": str(tmp_path / "hf")}) == (
+        "PeftModelForSequenceClassification")
 
 
 _NO_ADAPTERKIT = "assert 'adapterkit' not in sys.modules\n"
@@ -361,7 +375,9 @@ def test_token_classification_export_loads_with_auto_class(tiny_bert, tmp_path):
     files = write_ner(tmp_path, n_train=48, n_val=16)
     run = _train(tiny_bert, files, tmp_path / "ner", task={"type": "token_classification"}, training={"lr": 1e-2})
     report = export(run, tmp_path / "exp", requantize=False)
-    assert report["loads_with"] == "transformers.AutoModelForTokenClassification.from_pretrained"
+    exp = str((tmp_path / "exp").resolve())
+    assert report["loads_with"] == f"transformers.AutoModelForTokenClassification.from_pretrained({exp!r})"
+    assert run_loads_with(report["loads_with"], tmp_path) == "BertForTokenClassification"
     assert report["merged_vs_unmerged"]["max_abs_diff"] < 1e-4
     assert report["verification"]["exported"]["prediction_agreement"] == 1.0
     assert "f1" in report["verification"]["exported"]["metrics"]
@@ -389,7 +405,9 @@ def test_causal_lm_export_loads_with_auto_class_and_generates(tiny_llama, tmp_pa
     run = _train(tiny_llama, {"train": f, "validation": f}, tmp_path / "lm", task={"type": "causal_lm"},
                  training={"max_steps": 4, "lr": 1e-2})
     report = export(run, tmp_path / "exp", requantize=False)
-    assert report["loads_with"] == "transformers.AutoModelForCausalLM.from_pretrained"
+    exp = str((tmp_path / "exp").resolve())
+    assert report["loads_with"] == f"transformers.AutoModelForCausalLM.from_pretrained({exp!r})"
+    assert run_loads_with(report["loads_with"], tmp_path) == "LlamaForCausalLM"
     assert report["merged_vs_unmerged"]["max_abs_diff"] < 1e-4
     assert "perplexity" in report["verification"]["exported"]["metrics"]
     code = ("import sys, json, torch\n"

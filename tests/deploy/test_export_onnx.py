@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from helpers import cli, tiny_recipe, write_ner, write_recipe, write_sentiment
+from helpers import cli, run_loads_with, tiny_recipe, write_ner, write_recipe, write_sentiment
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is in the test extra (make setup installs it)")
 
@@ -35,6 +35,9 @@ def test_sequence_classification_onnx_and_int8_verified_and_loads_without_adapte
     assert v["onnx"]["prediction_agreement"] == 1.0 and v["onnx"]["delta_points"] == 0.0
     assert 0.8 <= v["onnx_int8"]["prediction_agreement"] <= 1.0 and "delta_points" in v["onnx_int8"]
     assert "loss" not in v["onnx"]["metrics"] and report["format"] == "onnx"
+    assert run_loads_with(report["loads_with"], tmp_path) == "InferenceSession"
+    assert run_loads_with(report["tokenizer"], tmp_path).endswith("Tokenizer")
+    assert "id2label" in json.loads((tmp_path / "onnx" / "config.json").read_text())  # where report["labels"] says
     texts = ["the film was great and really great", "the film was awful"]
     script = f"""
 import json, sys, numpy as np, onnxruntime as ort

@@ -104,8 +104,8 @@ def gen_run(tiny_llama, tmp_path_factory):
     r = tiny_recipe(tiny_llama, {"train": f, "validation": f}, d / "run",
                     task={"type": "causal_lm", "generation_metrics": ["bleu", "chrf", "exact_match"],
                           "generation": {"max_new_tokens": 3, "batch_size": 8}},
-                    training={"max_steps": 30, "batch_size": 8, "lr": 3e-2, "log_every": 5, "eval_every": 10, "trackers": ["tensorboard"],
-                              "early_stopping": {"metric": "bleu"}})
+                    # no early_stopping: the first generation metric (bleu) selects and heads the run
+                    training={"max_steps": 30, "batch_size": 8, "lr": 3e-2, "log_every": 5, "eval_every": 10, "trackers": ["tensorboard"]})
     return d / "run", adapterkit.train(adapterkit.recipe_from_dict(r)), f
 
 
@@ -125,6 +125,14 @@ def test_generated_text_metrics_reach_metrics_log_report_and_tracker(gen_run):
     assert {"validation/bleu", "final/validation/bleu"} <= set(acc.Tags()["scalars"])
     best = max(evals, key=lambda e: (e["bleu"], -e["step"]))
     assert final["train"]["best_step"] == best["step"]  # early stopping selected on BLEU
+    h = final["selection"]["headline"]
+    assert h["metric"] == "bleu" and set(h["also"]) == {"chrf", "exact_match"}
+    kept = [json.loads(line) for line in (run / "generations" / "validation.jsonl").read_text().splitlines()]
+    assert len(kept) == len(_rows()) and all(set(g) == {"prompt", "output", "references"} for g in kept)
+    from adapterkit import metrics
+
+    # the kept texts are the ones the final validation score was computed from
+    assert metrics.compute(("bleu",), [g["output"] for g in kept], [g["references"] for g in kept])["bleu"] == val["bleu"]
 
 
 @pytest.mark.slow

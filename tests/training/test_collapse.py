@@ -86,7 +86,14 @@ def test_a_healthy_run_is_silent(tiny_bert, tmp_path, capsys):
 
 def _recovering(tiny_bert, tmp_path, out, **training):
     # 96 sentences / 16 = 6 steps an epoch, 36 in all; lr 3 tags every token `O` by step 18 (evaluations every 3)
-    return _ner_recipe(tiny_bert, tmp_path, out, lr=3.0, warmup_ratio=0.0, epochs=6, eval_every=3, **training)
+    return _ner_recipe(tiny_bert, tmp_path, out, lr=3.0, warmup_ratio=0.0, epochs=6, eval_every=3,
+                       **{"on_collapse": "recover", **training})
+
+
+def test_recover_is_the_default():
+    from adapterkit.config.schema import TrainingConfig
+
+    assert TrainingConfig().on_collapse == "recover"
 
 
 @pytest.mark.slow

@@ -20,6 +20,19 @@ def test_selection_names_weights_and_prefers_the_held_out_split():
     s = _selection({"validation": {"accuracy": 0.9}}, "accuracy", best_step=100, step=100, selected=True)
     assert s["weights"] == "final (step 100)" and s["chosen_on"] is None and "note" not in s["headline"]
     assert "headline" not in _selection({}, "accuracy", None, 10, False)
+    s = _selection({"test": {"loss": 1.6, "bleu": 40.3, "chrf": 58.9}}, "bleu", 40, 100, True, ("bleu", "chrf"))
+    assert s["headline"] == {"split": "test", "metric": "bleu", "value": 40.3, "also": {"chrf": 58.9}}
+
+
+def test_generation_metrics_select_unless_the_recipe_says_otherwise(tiny_llama, tmp_path):
+    from adapterkit.model import recipe_from_dict
+
+    files = {"train": tmp_path / "t.jsonl", "validation": tmp_path / "t.jsonl"}
+    r = tiny_recipe(tiny_llama, files, tmp_path / "run", task={"type": "causal_lm", "generation_metrics": ["chrf", "bleu"]})
+    assert recipe_from_dict(r).training.early_stopping.metric == "chrf"
+    assert recipe_from_dict(r, ["training.early_stopping.metric=loss"]).training.early_stopping.metric == "loss"
+    r["task"] = {"type": "causal_lm"}
+    assert recipe_from_dict(r).training.early_stopping.metric == "loss"
 
 
 @pytest.mark.slow
@@ -34,3 +47,28 @@ def test_a_run_reports_its_headline(tiny_bert, sentiment_files, tmp_path):
     assert h["split"] == "test" and h["value"] == saved["test"][h["metric"]]
     assert f"headline: test {h['metric']} {h['value']} with the {saved['selection']['weights']} weights" in out
     assert "weights scored" in (tmp_path / "run" / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_the_final_evaluation_reuses_the_scores_of_the_weights_it_ends_with(tiny_bert, sentiment_files, tmp_path,
+                                                                              monkeypatch):
+    """Validation is scored once per evaluation: the final results reuse the evaluation of the weights the run
+    ends with (the best step's, or the last step's), not a second pass over the same weights."""
+    import adapterkit.training.loop as loop
+    from adapterkit.model import recipe_from_dict
+
+    calls = []
+    real = loop.evaluate_split
+
+    def counting(s, monitor, name, loader, split):
+        calls.append(split)
+        return real(s, monitor, name, loader, split)
+
+    monkeypatch.setattr(loop, "evaluate_split", counting)
+    r = tiny_recipe(tiny_bert, sentiment_files, tmp_path / "run", data={"test": str(sentiment_files["validation"])},
+                    training={"epochs": 2, "eval_every": 3, "on_collapse": "warn"})
+    final = loop.train(recipe_from_dict(r))
+    evals = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"best"' in x]
+    assert calls.count("validation") == len(evals) and calls.count("test") == 1
+    best = next(e for e in evals if e["step"] == final["train"]["best_step"])
+    assert final["validation"]["accuracy"] == best["accuracy"] and final["validation"]["loss"] == best["loss"]

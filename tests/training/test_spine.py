@@ -13,7 +13,7 @@ from adapterkit.deploy import export
 from adapterkit.inference import eval_run, predict, predict_logits
 from adapterkit.model import load_run
 from adapterkit.training import train
-from helpers import tiny_recipe
+from helpers import run_loads_with, tiny_recipe
 
 pytestmark = pytest.mark.slow  # every test here trains a model
 
@@ -101,7 +101,9 @@ def test_decoder_backbone_with_last_token_pooling(tiny_llama, sentiment_files, t
     assert final["validation"]["accuracy"] >= 0.75
     report = export(tmp_path / "run", tmp_path / "exp")
     assert report["merged_vs_unmerged"]["max_abs_diff"] < 1e-4
-    assert report["loads_with"].endswith("AutoModelForSequenceClassification.from_pretrained")
+    exp = str((tmp_path / "exp").resolve())
+    assert report["loads_with"] == f"transformers.AutoModelForSequenceClassification.from_pretrained({exp!r})"
+    assert run_loads_with(report["loads_with"], tmp_path) == "LlamaForSequenceClassification"
 
 
 def test_mean_pooling_uses_custom_head_and_learns(tiny_bert, sentiment_files, tmp_path):
