@@ -25,6 +25,7 @@ from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
 from ..model import build_task_model, is_mergeable, load_run, load_run_recipe
 from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model, package_hub_id, resolve_path
+from ..scoring import autocast
 from . import gguf_export, onnx_export
 from .formats import FORMATS, ExportFormat, ExportOptions, register_format
 from .formats import names as format_names
@@ -186,7 +187,8 @@ def _prepare(run_dir: Path, verify_samples: int | None) -> Reference:
     recipe, labels = run.recipe, run.labels
     head = HEADS[recipe.task.type]
     ev = verify.eval_loader(recipe, run.tokenizer, labels, "validation", verify_samples)
-    trained_pass = verify.run_pass(run.model, ev.loader, head, labels=labels, task=recipe.task)
+    with autocast(recipe.training.mixed_precision, next(run.model.parameters()).device.type):  # as training scored
+        trained_pass = verify.run_pass(run.model, ev.loader, head, labels=labels, task=recipe.task)
     del run.model
     probe = verify.eval_loader(recipe, run.tokenizer, labels, "validation", PROBE_EXAMPLES).loader
     info = {"split": ev.split, "file": ev.path, "examples": ev.examples}

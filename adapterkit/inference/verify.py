@@ -61,7 +61,9 @@ def eval_loader(recipe, tokenizer, labels, split: str = "validation", max_exampl
         raise DataError(f"{path}: no {recipe.data.label_column!r} column to score against")
     if max_examples and max_examples < len(ds):
         ds = ds.select(range(max_examples))
-    loader = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False)
+    # Batched as training's evaluation batches (longest first): the trained pass then reproduces metrics.json (an
+    # int8 backbone's outputs move with a batch's padding, which flipped single examples between the two).
+    loader = data_mod.dataloader(ds, tokenizer, recipe.training.eval_batch_size, False, 0, False, by_length=True)
     return EvalLoader(loader, name, path, len(ds))
 
 

@@ -441,3 +441,16 @@ def test_cli_sweep_and_merge(runs, tmp_path):
         err = res.err.strip()
         assert res.code == 2 and len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_export_scores_the_trained_run_as_training_did(tiny_bert, tmp_path):
+    """The export's `verification.trained` re-scores the run's own (int8, bf16-autocast) model on validation the way
+    training's evaluation did (its batches, its autocast): the same numbers as metrics.json."""
+    files = write_sentiment(tmp_path, n_train=64, n_val=48)
+    run = _train(tiny_bert, files, tmp_path / "run", training={"lr": 2e-2, "eval_batch_size": 5, "mixed_precision": "auto"},
+                 backbone={"path": str(tiny_bert), "quantization": "int8"})
+    report = export(run, tmp_path / "exp", requantize=False)
+    saved = json.loads((run / "metrics.json").read_text())["validation"]
+    trained = report["verification"]["trained"]["metrics"]
+    assert trained["accuracy"] == saved["accuracy"] and trained["loss"] == pytest.approx(saved["loss"], abs=1e-6)
