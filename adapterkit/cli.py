@@ -99,6 +99,11 @@ def _echo_headline(selection: dict | None) -> None:
         note = f" ({h['note']})" if h.get("note") else ""
         also = "".join(f", {k} {v}" for k, v in (h.get("also") or {}).items())
         echo(f"headline: {h['split']} {h['metric']} {h['value']}{also} with the {selection['weights']} weights{note}")
+    b = (selection or {}).get("baseline")
+    if b:
+        echo(
+            f"baseline: always answering {b['answer']!r} (the commonest training label): {b['split']} accuracy {b['accuracy']}"
+        )
 
 
 def _fail(msg: str):

@@ -844,6 +844,7 @@ def finish(s: Session, state: State, monitor: Monitor, timings: Timings) -> dict
     _log_evals(s, s.layout.final_evals(results), state.step)
     if monitor.warnings:
         final["warnings"] = list(monitor.warnings)
+    _majority_baseline(s, final)
     if state.recoveries:
         final["recoveries"] = list(state.recoveries)
     timings.lap("final evaluation")
@@ -930,6 +931,21 @@ def _selection(
         if split == "validation" and chosen:
             out["headline"]["note"] = "validation chose these weights: optimistic; add data.test for a held-out number"
     return out
+
+
+def _majority_baseline(s: Session, final: dict) -> None:
+    """Beside a classification headline: the accuracy of always answering the commonest training label, on the
+    headline's split (what the number has to beat)."""
+    sel, task = final.get("selection") or {}, s.tasks.get("main")
+    h = sel.get("headline")
+    if task is None or h is None or task.head.label_kind != "class" or h["split"] not in task.splits:
+        return
+    train, gold = (data_mod.column(task.splits[n], "labels") for n in ("train", h["split"]))
+    if not train or not gold:
+        return
+    common = max(sorted(set(train)), key=train.count)  # ties: the lower label index
+    answer = task.labels[common] if task.labels and 0 <= common < len(task.labels) else common
+    sel["baseline"] = dict(answer=answer, split=h["split"], accuracy=round(gold.count(common) / len(gold), 6))
 
 
 def _generation_metrics(recipe: Recipe) -> tuple:

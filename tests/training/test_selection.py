@@ -47,6 +47,14 @@ def test_a_run_reports_its_headline(tiny_bert, sentiment_files, tmp_path):
     assert h["split"] == "test" and h["value"] == saved["test"][h["metric"]]
     assert f"headline: test {h['metric']} {h['value']} with the {saved['selection']['weights']} weights" in out
     assert "weights scored" in (tmp_path / "run" / "report.html").read_text()
+    import csv
+
+    train = [r["label"] for r in csv.DictReader(open(sentiment_files["train"]))]
+    test = [r["label"] for r in csv.DictReader(open(sentiment_files["validation"]))]
+    common = max(sorted(set(train)), key=train.count)  # ties: the first label index, as the baseline picks
+    b = saved["selection"]["baseline"]
+    assert b == {"answer": common, "split": "test", "accuracy": round(test.count(common) / len(test), 6)}
+    assert f"baseline: always answering {common!r} (the commonest training label): test accuracy {b['accuracy']}" in out
 
 
 @pytest.mark.slow
