@@ -33,6 +33,7 @@ from ..adapters.lora import residual_init
 from ..config import Recipe
 from ..data.audit import audit
 from ..data.audit import to_dict as audit_dict
+from ..data.loaders import lengths
 from ..errors import AdapterkitError, Collapsed, Interrupted
 from ..files import atomic_write_text
 from ..heads import HEADS, Head
@@ -232,6 +233,7 @@ class Session:
     sizes: dict  # task -> training batches per epoch
     allocate: Callable | None = None  # PEFT's AdaLoRA rank reallocation, run after each optimizer step
     generations: dict = field(default_factory=dict)  # (task, split) -> (rows, texts) of its latest evaluation
+    predictions: dict = field(default_factory=dict)  # (task, "test") -> (preds, refs) of the final test pass
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -754,6 +756,8 @@ def evaluate_split(s: Session, monitor: Monitor, name: str, loader, split: str) 
         s.generations[(name, split)] = (k.generation[split], texts)
     if split == "validation":
         monitor.findings[name] = collapse.findings(k.head, c.preds, c.refs, result, k.labels)
+    elif k.head.label_kind in ("class", "tokens") and c.preds is not None and s.accelerator.num_processes == 1:
+        s.predictions[(name, split)] = (c.preds, c.refs)  # one process: the loader's order maps back to the rows
     return result
 
 
@@ -882,6 +886,7 @@ def _final_results(s: Session, state: State, monitor: Monitor, n: str, k: Task) 
 def _write_run(s: Session, model, final: dict, step: int, timings: Timings) -> None:
     others = s.layout.save(s.writer, s.job, model, final, s.tokenizer, s.total_steps, s.n_train)
     _write_generations(s)
+    _write_predictions(s)
     checkpoint.pause_for_tests("final")
     s.writer.finish(dict(final, timings=timings.total()))
     timings.lap("saving")
@@ -910,6 +915,34 @@ def _write_generations(s: Session) -> None:
         folder = s.run_dir / "generations"
         folder.mkdir(exist_ok=True)
         atomic_write_text(folder / f"{split if name == 'main' else f'{name}-{split}'}.jsonl", "".join(rows))
+
+
+def _write_predictions(s: Session) -> None:
+    """predictions/test.jsonl (<task>-test.jsonl in a multi-task run): per test row (its number in the file), the
+    gold label and the prediction of the final weights (per word for token classification), and the text."""
+    for (name, split), (preds, refs) in s.predictions.items():
+        k = s.tasks[name]
+        ds = k.splits[split]
+        ids = data_mod.column(ds, "input_ids")
+        n = lengths(ds)
+        order = sorted(range(len(n)), key=lambda i: -n[i])  # the evaluation loader's order (by_length, stable)
+        rows: list = [None] * len(order)
+        names = list(k.labels or [])
+        for j, i in enumerate(order):
+            row = dict(row=i + 1, text=s.tokenizer.decode(ids[i], skip_special_tokens=True))
+            if k.head.label_kind == "tokens":
+                keep = refs[j] != -100
+                row.update(tags=_names(names, refs[j][keep]), predicted=_names(names, preds[j][keep]))
+            else:
+                row.update(label=_names(names, refs[j : j + 1])[0], prediction=_names(names, preds[j : j + 1])[0])
+            rows[i] = json.dumps(row, ensure_ascii=False) + "\n"
+        folder = s.run_dir / "predictions"
+        folder.mkdir(exist_ok=True)
+        atomic_write_text(folder / f"{split if name == 'main' else f'{name}-{split}'}.jsonl", "".join(rows))
+
+
+def _names(labels: list, ids: torch.Tensor) -> list:
+    return [labels[i] if 0 <= i < len(labels) else i for i in ids.tolist()]
 
 
 def _selection(

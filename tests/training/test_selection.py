@@ -55,6 +55,25 @@ def test_a_run_reports_its_headline(tiny_bert, sentiment_files, tmp_path):
     b = saved["selection"]["baseline"]
     assert b == {"answer": common, "split": "test", "accuracy": round(test.count(common) / len(test), 6)}
     assert f"baseline: always answering {common!r} (the commonest training label): test accuracy {b['accuracy']}" in out
+    kept = [json.loads(x) for x in (tmp_path / "run" / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert [k["row"] for k in kept] == list(range(1, len(test) + 1)) and [k["label"] for k in kept] == test
+    assert sum(k["label"] == k["prediction"] for k in kept) / len(kept) == pytest.approx(saved["test"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_token_classification_keeps_its_test_predictions_per_word(tiny_bert, tmp_path):
+    from helpers import write_ner
+
+    from adapterkit.data.readers import read_file
+
+    files = write_ner(tmp_path, n_train=48, n_val=16)
+    r = tiny_recipe(tiny_bert, files, tmp_path / "run", task={"type": "token_classification"},
+                    data={"test": str(files["validation"])}, training={"epochs": 2, "lr": 1e-2})
+    assert cli("train", write_recipe(tmp_path / "r.yaml", r)).code == 0
+    kept = [json.loads(x) for x in (tmp_path / "run" / "predictions" / "test.jsonl").read_text().splitlines()]
+    gold = read_file(str(files["validation"]), "conll")
+    assert [k["tags"] for k in kept] == [list(t) for t in gold["tags"]]
+    assert all(len(k["predicted"]) == len(k["tags"]) for k in kept) and kept[0]["text"]
 
 
 @pytest.mark.slow
