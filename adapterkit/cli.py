@@ -477,6 +477,12 @@ def export(
     requantize: bool = typer.Option(
         True, "--requantize/--no-requantize", help="Also score the merged export re-quantized to int8 on load."
     ),
+    from_merged: Optional[Path] = typer.Option(
+        None,
+        "--from-merged",
+        help="With --format onnx or gguf: a float32 merged export of this run (`export RUN --out DIR`), converted "
+        "without merging and verifying the merge again.",
+    ),
     plugin: list[str] = PLUGIN,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ):
@@ -510,6 +516,7 @@ def export(
             requantize=requantize,
             quantize=quantize,
             gguf_type=gguf_type,
+            from_merged=None if from_merged is None else str(from_merged),
         )
     echo(json.dumps({k: v for k, v in report.items() if k != "files"}, indent=1))
     echo(f"exported to {out} (report: {out / 'export_report.json'})")

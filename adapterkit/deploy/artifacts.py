@@ -25,6 +25,7 @@ from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
 from ..model import build_task_model, is_mergeable, load_run, load_run_recipe
 from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model, package_hub_id, resolve_path
+from ..model.identity import run_identity
 from ..scoring import autocast
 from . import gguf_export, onnx_export
 from .formats import FORMATS, ExportFormat, ExportOptions, register_format
@@ -45,6 +46,7 @@ def export(
     requantize: bool = True,
     quantize: str | None = None,
     gguf_type: str = "f16",
+    from_merged: str | None = None,
 ) -> dict:
     """Write a verified export of `run_dir` to `out` in format `fmt` (deploy/formats.py) and return its report (also
     saved as export_report.json). Nothing lands in `out` unless verification passes."""
@@ -62,7 +64,7 @@ def export(
         or not (math.isfinite(tolerance) and tolerance > 0)
     ):
         raise ExportError(f"--tolerance: {tolerance!r}; expected a positive finite number")  # nan passed every check
-    options = ExportOptions(dtype, verify_samples, tolerance, requantize, quantize, gguf_type)
+    options = ExportOptions(dtype, verify_samples, tolerance, requantize, quantize, gguf_type, from_merged)
     check_out_dir(out, "--out", ExportError)
     if out.exists() and any(out.iterdir()) and not (out / "export_report.json").is_file():
         raise ExportError(f"--out: {out} exists and is not an adapterkit export; choose an empty or new folder")
@@ -311,12 +313,15 @@ def _export_merged(
     requantize: bool,
     onnx_quantize: str | None = None,
     gguf_type: str | None = None,
+    from_merged: str | None = None,
 ) -> dict:
     """`onnx_quantize` (none or int8): go on from the verified merged folder to ONNX graphs (deploy/onnx_export.py);
-    `gguf_type`: to one GGUF file (deploy/gguf_export.py)."""
+    `gguf_type`: to one GGUF file (deploy/gguf_export.py); `from_merged`: from that merged export of the run instead
+    of merging again (its merge check and scores are reused)."""
     ref = _prepare(run_dir, verify_samples)
     recipe, labels, head = ref.recipe, ref.labels, ref.head
-    saved = _merge_and_save(run_dir, ref, tmp, dtype, tolerance)
+    earlier = None if from_merged is None else _earlier_merged(run_dir, Path(from_merged))
+    saved = _merge_and_save(run_dir, ref, tmp, dtype, tolerance) if earlier is None else _reuse(earlier, ref, tmp)
     report = {
         "format": "merged",
         "run": str(run_dir),
@@ -327,10 +332,10 @@ def _export_merged(
         "loads_with": saved.loads_with,
     }
     ref.tokenizer.save_pretrained(tmp)
-    passes = {
-        "trained": ref.trained_pass,
-        "exported": verify.run_pass(saved.reloaded, ref.loader, head, labels=labels, task=recipe.task),
-    }
+    passes = {"trained": ref.trained_pass}
+    if earlier is None:
+        passes["exported"] = verify.run_pass(saved.reloaded, ref.loader, head, labels=labels, task=recipe.task)
+        report["run_identity"] = run_identity(run_dir)  # what a later --from-merged checks
     # ONNX and GGUF go on from the reloaded float32 export, checked against the merged model's probe logits.
     tol = saved.check["tolerance"]
     if onnx_quantize is not None:
@@ -347,6 +352,9 @@ def _export_merged(
         passes["exported_int8"] = verify.run_pass(int8, ref.loader, head, labels=labels, task=recipe.task)
     report["verification"] = _score(recipe, passes, "trained")
     report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
+    if earlier is not None:  # the merged model's own scores, from the export that verified it
+        report["verification"]["exported"] = {**earlier.report["verification"]["exported"], "from": str(earlier.folder)}
+        report["merged_vs_unmerged"]["from"] = str(earlier.folder)
     if requantize:
         report["verification"]["exported_int8"]["note"] = "exported merged model re-quantized to LLM.int8 on load"
     # Kept for readers of the first report format.
@@ -355,6 +363,46 @@ def _export_merged(
         "prediction_agreement": report["verification"]["exported"]["prediction_agreement"],
     }
     return report
+
+
+@dataclass
+class _Earlier:
+    folder: Path
+    report: dict
+
+
+def _earlier_merged(run_dir: Path, folder: Path) -> _Earlier:
+    """A merged float32 export of exactly this run's weights (its report's run identity), or a one-line refusal."""
+    where = f"--from-merged: {folder}"
+    if not (folder / "export_report.json").is_file():
+        raise ExportError(f"{where} has no export_report.json; give a folder `adapterkit export RUN --out DIR` wrote")
+    report = read_json(folder / "export_report.json", "export report")
+    if report.get("format") != "merged" or report.get("dtype") != "float32":
+        raise ExportError(
+            f"{where} is a {report.get('format')} {report.get('dtype')} export; expected a float32 merged one"
+        )
+    if (folder / "adapterkit_head.safetensors").is_file():
+        raise ExportError(f"{where} holds a custom head (adapterkit's module), which ONNX and GGUF exports do not take")
+    if report.get("run_identity") != run_identity(run_dir):
+        raise ExportError(
+            f"{where} was not exported from {run_dir} as it is now (its report's run identity differs, or an older "
+            f"adapterkit wrote it); export the run merged again"
+        )
+    return _Earlier(folder, report)
+
+
+def _reuse(earlier: _Earlier, ref, tmp: Path) -> _Saved:
+    """The earlier merged export's files in `tmp`, its model reloaded and its merge check: no second merge."""
+    for f in earlier.folder.iterdir():
+        if f.is_file() and f.name != "export_report.json":
+            shutil.copy2(f, tmp / f.name)
+    recipe, head = ref.recipe, ref.head
+    loaded = head.auto().from_pretrained(tmp, dtype=DTYPES["float32"], use_safetensors=True)
+    reloaded = _rewrap(loaded, head, recipe, ref.labels, ref.tokenizer).eval()
+    probe = verify.run_pass(reloaded, ref.probe, head, probe=PROBE_EXAMPLES, labels=ref.labels, task=recipe.task)
+    check = {k: v for k, v in earlier.report["merged_vs_unmerged"].items() if k != "precision"}
+    loads_with = f"transformers.{head.auto().__name__}.from_pretrained({str(tmp)!r})"
+    return _Saved(reloaded, False, loads_with, check, probe)
 
 
 @dataclass
@@ -532,6 +580,8 @@ def _check_options(form: ExportFormat, o: ExportOptions) -> None:
         )
     if o.dtype not in DTYPES:
         raise ExportError(f"--dtype: {o.dtype!r}; expected one of {sorted(DTYPES)}")
+    if o.from_merged is not None and "from_merged" not in form.takes:
+        raise ExportError(f"--from-merged: only with --format onnx or gguf, not {form.name}")
     if o.tolerance is not None and not o.tolerance > 0:
         raise ExportError(f"--tolerance: {o.tolerance} must be > 0")
 
@@ -575,11 +625,18 @@ register_format(
     ExportFormat(
         "onnx",
         lambda run, tmp, o: _export_merged(
-            run, tmp, o.dtype, o.verify_samples, o.tolerance, False, onnx_quantize=o.quantize or "none"
+            run,
+            tmp,
+            o.dtype,
+            o.verify_samples,
+            o.tolerance,
+            False,
+            onnx_quantize=o.quantize or "none",
+            from_merged=o.from_merged,
         ),
         check=_check_onnx,
         merges=True,
-        takes=("quantize",),
+        takes=("quantize", "from_merged"),
         description="ONNX graphs for onnxruntime (and an int8 copy)",
     )
 )
@@ -587,11 +644,11 @@ register_format(
     ExportFormat(
         "gguf",
         lambda run, tmp, o: _export_merged(
-            run, tmp, o.dtype, o.verify_samples, o.tolerance, False, gguf_type=o.gguf_type
+            run, tmp, o.dtype, o.verify_samples, o.tolerance, False, gguf_type=o.gguf_type, from_merged=o.from_merged
         ),
         check=_check_gguf,
         merges=True,
-        takes=("gguf_type",),
+        takes=("gguf_type", "from_merged"),
         description="one GGUF file for llama.cpp and Ollama",
     )
 )

@@ -23,6 +23,7 @@ class ExportOptions:
     requantize: bool = True  # merged: also score the export re-quantized to int8 on load
     quantize: Optional[str] = None  # onnx: `int8` also writes a dynamic-quantized graph
     gguf_type: str = "f16"  # gguf: f32, f16 or q8_0 weights
+    from_merged: Optional[str] = None  # onnx, gguf: a float32 merged export of the same run, converted without merging
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,31 @@ def test_unsupported_heads_are_refused_before_loading(tiny_bert, tmp_path, task,
                       (["--format", "onnx", "--dtype", "bf16"], "--format onnx writes float32")):
         res = cli("export", run, "--out", tmp_path / "x", *args)
         assert res.code == 2 and msg in res.err, res.err
+
+
+@pytest.mark.slow
+def test_onnx_from_an_earlier_merged_export_does_not_merge_again(tiny_bert, tmp_path, monkeypatch):
+    import adapterkit.deploy.artifacts as artifacts
+    from adapterkit.deploy import export
+
+    files = write_sentiment(tmp_path)
+    run = _train(tiny_bert, files, tmp_path / "run")
+    merged = export(run, tmp_path / "merged", requantize=False)
+    assert merged["run_identity"]["sha256"]
+
+    def no_merge(*a, **k):
+        raise AssertionError("merged again")
+
+    monkeypatch.setattr(artifacts, "_merge_and_save", no_merge)
+    report = export(run, tmp_path / "onnx", fmt="onnx", from_merged=str(tmp_path / "merged"))
+    assert report["onnx_vs_merged"]["max_abs_diff"] <= report["onnx_vs_merged"]["allowed_abs_diff"]
+    assert report["merged_vs_unmerged"]["from"] == str(tmp_path / "merged")
+    assert report["verification"]["exported"]["metrics"] == merged["verification"]["exported"]["metrics"]
+    assert report["verification"]["onnx"]["prediction_agreement"] == 1.0
+    assert (tmp_path / "onnx" / "model.onnx").is_file()
+
+    other = _train(tiny_bert, files, tmp_path / "other", training={"seed": 1})
+    res = cli("export", other, "--out", tmp_path / "o2", "--format", "onnx", "--from-merged", tmp_path / "merged")
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1 and "--from-merged" in res.err, res.err
+    res = cli("export", run, "--out", tmp_path / "o3", "--from-merged", tmp_path / "merged")
+    assert res.code == 2 and "only with --format onnx or gguf" in res.err, res.err
