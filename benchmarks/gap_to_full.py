@@ -48,16 +48,18 @@ TASKS = {
     },
 }
 
+LORA16 = ["adapter.r=16", "adapter.alpha=32", "adapter.use_rslora=false", "training.lr=2e-3"]  # the recipe until #42
+
 # arm -> (task -> overrides). Full fine-tuning runs on the full-precision backbone (no int8 weights to update).
 ARMS = {
-    "conll": {
-        "lora": ["training.epochs=3"],
-        "lora_5ep": ["training.epochs=5"],
-        "lora_fp32": ["training.epochs=3", "backbone.quantization=none"],
-        "lora_plus": ["training.epochs=3", "training.lr=5e-4", "adapter.loraplus_lr_ratio=16"],
+    "conll": {  # every LoRA arm spelled out: the shipped recipe's adapter settings are one of these arms
+        "lora": ["training.epochs=3", *LORA16],
+        "lora_5ep": ["training.epochs=5", *LORA16],
+        "lora_fp32": ["training.epochs=3", *LORA16, "backbone.quantization=none"],
+        "lora_plus": ["training.epochs=3", *LORA16, "training.lr=5e-4", "adapter.loraplus_lr_ratio=16"],
         "rslora_r64": ["training.epochs=3", "adapter.r=64", "adapter.alpha=16", "adapter.use_rslora=true", "training.lr=1e-3"],
-        "lora_emb": ["training.epochs=3", "adapter.target_modules=[query,key,value,dense,word_embeddings]"],
-        "dora": ["training.epochs=3", "adapter.method=dora"],
+        "lora_emb": ["training.epochs=3", *LORA16, "adapter.target_modules=[query,key,value,dense,word_embeddings]"],
+        "dora": ["training.epochs=3", *LORA16, "adapter.method=dora"],
         "full": ["training.epochs=2", "adapter.method=full", "backbone.quantization=none", "training.lr=1e-4"],
     },
     "webnlg": {

@@ -52,7 +52,7 @@ def time_recipe(name: str, steps: int, work: Path) -> dict:
     sets = [f"training.max_steps={steps}", f"training.output_dir={out}", "training.overwrite=true",
             "training.checkpoint_every=null"]
     if load_recipe(path).tasks is None:  # (a multi-task recipe's tasks keep theirs: one evaluation at the end)
-        sets += ["data.validation=null", "data.test=null"]
+        sets += ["data.validation=null", "data.test=null", "training.early_stopping.metric=loss"]
     try:
         n, epochs = rows_and_epochs(load_recipe(path))
     except Exception as e:  # data not there (shared folder absent)

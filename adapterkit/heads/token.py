@@ -32,6 +32,57 @@ def token_metrics(preds, refs, labels=None, task=None) -> dict:
     return compute(("seqeval",), p_tags, r_tags, seqeval=kw)
 
 
+def entity_counts(preds, refs, labels):
+    """Per sentence and entity type: gold entities, predicted entities, matched ones (CoNLL-style lenient matching,
+    seqeval's default), and per sentence the correct and scored tokens. Entity F1 over any subset of sentences is a
+    sum of these rows: `adapterkit compare`'s 1,000 bootstrap resamples of CoNLL test take well under a second
+    instead of ten minutes of seqeval reports. None under entity_scheme (strict matching): seqeval scores those."""
+    import numpy as np
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    rows = []
+    for p_row, r_row in zip(preds.tolist(), refs.tolist()):
+        keep = [(p, r) for p, r in zip(p_row, r_row) if r != IGNORE]
+        p_tags = [labels[p] if 0 <= p < len(labels) else "O" for p, _ in keep]
+        r_tags = [labels[r] for _, r in keep]
+        rows.append((set(get_entities(p_tags)), set(get_entities(r_tags)), p_tags, r_tags))
+    types = sorted({e[0] for pe, re_, _, _ in rows for e in pe | re_})
+    index = {t: i for i, t in enumerate(types)}
+    gold, pred, hit = (np.zeros((len(rows), len(types))) for _ in range(3))
+    tokens = np.zeros((len(rows), 2))
+    for i, (pe, re_, p_tags, r_tags) in enumerate(rows):
+        for e in re_:
+            gold[i, index[e[0]]] += 1
+        for e in pe:
+            pred[i, index[e[0]]] += 1
+        for e in pe & re_:
+            hit[i, index[e[0]]] += 1
+        tokens[i] = (sum(a == b for a, b in zip(p_tags, r_tags)), len(r_tags))
+    return gold, pred, hit, tokens
+
+
+def counts_metrics(counts, idx) -> dict:
+    """precision, recall, f1 (micro), accuracy (tokens) and macro_f1 of the sentences `idx` from entity_counts."""
+    import numpy as np
+
+    gold, pred, hit, tokens = (c[idx].sum(axis=0) for c in counts)
+
+    def f1(h, p, g):
+        return np.where(p + g > 0, 2 * h / np.maximum(p + g, 1), 0.0)
+
+    seen = (gold + pred) > 0
+    precision = hit.sum() / pred.sum() if pred.sum() else 0.0
+    recall = hit.sum() / gold.sum() if gold.sum() else 0.0
+    out = {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1(hit.sum(), pred.sum(), gold.sum()),
+        "accuracy": tokens[0] / tokens[1] if tokens[1] else 0.0,
+        "macro_f1": f1(hit, pred, gold)[seen].mean() if seen.any() else 0.0,
+    }
+    return {k: round(float(v), 6) for k, v in out.items()}  # as metrics.compute rounds seqeval's
+
+
 register_head(
     Head(
         name="token_classification",
