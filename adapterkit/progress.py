@@ -13,12 +13,15 @@ from contextlib import contextmanager
 from . import console
 
 
-def enabled(file=None) -> bool:
+def _forced() -> bool | None:
+    """ADAPTERKIT_PROGRESS: True (1/true/yes/on), False (0/false/no/off) or None (not set)."""
     force = os.environ.get("ADAPTERKIT_PROGRESS", "").strip().lower()
-    if force in ("1", "true", "yes", "on"):
-        return True
-    if force in ("0", "false", "no", "off"):
-        return False
+    return True if force in ("1", "true", "yes", "on") else False if force in ("0", "false", "no", "off") else None
+
+
+def enabled(file=None) -> bool:
+    if _forced() is not None:
+        return bool(_forced())
     stream = file or console.stderr()
     return bool(getattr(stream, "isatty", lambda: False)())
 
@@ -26,7 +29,7 @@ def enabled(file=None) -> bool:
 def progress_lines() -> bool:
     """Training's plain progress lines (step, loss, time left, every 30 s) where no bar shows; ADAPTERKIT_PROGRESS=0
     turns them off too."""
-    return os.environ.get("ADAPTERKIT_PROGRESS", "").strip().lower() not in ("0", "false", "no", "off")
+    return _forced() is not False
 
 
 def progress(iterable=None, **kw):

@@ -16,13 +16,20 @@ import os
 import secrets
 from importlib.metadata import version
 
+from ..errors import DataError
 from ..files import cache_dir
 
 DEFAULT_LIMIT_MIB = 2048
 
 
 def limit_bytes() -> int:
-    return int(float(os.environ.get("ADAPTERKIT_TOKEN_CACHE_MIB", DEFAULT_LIMIT_MIB)) * 2**20)
+    raw = os.environ.get("ADAPTERKIT_TOKEN_CACHE_MIB", str(DEFAULT_LIMIT_MIB))
+    try:
+        return int(float(raw) * 2**20)
+    except ValueError:
+        raise DataError(
+            f"ADAPTERKIT_TOKEN_CACHE_MIB: {raw!r}; expected a size in MiB (0 turns the token cache off)"
+        ) from None
 
 
 def tokenizer_state(tokenizer) -> str:
@@ -56,7 +63,9 @@ def key(ds, tokenizer, recipe, head, labels, train: bool) -> str:
     parts = [
         ds._fingerprint,
         hashlib.sha256(tokenizer_state(tokenizer).encode()).hexdigest(),
-        recipe.data.model_dump_json(),
+        # the files' paths are not part of it: their rows are (the fingerprint), and another test file leaves the
+        # training split's tokens valid
+        recipe.data.model_dump_json(exclude={"train", "validation", "test"}),
         recipe.task.model_dump_json(),
         json.dumps(labels),
         head.name,

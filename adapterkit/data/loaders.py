@@ -48,8 +48,7 @@ def dataloader(
     if shuffle and group_by_length:
         sampler = LengthGroupedBatches(lengths(ds), batch_size * num_processes, g)
     elif by_length and not shuffle:
-        n = lengths(ds)
-        sampler = sorted(range(len(n)), key=lambda i: -n[i])
+        sampler = length_order(ds)
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -91,6 +90,12 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
             top = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
             batches[0], batches[top] = batches[top], batches[0]
         return iter([j for b in batches for j in b])
+
+
+def length_order(ds) -> list[int]:
+    """Row indices, longest first (a stable sort: ties keep file order): the order of a `by_length` loader."""
+    n = lengths(ds)
+    return sorted(range(len(n)), key=lambda i: -n[i])
 
 
 def lengths(ds) -> list[int]:

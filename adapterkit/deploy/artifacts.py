@@ -25,7 +25,7 @@ from ..heads import HEADS, Head, HeadContext, HeadModel
 from ..inference import verify
 from ..model import build_task_model, is_mergeable, load_run, load_run_recipe
 from ..model.backbone import DTYPES, checkpoint_dir, hub_id, load_model, package_hub_id, resolve_path
-from ..model.identity import run_identity
+from ..model.identity import recorded_identity
 from ..scoring import autocast
 from . import gguf_export, onnx_export
 from .formats import FORMATS, ExportFormat, ExportOptions, register_format
@@ -335,7 +335,7 @@ def _export_merged(
     passes = {"trained": ref.trained_pass}
     if earlier is None:
         passes["exported"] = verify.run_pass(saved.reloaded, ref.loader, head, labels=labels, task=recipe.task)
-        report["run_identity"] = run_identity(run_dir)  # what a later --from-merged checks
+        report["run_identity"] = recorded_identity(run_dir)  # what a later --from-merged checks
     # ONNX and GGUF go on from the reloaded float32 export, checked against the merged model's probe logits.
     tol = saved.check["tolerance"]
     if onnx_quantize is not None:
@@ -383,7 +383,7 @@ def _earlier_merged(run_dir: Path, folder: Path) -> _Earlier:
         )
     if (folder / "adapterkit_head.safetensors").is_file():
         raise ExportError(f"{where} holds a custom head (adapterkit's module), which ONNX and GGUF exports do not take")
-    if report.get("run_identity") != run_identity(run_dir):
+    if report.get("run_identity") != recorded_identity(run_dir):
         raise ExportError(
             f"{where} was not exported from {run_dir} as it is now (its report's run identity differs, or an older "
             f"adapterkit wrote it); export the run merged again"
@@ -396,13 +396,20 @@ def _reuse(earlier: _Earlier, ref, tmp: Path) -> _Saved:
     for f in earlier.folder.iterdir():
         if f.is_file() and f.name != "export_report.json":
             shutil.copy2(f, tmp / f.name)
-    recipe, head = ref.recipe, ref.head
-    loaded = head.auto().from_pretrained(tmp, dtype=DTYPES["float32"], use_safetensors=True)
-    reloaded = _rewrap(loaded, head, recipe, ref.labels, ref.tokenizer).eval()
-    probe = verify.run_pass(reloaded, ref.probe, head, probe=PROBE_EXAMPLES, labels=ref.labels, task=recipe.task)
+    reloaded, loads_with = _reload(ref, tmp, "float32")
+    probe = verify.run_pass(
+        reloaded, ref.probe, ref.head, probe=PROBE_EXAMPLES, labels=ref.labels, task=ref.recipe.task
+    )
     check = {k: v for k, v in earlier.report["merged_vs_unmerged"].items() if k != "precision"}
-    loads_with = f"transformers.{head.auto().__name__}.from_pretrained({str(tmp)!r})"
     return _Saved(reloaded, False, loads_with, check, probe)
+
+
+def _reload(ref, tmp: Path, dtype: str):
+    """The merged model saved in `tmp`, loaded back by its transformers auto class (wrapped again where the head
+    needs it), and the expression that loads it."""
+    loaded = ref.head.auto().from_pretrained(tmp, dtype=DTYPES[dtype], use_safetensors=True)
+    reloaded = _rewrap(loaded, ref.head, ref.recipe, ref.labels, ref.tokenizer).eval()
+    return reloaded, f"transformers.{ref.head.auto().__name__}.from_pretrained({str(tmp)!r})"
 
 
 @dataclass
@@ -453,10 +460,7 @@ def _merge_and_save(run_dir: Path, ref, tmp: Path, dtype: str, tolerance: float 
     inner = merged if hasattr(merged, "save_pretrained") else merged.backbone
     inner.save_pretrained(tmp)
     del merged, inner
-    loaded = head.auto().from_pretrained(tmp, dtype=DTYPES[dtype], use_safetensors=True)
-    reloaded = _rewrap(loaded, head, recipe, labels, ref.tokenizer)
-    reloaded.eval()
-    loads_with = f"transformers.{head.auto().__name__}.from_pretrained({str(tmp)!r})"
+    reloaded, loads_with = _reload(ref, tmp, dtype)
     return _Saved(reloaded, False, loads_with, check, merged_probe)
 
 

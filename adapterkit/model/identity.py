@@ -67,6 +67,13 @@ def run_identity(run: Path) -> dict:
     return {"labels": labels, "head_shapes": head, "sha256": {n: sha256(run / n) for n in _parts(run)}}
 
 
+def recorded_identity(run: Path) -> dict:
+    """The identity run.json recorded when training finished (what check_identity held the files to), or the files'
+    own for a run from before identities: no second pass over the weights for a caller that loaded the run."""
+    rec = read_json(run / "run.json", "run status").get("identity") if (Path(run) / "run.json").is_file() else None
+    return rec if isinstance(rec, dict) else run_identity(run)
+
+
 def check_identity(run: Path) -> None:
     """Refuse a run whose files are not the ones training recorded (runs from before identities pass unchecked)."""
     run = Path(run)

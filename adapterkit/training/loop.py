@@ -18,6 +18,7 @@ import os
 import signal
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from ..adapters.lora import residual_init
 from ..config import Recipe
 from ..data.audit import audit
 from ..data.audit import to_dict as audit_dict
-from ..data.loaders import lengths
+from ..data.loaders import length_order
 from ..errors import AdapterkitError, Collapsed, Interrupted
 from ..files import atomic_write_text
 from ..heads import HEADS, Head
@@ -245,6 +246,16 @@ class Session:
 
 
 @dataclass
+class Evaluation:
+    """One validation evaluation: the final results reuse the one that scored the weights a run ends with."""
+
+    step: int
+    results: dict  # task -> metrics
+    findings: dict  # task -> collapse findings
+    generations: dict  # (task, "validation") -> (rows, texts)
+
+
+@dataclass
 class State:
     """Where training stands: what a checkpoint saves, plus the best weights and the latest evaluation."""
 
@@ -258,10 +269,8 @@ class State:
     t0: float
     eval_s: float  # evaluation time, kept out of the training throughput
     best_state: dict | None = None
-    # (step, results, collapse findings, generations) of the latest and of the best evaluation: the final evaluation
-    # reuses the one that scored the weights the run ends with instead of scoring them again
-    last_eval: tuple | None = None
-    best_eval: tuple | None = None
+    last_eval: Evaluation | None = None
+    best_eval: Evaluation | None = None
     before: checkpoint.Position = field(default_factory=checkpoint.Position)  # where a resumed run started from
     best_collapsed: bool = False  # the best evaluation so far had collapse findings
     recoveries: list = field(default_factory=list)  # training.on_collapse: recover, one record each
@@ -672,7 +681,7 @@ def _progress_line(s: Session, state: State, record: dict) -> None:
     done = state.step - state.before.step
     train_s = now - state.t0 - state.eval_s - (state.before.elapsed_s - state.before.eval_s)
     left = (s.total_steps - state.step) * train_s / max(done, 1)
-    losses = "".join(f" {k} {v:.4f}" for k, v in record.items() if k == "loss" or k.endswith("loss"))
+    losses = "".join(f" {k} {v:.4f}" for k, v in record.items() if k.endswith("loss"))
     console.echo(
         f"step {state.step}/{s.total_steps} ({100 * state.step / s.total_steps:.0f}%){losses}, "
         f"{record['examples_per_s']} examples/s, about {_duration(left)} left",
@@ -711,7 +720,7 @@ def evaluate_and_select(s: Session, state: State, monitor: Monitor, on_eval) -> 
         if k.eval_loader is not None
     }
     kept = {key: v for key, v in s.generations.items() if key[1] == "validation"}
-    state.last_eval = (state.step, results, dict(monitor.findings), kept)
+    state.last_eval = Evaluation(state.step, results, dict(monitor.findings), kept)
     state.eval_s += time.perf_counter() - e0
     value = s.layout.select(results, es.metric)
     lower = lower_is_better(es.metric, es.mode)
@@ -868,13 +877,15 @@ def _final_results(s: Session, state: State, monitor: Monitor, n: str, k: Task) 
     t, res = s.recipe.training, {}
     if k.eval_loader is not None:
         ends_with = state.best_step if state.best_state is not None else state.step  # finish() restored the best
-        done = next((e for e in (state.last_eval, state.best_eval) if e and e[0] == ends_with and n in e[1]), None)
+        done = next(
+            (e for e in (state.last_eval, state.best_eval) if e and e.step == ends_with and n in e.results), None
+        )
         if done is None:
             res["validation"] = evaluate_split(s, monitor, n, k.eval_loader, "validation")
         else:  # these weights were scored at that step: the same numbers, findings and generated texts
-            res["validation"] = done[1][n]
-            monitor.findings[n] = done[2].get(n, [])
-            s.generations.update({key: v for key, v in done[3].items() if key[0] == n})
+            res["validation"] = done.results[n]
+            monitor.findings[n] = done.findings.get(n, [])
+            s.generations.update({key: v for key, v in done.generations.items() if key[0] == n})
     if "test" in k.splits:
         test_dl = s.accelerator.prepare(
             data_mod.dataloader(k.splits["test"], s.tokenizer, t.eval_batch_size, False, t.seed, False, by_length=True)
@@ -904,17 +915,20 @@ def _write_generations(s: Session) -> None:
     """generations/<split>.jsonl (<task>-<split>.jsonl in a multi-task run): prompt, output and references of every
     split the final weights generated for, so a person (or a diff) reads what the run wrote without generating again."""
     for (name, split), ((prompts, references), texts) in s.generations.items():
-        rows = (
-            json.dumps(
-                dict(prompt=s.tokenizer.decode(p), output=t, references=list(r)),
-                ensure_ascii=False,
-            )
-            + "\n"
+        rows = [
+            dict(prompt=s.tokenizer.decode(p), output=t, references=list(r))
             for p, t, r in zip(prompts, texts, references)
-        )
-        folder = s.run_dir / "generations"
-        folder.mkdir(exist_ok=True)
-        atomic_write_text(folder / f"{split if name == 'main' else f'{name}-{split}'}.jsonl", "".join(rows))
+        ]
+        _write_jsonl(s, "generations", name, split, rows)
+
+
+def _write_jsonl(s: Session, folder: str, task: str, split: str, rows: list[dict]) -> None:
+    """RUN/<folder>/<split>.jsonl (<task>-<split>.jsonl for a task of a multi-task run), one row a line."""
+    (s.run_dir / folder).mkdir(exist_ok=True)
+    name = split if task == "main" else f"{task}-{split}"
+    atomic_write_text(
+        s.run_dir / folder / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    )
 
 
 def _write_predictions(s: Session) -> None:
@@ -924,8 +938,7 @@ def _write_predictions(s: Session) -> None:
         k = s.tasks[name]
         ds = k.splits[split]
         ids = data_mod.column(ds, "input_ids")
-        n = lengths(ds)
-        order = sorted(range(len(n)), key=lambda i: -n[i])  # the evaluation loader's order (by_length, stable)
+        order = length_order(ds)  # the order the evaluation loader gave the predictions in
         rows: list = [None] * len(order)
         names = list(k.labels or [])
         for j, i in enumerate(order):
@@ -935,10 +948,8 @@ def _write_predictions(s: Session) -> None:
                 row.update(tags=_names(names, refs[j][keep]), predicted=_names(names, preds[j][keep]))
             else:
                 row.update(label=_names(names, refs[j : j + 1])[0], prediction=_names(names, preds[j : j + 1])[0])
-            rows[i] = json.dumps(row, ensure_ascii=False) + "\n"
-        folder = s.run_dir / "predictions"
-        folder.mkdir(exist_ok=True)
-        atomic_write_text(folder / f"{split if name == 'main' else f'{name}-{split}'}.jsonl", "".join(rows))
+            rows[i] = row
+        _write_jsonl(s, "predictions", name, split, rows)
 
 
 def _names(labels: list, ids: torch.Tensor) -> list:
@@ -976,7 +987,8 @@ def _majority_baseline(s: Session, final: dict) -> None:
     train, gold = (data_mod.column(task.splits[n], "labels") for n in ("train", h["split"]))
     if not train or not gold:
         return
-    common = max(sorted(set(train)), key=train.count)  # ties: the lower label index
+    counts = Counter(train)
+    common = min(counts, key=lambda c: (-counts[c], c))  # the commonest; ties: the lower label index
     answer = task.labels[common] if task.labels and 0 <= common < len(task.labels) else common
     sel["baseline"] = dict(answer=answer, split=h["split"], accuracy=round(gold.count(common) / len(gold), 6))
 

@@ -87,3 +87,12 @@ def test_damaged_file_tokenizes_again_and_limit_prunes(tiny_bert, tmp_path, cach
     _prepare(tiny_bert, files, tmp_path, task="token_classification", max_length=16)
     _prepare(tiny_bert, files, tmp_path, task="token_classification", max_length=16)
     assert len(calls) == n + 4, "a limit of 0 turns the cache off"
+
+
+def test_a_bad_cache_size_is_one_line(tiny_bert, tmp_path, monkeypatch):
+    from helpers import one_error_line, write_recipe
+
+    monkeypatch.setenv("ADAPTERKIT_TOKEN_CACHE_MIB", "lots")
+    files = write_sentiment(tmp_path)
+    line = one_error_line(["train", write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_bert, files, tmp_path / "run"))])
+    assert "ADAPTERKIT_TOKEN_CACHE_MIB: 'lots'; expected a size in MiB" in line
