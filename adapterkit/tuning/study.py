@@ -15,6 +15,7 @@ heartbeat check and its settings run again (the same requeue as a trial a signal
 from __future__ import annotations
 
 import csv
+import datetime
 import gc
 import io
 import json
@@ -212,6 +213,26 @@ def counted(trials) -> int:
     )
 
 
+def lost_just_now(trials, heartbeat: int) -> int:
+    """Trials the heartbeat check failed less than a heartbeat ago whose settings are not queued again yet. Optuna
+    marks such a trial failed first and calls retry_stale after; in between, `counted` sees a failure of its own,
+    so other processes count it as in flight rather than end the search one result short."""
+    from optuna.trial import TrialState
+
+    again = retried(trials)
+    now = datetime.datetime.now()
+    return sum(
+        1
+        for t in trials
+        if t.state == TrialState.FAIL
+        and _settings(t)
+        and not (t.user_attrs.get("ended") or t.user_attrs.get("interrupted") or t.user_attrs.get("surplus"))
+        and t.number not in again
+        and t.datetime_complete is not None
+        and (now - t.datetime_complete).total_seconds() < heartbeat
+    )
+
+
 def requeue(study, settings: dict, retry_of: int) -> None:
     """The one way settings run again: a waiting trial that the next process to start a trial takes first."""
     if settings:
@@ -258,6 +279,7 @@ def _surplus(trial, s: Search) -> bool:
 
     trials = trial.study.get_trials(deepcopy=False)
     others = sum(1 for t in trials if t.state == TrialState.RUNNING and t.number != trial.number)
+    others += lost_just_now(trials, s.heartbeat)
     if counted(trials) + others < s.cap:
         return False
     trial.set_user_attr("surplus", True)
@@ -291,6 +313,7 @@ def objective(s: Search, base_data: dict):
             trial.set_user_attr("error", str(e))
             raise
         finally:
+            trial.set_user_attr("ended", True)  # in this process: not a trial whose process was lost
             gc.collect()
 
     return run
@@ -351,8 +374,8 @@ def work(s: Search, study=None):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # also while waiting: a dead process's trial comes back
         trials = study.get_trials(deepcopy=False)
-        done = counted(trials)
-        if done >= s.cap:
+        done, lost = counted(trials), lost_just_now(trials, s.heartbeat)
+        if done - lost >= s.cap:
             break
         if done + sum(t.state == TrialState.RUNNING for t in trials) >= s.cap:
             time.sleep(min(s.heartbeat, POLL_SECONDS))  # the last trials run elsewhere; one may die and come back

@@ -217,3 +217,34 @@ def test_a_lost_trial_is_retried_at_most_three_times_and_only_the_last_failure_c
         study._storage.set_trial_state_values(queued[0]._trial_id, TrialState.RUNNING)
         study._storage.set_trial_state_values(queued[0]._trial_id, TrialState.FAIL)  # dies before choosing
         dead = study.get_trials()[-1]
+
+
+def test_a_trial_failed_a_moment_ago_and_not_yet_queued_again_is_in_flight_not_done():
+    """Optuna fails a stale trial first and queues its settings (retry_stale) after: in between, a process that
+    counted it as a failure of its own ended the search one result short."""
+    import datetime
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from adapterkit.tuning.study import counted, lost_just_now
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    dist = {"training.lr": FloatDistribution(1e-4, 1e-2)}
+    now = datetime.datetime.now()
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5, params={"training.lr": 1e-3},
+                                 distributions=dist))
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"training.lr": 2e-3}, distributions=dist))
+    lost = study.get_trials()[-1]
+    trials = study.get_trials()
+    assert lost.datetime_complete is not None and (now - lost.datetime_complete).total_seconds() < 1
+    assert counted(trials) == 2 and lost_just_now(trials, heartbeat=5) == 1  # done - lost: one result, not two
+    assert lost_just_now(trials, heartbeat=0) == 0  # a heartbeat later nobody queued it: it counts as failed
+    ended = create_trial(state=TrialState.FAIL, params={"training.lr": 3e-3}, distributions=dist,
+                         user_attrs={"ended": True})  # failed by itself in its own process
+    study.add_trial(ended)
+    assert lost_just_now(study.get_trials(), heartbeat=5) == 1
+    study.enqueue_trial({"training.lr": 2e-3}, user_attrs={"retry_of": lost.number})  # retry_stale's requeue
+    assert lost_just_now(study.get_trials(), heartbeat=5) == 0 and counted(study.get_trials()) == 2
