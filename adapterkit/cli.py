@@ -389,7 +389,8 @@ def predict(
     plugin: list[str] = PLUGIN,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ):
-    """Predict labels for texts (several runs: each row names its run)."""
+    """Predict labels for texts (several runs: each row names its run; LoRA or bottleneck runs of one model class
+    answer in one forward pass, each through its own adapter and head)."""
     _missing_runs(run_dirs)
     from .data.readers import read_text_file
     from .inference import predict as run_predict
@@ -406,8 +407,8 @@ def predict(
     from .inference.pool import open_pool
 
     pool = open_pool(run_dirs)  # every run checked before the base loads
-    for name in pool.names():
-        for row in pool.predict(name, texts):
+    for name, rows in pool.parallel(pool.names(), texts).items():  # runs of one mixing method: one pass
+        for row in rows:
             echo(json.dumps({"run": name, **row}))
 
 

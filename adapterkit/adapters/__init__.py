@@ -4,7 +4,7 @@ family. The built-in methods register here, on import, as PEFT's tuners do.
     lora.py         lora, dora, rslora (PEFT LoRA)
     ia3.py          ia3 (PEFT IA3)
     prompt.py       prompt_tuning, prefix_tuning (PEFT)
-    bottleneck/     bottleneck adapters: our own PEFT method (config, layer, model)
+    bottleneck/     bottleneck adapters: our own PEFT method (config, layer, model); fusion and stack of them
     full.py         full fine-tuning, the reference
     generic.py      `peft`: any PEFT method type by name, checked by PEFT's own config class
 """

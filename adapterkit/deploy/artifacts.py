@@ -254,6 +254,8 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
             f"peft.PeftModel.from_pretrained(transformers.{head.auto().__name__}.from_pretrained("
             f"{base!r}{_revision_kwarg(cfg)}{_label_kwargs(head, labels)}), {str(tmp)!r})"
         )
+        if str(cfg.get("peft_type")).upper() == "BOTTLENECK":  # PEFT has no bottleneck adapters: ours register it
+            report["loads_with"] = f"(__import__('{BOTTLENECK_MODULE}'), {report['loads_with']})[1]"
     else:
         loaded = load_run(run_dir, quantization="none").model
         shutil.copy2(run_dir / "head.safetensors", tmp / "head.safetensors")
@@ -271,6 +273,9 @@ def _export_adapter(run_dir: Path, tmp: Path, dtype: str, verify_samples: int | 
     report["verification"] = _score(recipe, {"trained": ref.trained_pass, "exported": exported_pass}, "trained")
     report["verification"]["trained"]["quantization"] = recipe.backbone.quantization
     return report
+
+
+BOTTLENECK_MODULE = "adapterkit.adapters.bottleneck.registration"  # registers bottleneck, fusion and stack with PEFT
 
 
 def _revision_kwarg(cfg: dict) -> str:

@@ -62,6 +62,9 @@ class Head:
     metrics_fn: Optional[Callable] = None  # (preds, refs, labels, task) -> dict; replaces the `metrics` modules
     loss_metrics: Optional[Callable] = None  # (mean loss) -> dict, e.g. perplexity
     fit: Optional[Callable] = None  # (task_cfg, training label values) before tokenizing, e.g. target statistics
+    # (task_cfg, labels, tokenized training split) -> per-class loss weights (a list) or None: the training loss
+    # becomes a weighted cross-entropy over the logits (evaluation losses stay unweighted).
+    class_weights: Optional[Callable] = None
     target_norm: Optional[Callable] = None  # (task_cfg) -> (mean, std) applied to float targets, or None
     decode: Optional[Callable] = None  # (prediction, task_cfg, labels) -> dict, one row of `adapterkit predict`
     wrap: Optional[Callable] = None  # (loaded auto_class model, HeadContext) -> (task model, head module names)

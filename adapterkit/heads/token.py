@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..metrics import compute
 from .labels import label_maps
@@ -18,6 +18,40 @@ class TokenSettings(BaseModel):
         description="seqeval strict mode with this tagging scheme (IOB2, IOE2, IOBES, BILOU); "
         "default: CoNLL-style lenient matching.",
     )
+    o_weight: float | Literal["auto"] = Field(
+        "auto",
+        description="Loss weight of the `O` tag (entity tags weigh 1). auto: min(1, 5 x entity tokens / `O` tokens "
+        "of the training split), so `O` weighs as if entity tags made a sixth of the tokens, CoNLL-2003's own density "
+        "(1 there, 0.28 on a set where 5% of tokens are entities: benchmarks/results/sparse_ner_cause.md); 1 turns it off.",
+    )
+
+    @field_validator("o_weight")
+    @classmethod
+    def _share(cls, value):
+        if value != "auto" and not 0 < value <= 1:
+            raise ValueError(f"{value!r}: expected auto or a weight in (0, 1]")
+        return value
+
+
+AUTO_O_RATIO = 5.0  # CoNLL-2003 train has 0.20 entity tokens per O token: the recipes' density weighs O at 1
+
+
+def o_weights(task, labels, train) -> list[float] | None:
+    """Per-tag loss weights: `O` at task.o_weight (auto: from the training split's tag counts), the rest at 1;
+    None when `O` weighs 1 (or the label map has no `O`): the plain loss."""
+    if not labels or "O" not in labels:
+        return None
+    s = task_settings(task)
+    if s.o_weight == "auto":
+        o = labels.index("O")
+        tags = [t for row in train["labels"] for t in row if t != IGNORE]
+        outside = sum(1 for t in tags if t == o)
+        weight = min(1.0, AUTO_O_RATIO * (len(tags) - outside) / outside) if outside else 1.0
+    else:
+        weight = float(s.o_weight)
+    if weight >= 1.0:
+        return None
+    return [round(weight, 4) if label == "O" else 1.0 for label in labels]
 
 
 def token_metrics(preds, refs, labels=None, task=None) -> dict:
@@ -93,6 +127,7 @@ register_head(
         peft_task_type="TOKEN_CLS",
         metrics_fn=token_metrics,
         settings=TokenSettings,
+        class_weights=o_weights,
         inputs="words",
     )
 )

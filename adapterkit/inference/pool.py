@@ -159,9 +159,16 @@ class RunPool:
         rows: list[dict] = [{} for _ in pairs]
         for name in dict.fromkeys(names):
             idx = [i for i, n in enumerate(names) if n == name]
-            for i, row in zip(idx, prediction_rows(self.runs[name], [texts[i] for i in idx], logits[idx])):
+            own = logits[idx][..., : group.width(name)]  # heads of other widths share the padded output
+            for i, row in zip(idx, prediction_rows(self.runs[name], [texts[i] for i in idx], own)):
                 rows[order[i]] = row
         return rows
+
+    def parallel(self, names: list[str], texts: list[str]) -> dict[str, list[dict]]:
+        """Each run's prediction rows for the same texts; runs that share a PEFT model (model/mixed.py) answer in
+        one forward pass, each row copy through its own adapter and head (AdapterHub's `Parallel`)."""
+        rows = self.predict_rows([(n, t) for n in names for t in texts])
+        return {n: rows[i * len(texts) : (i + 1) * len(texts)] for i, n in enumerate(names)}
 
     def eval(self, name: str, split: str = "validation", data_file: str | None = None) -> dict:
         return eval_loaded(self.get(name), split, data_file)

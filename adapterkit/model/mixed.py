@@ -1,7 +1,8 @@
 """Runs whose method mixes in a batch (`Method.mixes_in_batch`: LoRA, bottleneck) share one PEFT model on the
 shared base: the first run's model takes the others' adapters by name (PEFT's `load_adapter`/`set_adapter`), and a
 batch can hold rows of several runs, each through its own adapter (PEFT's `adapter_names`) and its own head
-(`RoutedHead`)."""
+(`RoutedHead`). The heads may differ in width (a sentiment head beside a topic head or a regression head of the same
+model class): several tasks answer in one forward pass (AdapterHub's `Parallel`)."""
 
 from __future__ import annotations
 
@@ -31,17 +32,21 @@ class RoutedHead(nn.Module):
         self.heads = nn.ModuleDict({name: module})
         self.active = name
         self.route: list[str] | None = None  # one adapter name per row while a mixed batch runs
+        self.widths: dict[str, int] = {}  # each head's output width in the last mixed batch
 
     def forward(self, x, *args, **kwargs):
         if self.route is None:
             return self.heads[self.active](x, *args, **kwargs)
-        out = None
+        parts = []
         for name, start, end in row_spans(self.route):
             rows = [a[start:end] if torch.is_tensor(a) and a.shape[:1] == x.shape[:1] else a for a in args]
-            part = self.heads[name](x[start:end], *rows, **kwargs)
-            if out is None:
-                out = part.new_empty((x.shape[0], *part.shape[1:]))
-            out[start:end] = part
+            parts.append((start, end, self.heads[name](x[start:end], *rows, **kwargs)))
+            self.widths[name] = parts[-1][2].shape[-1]
+        first = parts[0][2]
+        # Heads of different widths share one output, zero-padded on the right: each run reads its own columns.
+        out = first.new_zeros((x.shape[0], *first.shape[1:-1], max(p.shape[-1] for _, _, p in parts)))
+        for start, end, part in parts:
+            out[start:end, ..., : part.shape[-1]] = part
         return out
 
 
@@ -53,14 +58,16 @@ def _tokenizer_digest(run: Path) -> str:
 
 
 def mix_key(run: Path, recipe, labels) -> tuple | None:
-    """Runs with the same key can share one PEFT model: a method that mixes, one task class with the same label
-    count, tokenizer and text length. None: the run gets a model of its own (over the shared base all the same)."""
+    """Runs with the same key can share one PEFT model: a method that mixes, one model class (heads of any width),
+    tokenizer and text length. None: the run gets a model of its own (over the shared base all the same)."""
     method = METHODS[recipe.adapter.method]
     if method.mixes_in_batch is None or not method.mixes_in_batch(method_settings(recipe.adapter)):
         return None
     if HEADS[recipe.task.type].inputs != "text":  # LM and label-word heads keep per-run state outside the head
         return None
-    return (method.name, recipe.task.type, len(labels or []), recipe.data.max_length, _tokenizer_digest(run))
+    head = HEADS[recipe.task.type]
+    model_class = str(head.auto_class) if head.auto_class is not None else recipe.task.type
+    return (method.name, model_class, recipe.data.max_length, _tokenizer_digest(run))
 
 
 @dataclass
@@ -97,11 +104,16 @@ class MixGroup:
         for path, routed in self.heads.items():
             module = copy.deepcopy(next(iter(routed.heads.values())))
             own = {k[len(path) + 1 :]: v for k, v in head_state.items() if k.startswith(path + ".")}
-            result = module.load_state_dict(own, strict=False)
-            if result.missing_keys or result.unexpected_keys:
+            mine = module.state_dict()
+            bad = sorted(set(mine) ^ set(own))
+            if bad:
                 self.model.delete_adapter(adapter)
-                bad = (result.missing_keys or result.unexpected_keys)[0]
-                raise RunDirError(f"{run / 'head.safetensors'}: {path}.{bad} does not fit this run's head")
+                raise RunDirError(f"{run / 'head.safetensors'}: {path}.{bad[0]} does not fit this run's head")
+            for key, value in own.items():  # a head of another width: its own tensors, not copies into the first's
+                owner, _, leaf = key.rpartition(".")
+                sub = module.get_submodule(owner) if owner else module
+                kind = nn.Parameter if isinstance(getattr(sub, leaf), nn.Parameter) else (lambda t, **_: t)
+                setattr(sub, leaf, kind(value.to(mine[key].device, mine[key].dtype), requires_grad=False))
             routed.heads[adapter] = module
         self.members[name] = adapter
 
@@ -128,6 +140,10 @@ class MixGroup:
         """Row order that groups the rows of each run (a stable sort by membership): each run's rows one span."""
         rank = {n: i for i, n in enumerate(self.members)}
         return sorted(range(len(names)), key=lambda i: rank[names[i]])
+
+    def width(self, name: str) -> int | None:
+        """The output width of a run's head in the last mixed batch (its columns of the shared, padded output)."""
+        return next((r.widths[self.members[name]] for r in self.heads.values() if self.members[name] in r.widths), None)
 
     @contextmanager
     def rows(self, names: list[str]) -> Iterator[dict]:

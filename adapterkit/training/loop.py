@@ -89,6 +89,7 @@ class Task:
     metric: str | None = None  # headline validation metric (multi-task summary)
     holdout: dict | None = None  # data.validation_split: which training rows went where
     generation: dict = field(default_factory=dict)  # split -> (prompt ids, references) for generated-text metrics
+    class_weights: list | None = None  # per-class weights of the training loss (Head.class_weights), or plain
 
 
 @dataclass
@@ -108,6 +109,7 @@ def _prepare_tasks(lay: SingleTask, tokenizer) -> dict[str, Task]:
     for name, tr in lay.task_recipes().items():
         head = HEADS[tr.recipe.task.type]
         data = data_mod.prepare(tr.recipe, tokenizer, head)
+        weights = head.class_weights(tr.recipe.task, data.labels, data.splits["train"]) if head.class_weights else None
         tasks[name] = Task(
             name,
             tr.recipe,
@@ -118,6 +120,7 @@ def _prepare_tasks(lay: SingleTask, tokenizer) -> dict[str, Task]:
             metric=tr.metric,
             holdout=data.holdout,
             generation=data.generation,
+            class_weights=weights,
         )
     return tasks
 
@@ -374,6 +377,9 @@ def setup(
     timings.lap("loading the model")
     if source is not None:
         job.info["init_from"] = warmstart.apply(job.model, source, tasks["main"].labels)
+    weighted = {n: dict(zip(k.labels or [], k.class_weights)) for n, k in tasks.items() if k.class_weights}
+    if weighted:  # e.g. task.o_weight: auto on a sparse-entity set
+        job.info["class_weights"] = weighted
     if residual_init(method_settings(recipe.adapter)) and accelerator.is_main_process:
         writer.save_initial_adapter(job.model)
     batch = checkpoint.elastic_batch_size(resume_from, t.batch_size, accelerator.num_processes, len(tasks))
@@ -614,7 +620,7 @@ def train_step(s: Session, state: State, name: str) -> bool:
     if task.adapter:
         multitask.set_adapter(s.model, task.adapter)
     with acc.accumulate(s.model):
-        raw, _ = switches.training_loss(task.recipe, s.model, batch, s.layout.forward_task(name))
+        raw, _ = switches.training_loss(task.recipe, s.model, batch, s.layout.forward_task(name), task.class_weights)
         loss = raw * task.weight if task.weight != 1.0 else raw
         finite = s.guard.loss(loss)
         acc.backward(loss)  # also when not finite: every DDP process must reach the gradient all-reduce

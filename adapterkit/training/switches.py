@@ -9,9 +9,12 @@ training.compile                    Accelerate's dynamo backend (torch.compile)
 
 from __future__ import annotations
 
+import torch
+
 from ..data.packing import PackingCollator, check_packing_support, examples
 from ..errors import RecipeError
 from ..heads import HEADS
+from ..heads.registry import IGNORE
 from .losses import _decoder_and_head, causal_lm_loss
 
 
@@ -48,9 +51,10 @@ def prepare_model(training, model) -> None:
         check_packing_support(model)
 
 
-def training_loss(recipe, model, batch, task: str | None = None):
-    """(loss, outputs or None): the chunked causal-LM loss when loss_chunk_tokens is set, else the model's own.
-    `task`: the task of a multi-task model (its forward takes the task name)."""
+def training_loss(recipe, model, batch, task: str | None = None, class_weights: list | None = None):
+    """(loss, outputs or None): the chunked causal-LM loss when loss_chunk_tokens is set, else the model's own, or
+    with `class_weights` (Head.class_weights) a weighted cross-entropy over its logits. `task`: the task of a
+    multi-task model (its forward takes the task name)."""
     chunk = recipe.training.loss_chunk_tokens
     kw = {"task": task} if task is not None else {}
     if chunk:
@@ -58,7 +62,15 @@ def training_loss(recipe, model, batch, task: str | None = None):
     if chunk is None and HEADS[recipe.task.type].lm_training and auto_chunk_fits(model, task):
         return causal_lm_loss(model, batch, AUTO_CHUNK_TOKENS, task), None
     out = model(**kw, **batch)
-    return out.loss, out
+    if class_weights is None:
+        return out.loss, out
+    logits = out.logits.float()
+    weight = torch.tensor(class_weights, dtype=logits.dtype, device=logits.device)
+    labels = batch["labels"].to(logits.device)
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), weight=weight, ignore_index=IGNORE
+    )
+    return loss, out
 
 
 AUTO_CHUNK_TOKENS = 256  # target tokens per chunk: 1024 held 140 MB more at the same speed (SmolLM2, 2026-12-07)

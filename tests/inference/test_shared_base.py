@@ -186,3 +186,49 @@ def test_an_int8_shared_base_equals_each_int8_run_alone(base_runs):
     for name in ("lora0", "ia3"):
         alone = load_run(base_runs[name], quantization="int8")
         assert torch.allclose(_logits(pool.get(name)), _logits(alone), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_parallel_heads_of_different_widths_answer_in_one_pass_as_each_run_alone(base_runs, tiny_bert, tmp_path):
+    """AdapterHub's `Parallel`: a 2-class and a 3-class LoRA run share one PEFT model; `parallel` runs every text
+    through both adapters and heads in one forward pass, and each run's rows equal that run alone."""
+    import csv
+
+    import adapterkit
+    from adapterkit.inference import predict
+    from adapterkit.inference.pool import open_pool
+    from adapterkit.inference.run import predict_logits
+    from adapterkit.model import load_run
+    from helpers import tiny_recipe
+
+    rnd = random.Random(3)
+    files = {}
+    for split, n in (("train", 48), ("validation", 12)):
+        files[split] = tmp_path / f"{split}.csv"
+        with open(files[split], "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            for _ in range(n):
+                label = rnd.choice(["sport", "music", "food"])
+                w.writerow([f"{label} {rnd.choice(['is', 'was', 'felt'])} {label} fun", label])
+    topic = tmp_path / "topic"
+    adapterkit.train(adapterkit.recipe_from_dict(tiny_recipe(tiny_bert, files, topic, training={"epochs": 1})))
+    pool = open_pool([base_runs["lora0"], topic])
+    assert pool.runs["lora0"].model is pool.runs["topic"].model  # one PEFT model, heads of width 2 and 3
+    calls = []
+    handle = pool.runs["topic"].model.register_forward_hook(lambda *a: calls.append(1))
+    out = pool.parallel(["lora0", "topic"], TEXTS)
+    handle.remove()
+    assert len(calls) == 1  # both runs' rows in one forward pass
+    for name, run in (("lora0", base_runs["lora0"]), ("topic", topic)):
+        assert out[name] == predict(run, TEXTS)
+    alone = load_run(topic)
+    group = pool.groups[pool.group_of["topic"]]
+    with group.rows(["topic"] * len(TEXTS)) as forward:
+        mixed = predict_logits(pool.runs["topic"].model, pool.runs["topic"].tokenizer, TEXTS, 32, forward=forward)
+    assert torch.allclose(mixed[:, :3], _logits(alone), atol=1e-5, rtol=0)
+    res = cli("predict", base_runs["lora0"], topic, "--text", TEXTS[0], "--text", TEXTS[1])
+    assert res.code == 0, res.err
+    rows = [json.loads(line) for line in res.out.splitlines()]
+    assert [r["run"] for r in rows] == ["lora0", "lora0", "topic", "topic"]
+    assert rows[2]["label"] in ("sport", "music", "food")

@@ -7,9 +7,11 @@ and `PeftModel.from_pretrained` work once `BottleneckConfig` (or `registration`)
     layer.py         BottleneckLayer, the adapter module
     model.py         BottleneckModel, the PEFT tuner
     registration.py  the method registered with PEFT
+    compose.py       `fusion` and `stack`: compositions of trained bottleneck adapters (registered on import)
 """
 
 from ...lazy import lazy_attributes
+from .compose import FusionSettings, StackSettings  # registers `fusion` and `stack`  # noqa: E402
 from .families import FAMILIES, PLACEMENTS, placement_targets
 from .method import BottleneckSettings  # registers `adapter.method: bottleneck`
 
@@ -29,4 +31,6 @@ __all__ = [
     "placement_targets",
     "PEFT_TYPE",
     "BottleneckSettings",
+    "FusionSettings",
+    "StackSettings",
 ]

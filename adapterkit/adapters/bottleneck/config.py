@@ -68,6 +68,18 @@ class BottleneckConfig(PeftConfig):
         default=None, metadata={"help": "Derived: the wrapped FFN block adds the residual itself."}
     )
     target_parameters: Optional[list[str]] = field(default=None, metadata={"help": "Unused; PEFT's matcher reads it."})
+    # Composition over trained adapters (compose.py): their weights are copied in and stay frozen.
+    compose: Optional[str] = field(
+        default=None,
+        metadata={"help": "fusion (attention over the sources' outputs) or stack (sources, then this one)."},
+    )
+    sources: Optional[list[dict]] = field(
+        default=None,
+        metadata={
+            "help": "The composed adapters: run, sha256 of its weights, bottleneck_size, activation, layer_norm, scaling."
+        },
+    )
+    fusion_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the fusion attention."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -86,6 +98,10 @@ class BottleneckConfig(PeftConfig):
             raise ValueError("bottleneck_size must be positive")
         if self.reduction_factor <= 0:
             raise ValueError("reduction_factor must be positive")
+        if self.compose not in (None, "fusion", "stack"):
+            raise ValueError(f"compose: {self.compose!r} is not one of fusion, stack")
+        if self.compose and not self.sources:
+            raise ValueError(f"compose: {self.compose} needs sources")
         if isinstance(self.target_modules, (set, tuple)):
             self.target_modules = sorted(self.target_modules)
 

@@ -11,6 +11,58 @@ from torch import nn
 from ..mixing import row_spans
 
 
+def adapter_delta(h: torch.Tensor, down, up, ln, act, dropout, scaling: float) -> torch.Tensor:
+    """s * up(act(down(h))) in float32 (the adapter's own dtype over any base dtype), cast back to h's dtype."""
+    x = h.to(torch.float32)
+    if ln is not None:
+        x = ln(x)
+    return (up(dropout(act(down(x)))) * scaling).to(h.dtype)
+
+
+class SourceAdapter(nn.Module):
+    """A trained adapter inside a composition (fusion, stack): frozen, computing what it computed in its own run."""
+
+    def __init__(self, dim: int, spec: dict) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, spec["bottleneck_size"])
+        self.up = nn.Linear(spec["bottleneck_size"], dim)
+        self.ln = nn.LayerNorm(dim) if spec.get("layer_norm") else None
+        self.activation, self.scaling = spec["activation"], float(spec["scaling"])
+        self.requires_grad_(False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        from transformers.activations import ACT2FN
+
+        return adapter_delta(h, self.down, self.up, self.ln, ACT2FN[self.activation], nn.Identity(), self.scaling)
+
+
+class Fusion(nn.Module):
+    """AdapterFusion (Pfeiffer et al. 2021): per position, attention over the source adapters' outputs with the query
+    from what they read (the block's output). Keys and values read each source's delta: the input they share adds
+    the same score to every source, so the softmax is the paper's. The value projection starts as the identity, so
+    training starts from the mean of the sources' deltas."""
+
+    def __init__(self, dim: int, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.query, self.key = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.temperature = temperature
+        for lin in (self.query, self.key):
+            nn.init.normal_(lin.weight, std=0.02)
+            nn.init.zeros_(lin.bias)
+        with torch.no_grad():
+            self.value.weight.copy_(torch.eye(dim))
+
+    def weights(self, h: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """Attention weights (..., sources) for the block output h (..., dim) and the deltas (..., sources, dim)."""
+        scores = (self.query(h.to(torch.float32)).unsqueeze(-2) * self.key(deltas)).sum(-1)
+        return (scores / self.temperature).softmax(-1)
+
+    def forward(self, h: torch.Tensor, deltas: list[torch.Tensor]) -> torch.Tensor:
+        d = torch.stack([t.to(torch.float32) for t in deltas], dim=-2)
+        return (self.weights(h, d).unsqueeze(-1) * self.value(d)).sum(-2).to(h.dtype)
+
+
 class BottleneckLayer(nn.Module, BaseTunerLayer):
     """Sequential (houlsby, pfeiffer): y = base(x); y + s * adapter(y).
     Parallel: the adapter reads the block's input x and its output joins the block's output, before the residual.
@@ -21,7 +73,8 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
 
     Adapter weights are float32 whatever the base dtype (int8, bf16): they compute in float and cast back."""
 
-    adapter_layer_names = ("bottleneck_down", "bottleneck_up", "bottleneck_ln")
+    # bottleneck_sources is not listed: PEFT's set_adapter would make the frozen source adapters trainable.
+    adapter_layer_names = ("bottleneck_down", "bottleneck_up", "bottleneck_ln", "bottleneck_fusion")
     other_param_names = ("bottleneck_scaling", "bottleneck_act", "bottleneck_dropout")
 
     def __init__(
@@ -44,6 +97,8 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         self.bottleneck_act: dict[str, nn.Module] = {}
         self.bottleneck_dropout = nn.ModuleDict()
         self.bottleneck_scaling: dict[str, float] = {}
+        self.bottleneck_sources = nn.ModuleDict()  # name -> ModuleList of SourceAdapter (fusion, stack)
+        self.bottleneck_fusion = nn.ModuleDict()  # name -> Fusion
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self._active_adapter = adapter_name
@@ -56,6 +111,14 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
             raise ValueError(
                 f"activation: {config.activation!r} is not a transformers activation; try relu, gelu, silu or tanh"
             )
+        device = self._base_device()
+        if getattr(config, "sources", None):
+            sources = nn.ModuleList(SourceAdapter(self.dim, spec) for spec in config.sources)
+            self.bottleneck_sources[adapter_name] = sources.to(device=device, dtype=torch.float32)
+        if getattr(config, "compose", None) == "fusion":  # no adapter of its own: the fusion layer is what trains
+            self.bottleneck_fusion[adapter_name] = Fusion(self.dim, config.fusion_temperature).to(device=device)
+            self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+            return
         m = config.size_for(self.dim)
         self.bottleneck_down[adapter_name] = nn.Linear(self.dim, m)
         self.bottleneck_up[adapter_name] = nn.Linear(m, self.dim)
@@ -74,7 +137,6 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
             nn.init.zeros_(self.bottleneck_up[adapter_name].bias)
         else:
             nn.init.normal_(self.bottleneck_up[adapter_name].weight, std=0.02)
-        device = self._base_device()
         for d in (self.bottleneck_down, self.bottleneck_up, self.bottleneck_ln):
             if adapter_name in d:
                 d[adapter_name] = d[adapter_name].to(device=device, dtype=torch.float32)
@@ -85,19 +147,35 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
             return p.device
         return None
 
-    def _delta(self, name: str, h: torch.Tensor) -> torch.Tensor:
-        x = h.to(torch.float32)
-        if name in self.bottleneck_ln:
-            x = self.bottleneck_ln[name](x)
-        z = self.bottleneck_up[name](
-            self.bottleneck_dropout[name](self.bottleneck_act[name](self.bottleneck_down[name](x)))
+    def _own(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        ln = self.bottleneck_ln[name] if name in self.bottleneck_ln else None
+        return adapter_delta(
+            h,
+            self.bottleneck_down[name],
+            self.bottleneck_up[name],
+            ln,
+            self.bottleneck_act[name],
+            self.bottleneck_dropout[name],
+            self.bottleneck_scaling[name],
         )
-        return (z * self.bottleneck_scaling[name]).to(h.dtype)
+
+    def _delta(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        if name in self.bottleneck_fusion:
+            return self.bottleneck_fusion[name](h, [s(h) for s in self.bottleneck_sources[name]])
+        if name in self.bottleneck_sources:  # stack: each source reads the output of the one below, ours the top's
+            u = h
+            for source in self.bottleneck_sources[name]:
+                u = u + source(u)
+            return u - h + self._own(name, u)
+        return self._own(name, h)
+
+    def _has(self, name: str) -> bool:
+        return name in self.bottleneck_down or name in self.bottleneck_fusion
 
     def _active(self) -> list[str]:
         if self.disable_adapters:
             return []
-        return [a for a in self.active_adapters if a in self.bottleneck_down]
+        return [a for a in self.active_adapters if self._has(a)]
 
     def _rowwise(self, names: list[str]):
         """Each row's own adapter (PEFT's `adapter_names`: one adapter per row of a mixed batch, `__base__` none);
@@ -107,7 +185,7 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         def delta(h: torch.Tensor) -> torch.Tensor:
             out = torch.zeros_like(h)
             for name, start, end in spans:
-                if name in self.bottleneck_down:
+                if self._has(name):
                     out[start:end] = self._delta(name, h[start:end])
             return out
 
