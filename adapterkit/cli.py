@@ -615,6 +615,27 @@ def compare(
     echo(format_compare(run_compare(run_a, run_b, split, data, baseline, samples, seed, out)), nl=False)
 
 
+@_command(app, "import-adapter")
+def import_adapter(
+    folder: Path = typer.Argument(
+        ..., help="A folder AdapterHub's save_adapter(..., with_head=True, use_safetensors=True) wrote."
+    ),
+    out: Path = typer.Option(..., "--out", help="The run folder to create."),
+    base: Optional[str] = typer.Option(
+        None, "--base", help="The base model (path, Hub id or package:); default: the one the adapter names."
+    ),
+    quantization: str = typer.Option("none", "--quantization", help="none, int8 or nf4: how runs of it load the base."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
+):
+    """Convert an AdapterHub bottleneck adapter and its head into a run folder (eval, predict, export, fusion accept it)."""
+    if not folder.is_dir():
+        _fail(f"{folder}: no such folder")
+    from .runs.imported import import_adapter as run_import
+
+    record = run_import(folder, out, base, quantization, overwrite)
+    echo(json.dumps({"run": str(out), **record}, indent=1))
+
+
 @_command(app)
 def report(run_dir: Path = typer.Argument(..., help="Run directory from `adapterkit train` (finished or not).")):
     """Rebuild a run's report.html and plots/*.png from its log, metrics and recipe."""
