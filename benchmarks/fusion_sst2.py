@@ -86,9 +86,15 @@ def target(arm: str, seed: int, threads: int | None) -> dict:
     out = WORK / f"{arm}-seed{seed}"
     t = time.time()
     m = train("recipes/sst2-lora-int8.yaml", out, sets, threads)
+    wall = round(time.time() - t, 1)
+    # Reloaded from the run folder alone (the sources copied in): the same test accuracy as training reported.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    again = subprocess.run([sys.executable, "-m", "adapterkit.cli", "eval", str(out), "--split", "test"], cwd=ROOT,
+                           env=env, capture_output=True, text=True)
+    reloaded = json.loads(again.stdout)["accuracy"] if again.returncode == 0 else None
     return {"arm": arm, "seed": seed, "run": str(out), "validation": m["validation"]["accuracy"],
-            "test": m["test"]["accuracy"], "train_s": m["train"]["seconds"], "examples": m["train"]["examples"],
-            "trainable_params": m["train"]["trainable_params"], "wall_s": round(time.time() - t, 1)}
+            "test": m["test"]["accuracy"], "reloaded_test": reloaded, "train_s": m["train"]["seconds"],
+            "examples": m["train"]["examples"], "trainable_params": m["train"]["trainable_params"], "wall_s": wall}
 
 
 def compare(a: str, b: str, out: Path) -> dict:
@@ -128,14 +134,15 @@ def render(res: dict) -> None:
     def ms(x):
         return f"{x['mean']:.4f} ± {x['sd']:.4f} ({', '.join(f'{v:.4f}' for v in x['values'])})"
 
-    lines = ["| arm | sources | trainable params | validation acc | test acc | test diff vs single (95% interval), per seed |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| arm | sources | trainable params | validation acc | test acc | test diff vs single (95% interval), per seed | "
+             "reloaded run's test acc equal |", "|---|---|---|---|---|---|---|"]
     for arm, agg in res["arms"].items():
         rows = [r for r in res["rows"] if r["arm"] == arm]
         diffs = "; ".join(f"{r['vs_single']['diff']:+.4f} [{r['vs_single']['low']:+.4f}, {r['vs_single']['high']:+.4f}]"
                           for r in rows if "vs_single" in r)
         lines.append(f"| {arm} | {', '.join(ARMS[arm] or []) or '(none)'} | {rows[0]['trainable_params']:,} | "
-                     f"{ms(agg['validation'])} | {ms(agg['test'])} | {diffs} |")
+                     f"{ms(agg['validation'])} | {ms(agg['test'])} | {diffs} | "
+                     f"{all(r['reloaded_test'] == r['test'] for r in rows)} |")
     src = "; ".join(f"{s}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "loss") for s, m in res["sources"].items())
     md = (f"# AdapterFusion on 500 SST-2 examples (int8 all-MiniLM-L6-v2)\n\n`python benchmarks/fusion_sst2.py --seeds "
           f"{','.join(map(str, res['seeds']))}` ({time.strftime('%Y-%m-%d %H:%M')}). Target: 500 SST-2 training sentences, "

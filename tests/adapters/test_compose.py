@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import cli, tiny_recipe, write_recipe, write_sentiment
+from helpers import cli, run_loads_with, tiny_recipe, write_recipe, write_sentiment
 
 pytestmark = pytest.mark.slow  # every test here trains tiny models
 
@@ -46,7 +46,8 @@ def _source_weights(run):
 
 @pytest.mark.parametrize("method", ["fusion", "stack"])
 def test_composition_trains_keeps_sources_frozen_and_reloads_identically(tiny_bert, tmp_path, sources, method):
-    from adapterkit.inference import predict_logits
+    from adapterkit.inference import predict, predict_logits
+    from adapterkit.inference.pool import open_pool
     from adapterkit.model import load_run
 
     adapter = {"method": method, "sources": [str(s) for s in sources]}
@@ -87,6 +88,16 @@ def test_composition_trains_keeps_sources_frozen_and_reloads_identically(tiny_be
     res = cli("eval", out)
     assert res.code == 0, res.err
     assert json.loads(res.out)["accuracy"] == metrics["validation"]["accuracy"]
+    # served from a shared base beside one of its sources: the same rows as the run alone
+    pool = open_pool([out, sources[0]])
+    assert pool.predict(out.name, texts) == predict(out, texts)
+    if method == "fusion":  # not mergeable: said so; the adapter export loads in a process without adapterkit's loader
+        res = cli("export", out, "--out", tmp_path / "merged")
+        assert res.code == 2 and "'fusion'" in res.err and "--format adapter" in res.err
+        assert cli("export", out, "--format", "adapter", "--out", tmp_path / "exp").code == 0
+        report = json.loads((tmp_path / "exp" / "export_report.json").read_text())
+        assert report["reloaded_vs_run"]["max_abs_diff"] < 1e-5
+        assert run_loads_with(report["loads_with"], tmp_path) == "PeftModelForSequenceClassification"
 
 
 def test_bad_sources_are_one_line(tiny_bert, tmp_path, sources):
