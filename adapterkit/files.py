@@ -4,6 +4,7 @@ folders, and weights only through safetensors (a clear error for damaged files).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -179,3 +180,12 @@ def check_safetensors(path: Path, what: str) -> None:
         raise RunDirError(
             f"{path}: {what} weights are corrupted or truncated ({str(e).splitlines()[0][:120]})"
         ) from None
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

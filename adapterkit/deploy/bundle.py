@@ -18,13 +18,12 @@ from pathlib import Path
 
 from ..adapters import METHODS
 from ..errors import AdapterkitError
-from ..files import check_out_dir, new_temp_dir, read_json
+from ..files import check_out_dir, new_temp_dir, read_json, sha256
 from ..heads import HEADS
 from ..inference import verify
 from ..inference.pool import checked_specs
 from ..model import build_task_model, load_run, load_run_recipe
 from ..model.backbone import checkpoint_dir, hub_id
-from ..model.identity import sha256
 from .formats import ExportOptions
 
 MANIFEST = "manifest.json"

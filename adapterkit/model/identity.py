@@ -5,12 +5,11 @@ wrongly; this makes it a one-line refusal naming the file instead."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from ..errors import RunDirError
-from ..files import read_json
+from ..files import read_json, sha256
 
 FILES = ("labels.json", "head.safetensors")
 RUN_FILES = ("recipe.yaml", "labels.json", "head.safetensors")
@@ -34,14 +33,6 @@ def require_finished(run: Path, need=RUN_FILES, error=RunDirError) -> None:
 
 
 FOLDERS = ("adapter", "model", "tokenizer")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _parts(run: Path) -> list[str]:

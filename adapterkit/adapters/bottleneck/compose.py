@@ -11,14 +11,13 @@ Neither merges into the base weights (the adapters are non-linear): exports keep
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 from pydantic import Field
 
 from ...errors import ModelError
-from ...files import check_safetensors, read_json
+from ...files import check_safetensors, read_json, sha256
 from ..registry import Method, MethodSettings, register_method
 from ..targets import exclude_pattern
 from .method import BottleneckSettings, design
@@ -44,14 +43,6 @@ class StackSettings(BottleneckSettings):
         min_length=1,
         description="Run folders of trained bottleneck adapters applied first, in this order (frozen); the adapter these keys describe goes on top and trains.",
     )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_source(i: int, where: str, model) -> dict:
@@ -83,7 +74,7 @@ def read_source(i: int, where: str, model) -> dict:
     size = cfg.get("bottleneck_size") or max(1, hidden // int(cfg.get("reduction_factor") or 16))
     return {
         "run": str(run),
-        "sha256": _sha256(weights),
+        "sha256": sha256(weights),
         "bottleneck_size": int(size),
         "activation": cfg.get("activation", "relu"),
         "layer_norm": bool(cfg.get("layer_norm")),
