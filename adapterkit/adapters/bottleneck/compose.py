@@ -54,7 +54,8 @@ def read_source(i: int, where: str, model) -> dict:
     cfg = read_json(cfg_file, "adapter config")
     if str(cfg.get("peft_type")).upper() != "BOTTLENECK":
         raise ModelError(
-            f"{FIELD}[{i}]: {run} holds a {cfg.get('peft_type')} adapter; fusion and stack compose bottleneck adapters"
+            f"{FIELD}[{i}]: {run} holds a {cfg.get('peft_type')} adapter; fusion and stack compose bottleneck adapters "
+            "(LoRA runs combine with `adapterkit merge`: PEFT's add_weighted_adapter)"
         )
     if cfg.get("compose"):
         raise ModelError(f"{FIELD}[{i}]: {run} is itself a {cfg['compose']} run; compose its sources directly")
