@@ -6,8 +6,8 @@ single-task adapter on 500 SST-2 training examples?
 Sources (bottleneck adapters, every default: Pfeiffer, size 64, on the int8 all-MiniLM-L6-v2; trained once, seed 0):
 - sst2: SST-2 sentiment on 8,000 training sentences disjoint from the target's 500 (recipes/sst2-lora-int8.yaml);
 - types: which entity types a CoNLL-2003 sentence mentions (examples/conll_derived.py, multi-label;
-  recipes/conll2003-entity-types-multilabel.yaml);
-- count: how many entities it mentions (regression; recipes/conll2003-entity-count-regression.yaml);
+  recipes/conll2003-entity-types-multilabel.yaml), 6,000 training sentences;
+- count: how many entities it mentions (regression; recipes/conll2003-entity-count-regression.yaml), 6,000 sentences;
 - reviews: the product-review sentiment of examples/reviews (a domain adapter; recipes/demo.yaml).
 Target: 500 SST-2 training sentences (fixed draw), 5 epochs, batch 16, lr 1.5e-3 for every arm, evaluated on the
 872 validation sentences each epoch (choosing the checkpoint) and scored once on the 1,821 held-out test sentences.
@@ -40,9 +40,11 @@ BOTTLENECK = ["adapter.method=bottleneck"]
 SOURCES = {
     "sst2": ("recipes/sst2-lora-int8.yaml", lambda d: [f"data.train={d / 'sst2_other.tsv'}", "data.test=null"]),
     "types": ("recipes/conll2003-entity-types-multilabel.yaml",
-              lambda d: [f"data.{s}={d / 'conll-derived' / f'{s}.jsonl'}" for s in ("train", "validation")] + ["data.test=null"]),
+              lambda d: [f"data.{s}={d / 'conll-derived' / f'{s}.jsonl'}" for s in ("train", "validation")]
+              + ["data.test=null", "data.max_train_samples=6000"]),
     "count": ("recipes/conll2003-entity-count-regression.yaml",
-              lambda d: [f"data.{s}={d / 'conll-derived' / f'{s}.jsonl'}" for s in ("train", "validation")] + ["data.test=null"]),
+              lambda d: [f"data.{s}={d / 'conll-derived' / f'{s}.jsonl'}" for s in ("train", "validation")]
+              + ["data.test=null", "data.max_train_samples=6000"]),
     "reviews": ("recipes/demo.yaml", lambda d: ["data.test=null"]),
 }
 ARMS = {"single": None, "fusion": ["sst2", "types", "count", "reviews"], "fusion_other": ["types", "count", "reviews"]}

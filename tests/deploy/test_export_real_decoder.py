@@ -18,7 +18,7 @@ def smollm2_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("smollm2_lora")
     r = resolve_paths(load_recipe(ROOT / "recipes" / "smollm2-webnlg-lora-int8.yaml", [
         "backbone.quantization=none", "adapter.r=8", "adapter.alpha=16", f"data.train={data / 'train.jsonl'}",
-        f"data.validation={data / 'validation.jsonl'}", "data.test=null", "data.max_train_samples=16", "data.max_eval_samples=20",
+        f"data.validation={data / 'validation.jsonl'}", "data.test=null", "data.max_train_samples=16", "data.max_eval_samples=8",
         "task.generation_metrics=[]", "training.early_stopping.metric=loss", "training.max_steps=2", "training.batch_size=8", "training.lr=2.0e-3",
         f"training.output_dir={tmp_path / 'run'}"]))
     train(r)
@@ -31,7 +31,7 @@ def test_default_export_of_a_smollm2_lora_run_passes_its_check(smollm2_run, tmp_
 
     report = export(smollm2_run, tmp_path / "exp", requantize=False)
     check = report["merged_vs_unmerged"]
-    assert check["examples"] == 20 and report["verified_on"]["examples"] == 20
+    assert check["examples"] == 8 and report["verified_on"]["examples"] == 8
     assert check["logit_scale"] > 5  # decoder logits: far larger than a classifier's
     assert check["max_abs_diff"] <= check["allowed_abs_diff"] == pytest.approx(1e-4 * check["logit_scale"])
     print(yaml.safe_dump({k: check[k] for k in ("max_abs_diff", "logit_scale", "relative_diff")}))
@@ -46,7 +46,7 @@ def test_smollm2_gguf_export_keeps_the_packaged_tokenizer_and_greedy_text(smollm
 
     report = export(smollm2_run, tmp_path / "gguf", fmt="gguf", gguf_type="f16")
     g = report["gguf_vs_merged"]
-    assert g["tokenizer_identical_ids"] == g["prompts"] == 20 and g["greedy_identical"] == 20
+    assert g["tokenizer_identical_ids"] == g["prompts"] == 8 and g["greedy_identical"] == 8
     fields = gguf.GGUFReader(str(tmp_path / "gguf" / "model.gguf")).fields
     assert fields["tokenizer.ggml.pre"].contents() == "smollm" and fields["llama.block_count"].contents() == 30
     print(yaml.safe_dump({"greedy_identical": g["greedy_identical"], "relative_diff": g["logits"]["relative_diff"]}))
