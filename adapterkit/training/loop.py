@@ -89,7 +89,7 @@ class Task:
     metric: str | None = None  # headline validation metric (multi-task summary)
     holdout: dict | None = None  # data.validation_split: which training rows went where
     generation: dict = field(default_factory=dict)  # split -> (prompt ids, references) for generated-text metrics
-    class_weights: list | None = None  # per-class weights of the training loss (Head.class_weights), or plain
+    class_weights: Any = None  # tensor of per-class training-loss weights (Head.class_weights), or None: plain
 
 
 @dataclass
@@ -110,6 +110,7 @@ def _prepare_tasks(lay: SingleTask, tokenizer) -> dict[str, Task]:
         head = HEADS[tr.recipe.task.type]
         data = data_mod.prepare(tr.recipe, tokenizer, head)
         weights = head.class_weights(tr.recipe.task, data.labels, data.splits["train"]) if head.class_weights else None
+        weights = torch.tensor(weights, dtype=torch.float32) if weights else None  # once, not at every step
         tasks[name] = Task(
             name,
             tr.recipe,
@@ -377,7 +378,11 @@ def setup(
     timings.lap("loading the model")
     if source is not None:
         job.info["init_from"] = warmstart.apply(job.model, source, tasks["main"].labels)
-    weighted = {n: dict(zip(k.labels or [], k.class_weights)) for n, k in tasks.items() if k.class_weights}
+    weighted = {
+        n: dict(zip(k.labels or [], (round(w, 4) for w in k.class_weights.tolist())))
+        for n, k in tasks.items()
+        if k.class_weights is not None
+    }
     if weighted:  # e.g. task.o_weight: auto on a sparse-entity set
         job.info["class_weights"] = weighted
     if residual_init(method_settings(recipe.adapter)) and accelerator.is_main_process:

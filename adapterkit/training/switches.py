@@ -51,7 +51,7 @@ def prepare_model(training, model) -> None:
         check_packing_support(model)
 
 
-def training_loss(recipe, model, batch, task: str | None = None, class_weights: list | None = None):
+def training_loss(recipe, model, batch, task: str | None = None, class_weights=None):
     """(loss, outputs or None): the chunked causal-LM loss when loss_chunk_tokens is set, else the model's own, or
     with `class_weights` (Head.class_weights) a weighted cross-entropy over its logits. `task`: the task of a
     multi-task model (its forward takes the task name)."""
@@ -65,7 +65,7 @@ def training_loss(recipe, model, batch, task: str | None = None, class_weights: 
     if class_weights is None:
         return out.loss, out
     logits = out.logits.float()
-    weight = torch.tensor(class_weights, dtype=logits.dtype, device=logits.device)
+    weight = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)  # no copy once on device
     labels = batch["labels"].to(logits.device)
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), weight=weight, ignore_index=IGNORE

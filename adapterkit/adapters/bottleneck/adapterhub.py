@@ -135,18 +135,17 @@ def adapter_weights(adapter: HubAdapter) -> dict[tuple[str, str, str], Any]:
 
     out = {}
     ln = adapter.settings["layer_norm"]
+    mapped = {  # with ln_before, AdapterHub's down Sequential starts with the LayerNorm
+        "adapter_up": "up",
+        "adapter_down.0": "ln" if ln else "down",
+        "adapter_down.1": "down" if ln else None,
+        "adapter_norm_before": "ln",
+    }
     for key, value in load_file(adapter.folder / WEIGHTS).items():
         m = _KEY.match(key)
         if m is None:
             raise _refuse(adapter.folder, f"weight {key} is not a bottleneck adapter weight")
-        rest = m["rest"]
-        mapped = {
-            "adapter_up": "up",
-            "adapter_down.0": "ln" if ln else "down",
-            "adapter_down.1": "down" if ln else None,
-            "adapter_norm_before": "ln",
-        }
-        module, _, param = rest.rpartition(".")
+        module, _, param = m["rest"].rpartition(".")
         part = mapped.get(module)
         if part is None:
             raise _refuse(adapter.folder, f"weight {key} has no counterpart in a bottleneck adapter")
