@@ -41,11 +41,16 @@ lint: setup
 	$(BIN)/ruff format --check adapterkit
 	$(BIN)/mypy
 
+# The suite runs on TEST_JOBS worker processes (pytest-xdist), one thread each (tests/conftest.py); a file's tests
+# stay on one worker. TEST_JOBS=0 runs it in this process alone.
+TEST_JOBS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup
+
 test: setup browser lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: setup browser lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Resolve the newest versions of every dependency (torch stays at TORCH_SPEC) and rewrite the lock.
 lock:

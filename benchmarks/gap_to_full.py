@@ -58,6 +58,8 @@ ARMS = {
         "lora_fp32": ["training.epochs=3", *LORA16, "backbone.quantization=none"],
         "lora_plus": ["training.epochs=3", *LORA16, "training.lr=5e-4", "adapter.loraplus_lr_ratio=16"],
         "rslora_r64": ["training.epochs=3", "adapter.r=64", "adapter.alpha=16", "adapter.use_rslora=true", "training.lr=1e-3"],
+        "rslora_r64_head10x": ["training.epochs=3", "adapter.r=64", "adapter.alpha=16", "adapter.use_rslora=true",
+                               "training.lr=1e-3", "training.head_lr=1e-2"],  # issue #43: steadier on sparse entities
         "lora_emb": ["training.epochs=3", *LORA16, "adapter.target_modules=[query,key,value,dense,word_embeddings]"],
         "dora": ["training.epochs=3", *LORA16, "adapter.method=dora"],
         "full": ["training.epochs=2", "adapter.method=full", "backbone.quantization=none", "training.lr=1e-4"],

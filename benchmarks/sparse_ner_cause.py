@@ -41,6 +41,9 @@ ARMS = {
     "recipe_o1": [PLAIN],
     "recipe_o1_warn": ["training.on_collapse=warn", PLAIN],
     "recipe": [],
+    "recipe_o0.1": ["task.o_weight=0.1"],
+    "recipe_lr1.5e-3": ["training.lr=1.5e-3"],
+    "recipe_head_lr1e-2": ["training.head_lr=1e-2"],
     "full_o1": ["adapter.method=full", "backbone.quantization=none", "training.lr=1e-4", "training.warmup_ratio=0.06", PLAIN],
     "full": ["adapter.method=full", "backbone.quantization=none", "training.lr=1e-4", "training.warmup_ratio=0.06"],
 }
@@ -82,7 +85,7 @@ def main() -> None:
                 over = [*(f"data.{k}={v}" for k, v in data.items()), "training.epochs=3", "training.overwrite=true",
                         "training.checkpoint_every=null", *ARMS[arm], f"training.seed={seed}"]
                 out = work / key.replace("/", "-")
-                jobs.append(dict(cell=key, seed=seed, threads=threads, metric="f1", out=out, log=out.with_suffix(".log"),
+                jobs.append(dict(cell=key, seed=seed, threads=threads, metric="f1", out=out, log=out.with_name(out.name + ".log"),
                                  argv=["train", RECIPE, "-o", str(out), *[x for o in over for x in ("--set", o)]]))
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         futures = {pool.submit(run_seed, j): j for j in jobs}

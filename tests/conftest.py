@@ -5,12 +5,17 @@ every test that trains a model is marked `slow` (`make test-fast` skips them), a
 that trains without it."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+# `make test` runs two workers (pytest -n 2) on two cores: each worker's torch (and every process it starts) takes
+# one thread, since two processes with a thread per core each make OpenMP spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tokenized splits are not kept between tests (each test sees its own tokenizing); tests/data/test_token_cache.py
@@ -28,6 +33,52 @@ from adapterkit.cli import quiet_libraries  # noqa: E402
 quiet_libraries()
 
 _CURRENT = {"slow": True, "id": ""}
+
+
+# Seconds each test file took in a whole run (two workers): `make test` hands the longest groups out first, so no
+# long file starts last while the other worker idles. `ADAPTERKIT_STORE_DURATIONS=1 make test` writes it again.
+_DURATIONS = Path(__file__).with_name("durations.json")
+_SPENT: dict[str, float] = {}
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
+def pytest_configure(config):
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        config.option.loadscopereorder = False  # the order below (longest first), not xdist's (most tests first)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under `pytest -n N --dist loadgroup` (make test) a file's tests run on one worker, so its module fixtures train
+    once; the files that use the session's trained runs (base_runs, lm_runs) share one worker for the same reason.
+    Groups go out longest first (durations.json; a file not in it counts 10 s)."""
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    shared = {_file(i.nodeid) for i in items if {"base_runs", "lm_runs"} & set(getattr(i, "fixturenames", ()))}
+    group = {i.nodeid: "shared-runs" if _file(i.nodeid) in shared else _file(i.nodeid) for i in items}
+    seconds = json.loads(_DURATIONS.read_text()) if _DURATIONS.is_file() else {}
+    cost: dict[str, float] = {}
+    for f in {_file(i.nodeid) for i in items}:
+        g = "shared-runs" if f in shared else f
+        cost[g] = cost.get(g, 0.0) + seconds.get(f, 10.0)
+    items.sort(key=lambda i: -cost[group[i.nodeid]])  # stable: a file's tests keep their order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
+
+
+def pytest_runtest_logreport(report):
+    if os.environ.get("ADAPTERKIT_STORE_DURATIONS"):
+        f = _file(report.nodeid)
+        _SPENT[f] = _SPENT.get(f, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("ADAPTERKIT_STORE_DURATIONS") and not os.environ.get("PYTEST_XDIST_WORKER") and _SPENT:
+        ranked = dict(sorted(((f, round(s, 1)) for f, s in _SPENT.items()), key=lambda kv: -kv[1]))
+        _DURATIONS.write_text(json.dumps(ranked, indent=1) + "\n")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -7,6 +7,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -137,10 +139,15 @@ def materialize_gguf(path: Path, gguf_file: str) -> Path:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(gguf_model.state_dict())
-    tmp = out.with_name(out.name + ".tmp")
+    # A folder of this call's own: several processes (DDP ranks, tune workers) may convert the same file at once.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))
     plain.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(path, gguf_file=gguf_file).save_pretrained(tmp)
-    os.replace(tmp, out) if not out.exists() else None
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process finished first: its folder is the same conversion
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

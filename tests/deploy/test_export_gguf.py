@@ -61,6 +61,28 @@ def test_gguf_reads_back_like_the_merged_model(lora_run, tmp_path, gguf_type):
     assert ("Q8_0" in report["tensors_by_type"]) == (gguf_type == "q8_0")
 
 
+@pytest.mark.slow
+def test_two_conversions_of_one_gguf_file_at_once_leave_one_whole_folder(lora_run, tmp_path, monkeypatch):
+    """DDP ranks and tune workers may load one GGUF backbone at the same moment: each conversion writes a folder of
+    its own and one of them becomes the cache entry (they used to share one temporary folder)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from adapterkit.deploy import export
+    from adapterkit.model.backbone import materialize_gguf
+
+    export(lora_run, tmp_path / "gguf", fmt="gguf", gguf_type="f32")
+    monkeypatch.setenv("ADAPTERKIT_CACHE", str(tmp_path / "cache"))
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda _: materialize_gguf(tmp_path / "gguf", "model.gguf"), range(2)))
+    assert outs[0] == outs[1] and [p.name for p in (tmp_path / "cache" / "gguf").iterdir()] == [outs[0].name]
+    got = AutoModelForCausalLM.from_pretrained(outs[0]).state_dict()
+    want = AutoModelForCausalLM.from_pretrained(tmp_path / "gguf", gguf_file="model.gguf").state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+
 def test_gguf_refuses_other_tasks_before_loading(tiny_bert, sentiment_files, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -239,7 +239,8 @@ def test_label_words_trains_beyond_zero_shot_and_cli_scores_both(tiny_llama, tmp
 
     files = write_sentiment(tmp_path, n_train=64, n_val=32)
     recipe = _lw_recipe(tiny_llama, files, tmp_path / "run",
-                        training={"epochs": 10, "batch_size": 16, "lr": 3e-2, "eval_every": 100, "log_every": 4})
+                        # 3e-2 diverged on one thread (accuracy 0.5); 2e-2 reaches 0.97-1.0 on one or two
+                        training={"epochs": 10, "batch_size": 16, "lr": 2e-2, "eval_every": 100, "log_every": 4})
     final = train(recipe)
     results = {}
     for flag in ([], ["--zero-shot"]):
