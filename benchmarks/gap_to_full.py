@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="processes at once; more than 1 gives each one thread")
     ap.add_argument("--reuse", action="store_true", help="read a kept run trained with the same settings instead of training")
     ap.add_argument("--keep", type=Path, default=ROOT / "runs" / "gap_to_full")
+    ap.add_argument("--results-name", help="benchmarks/results/NAME.{md,json} (default gap_to_full_TASK_SPLIT)")
     args = ap.parse_args()
     task = TASKS[args.task]
     if not task["data"].is_dir():
@@ -154,7 +155,7 @@ def main() -> None:
            "machine": platform.processor() or platform.machine(), "when": time.strftime("%Y-%m-%d %H:%M"),
            "runs": rows, "summary": summary}
     res = ROOT / "benchmarks" / "results"
-    name = f"gap_to_full_{args.task}_{args.split}"
+    name = args.results_name or f"gap_to_full_{args.task}_{args.split}"
     (res / f"{name}.json").write_text(json.dumps(out, indent=1))
     write_md(res / f"{name}.md", markdown(out, task["metric"]))
     print(json.dumps(summary, indent=1))

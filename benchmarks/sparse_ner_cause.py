@@ -27,7 +27,8 @@ from _measure import pick, write_md  # noqa: E402
 from robustness_grid import OUT, ROOT, SHARED, WORK, collapsed, run_seed, sentences, write_sparse_rare  # noqa: E402
 
 RECIPE = "recipes/conll2003-lora-int8.yaml"
-PLAIN = "task.o_weight=1"  # the token loss before issue #43: every tag weighs 1
+PLAIN = "task.o_weight=1"
+HEAD1X = "training.head_lr=null"  # the token loss before issue #43: every tag weighs 1
 OLD = ["adapter.r=16", "adapter.alpha=32", "adapter.use_rslora=false", "training.lr=2e-3",
        "training.warmup_ratio=0.06", "training.on_collapse=warn", PLAIN]
 ARMS = {
@@ -38,12 +39,14 @@ ARMS = {
     "old_head_lr0.1x": [*OLD, "training.head_lr=2e-4"],
     "old_o_auto": [*OLD, "task.o_weight=auto"],
     "dense_old": OLD,
-    "recipe_o1": [PLAIN],
-    "recipe_o1_warn": ["training.on_collapse=warn", PLAIN],
+    # Since issue #43 the recipe's head trains at 1e-2; HEAD1X is the recipe as it was (the head at training.lr)
+    "recipe_o1": [HEAD1X, PLAIN],
+    "recipe_o1_warn": [HEAD1X, "training.on_collapse=warn", PLAIN],
+    "recipe_head1x": [HEAD1X],
+    "recipe_head1x_o0.1": [HEAD1X, "task.o_weight=0.1"],
+    "recipe_head1x_lr1.5e-3": [HEAD1X, "training.lr=1.5e-3"],
     "recipe": [],
-    "recipe_o0.1": ["task.o_weight=0.1"],
-    "recipe_lr1.5e-3": ["training.lr=1.5e-3"],
-    "recipe_head_lr1e-2": ["training.head_lr=1e-2"],
+    "recipe_lr2e-3": ["training.lr=2e-3"],
     "full_o1": ["adapter.method=full", "backbone.quantization=none", "training.lr=1e-4", "training.warmup_ratio=0.06", PLAIN],
     "full": ["adapter.method=full", "backbone.quantization=none", "training.lr=1e-4", "training.warmup_ratio=0.06"],
 }
@@ -132,7 +135,7 @@ def render(res: dict, stats: dict) -> None:
           f"(last runs {time.strftime('%Y-%m-%d %H:%M')}), int8 all-MiniLM-L6-v2, 3 epochs, batch 16. Data (sparse_rare): "
           f"{json.dumps(stats)}. `old` = LoRA r 16 alpha 32 lr 2e-3 warmup 0.06, the recipe the issue ran; `recipe` = "
           "recipes/conll2003-lora-int8.yaml as shipped (rsLoRA r 64, lr 1e-3, on_collapse: recover, and since issue #43 "
-          "task.o_weight: auto); `_o1`: with every tag weighing 1 in the loss (the loss before); `full` = full "
+          "task.o_weight: auto and the head at lr 1e-2); `head1x`: the head at the adapter's lr (the recipe before); `_o1`: with every tag weighing 1 in the loss (the loss before); `full` = full "
           "fine-tuning, lr 1e-4. A seed is collapsed when its final model is degenerate (exit 3 after the last recovery, "
           "a collapse warning without recovery, or F1 0).\n\n" + "\n".join(lines) + "\n")
     write_md(OUT / "sparse_ner_cause.md", md)
