@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config, items):
     """Under `pytest -n N --dist loadgroup` (make test) a file's tests run on one worker, so its module fixtures train
     once; the files that use the session's trained runs (base_runs, lm_runs) share one worker for the same reason.
     Groups go out longest first (durations.json; a file not in it counts 10 s)."""
-    if getattr(config.option, "dist", "no") != "loadgroup":
+    if not getattr(config.option, "loadgroup", False):  # what pytest-xdist sets in its workers for --dist loadgroup
         return
     shared = {_file(i.nodeid) for i in items if {"base_runs", "lm_runs"} & set(getattr(i, "fixturenames", ()))}
     group = {i.nodeid: "shared-runs" if _file(i.nodeid) in shared else _file(i.nodeid) for i in items}
