@@ -41,16 +41,16 @@ lint: setup
 	$(BIN)/ruff format --check adapterkit
 	$(BIN)/mypy
 
-# The suite runs on TEST_JOBS worker processes (pytest-xdist), one thread each (tests/conftest.py); a file's tests
-# stay on one worker. TEST_JOBS=0 runs it in this process alone.
+# The suite runs on TEST_JOBS worker processes (pytest-xdist), one thread each (tests/conftest.py); TEST_JOBS=0
+# runs it in this process alone.
 TEST_JOBS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup
+PYTEST_ARGS := -q -n $(TEST_JOBS) --dist loadgroup
 
 test: setup browser lint
-	$(PYTEST)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup browser lint
-	$(PYTEST) -m "not slow"
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"
 
 # Resolve the newest versions of every dependency (torch stays at TORCH_SPEC) and rewrite the lock.
 lock:
@@ -75,7 +75,7 @@ test-latest: browser
 	.venv-latest/bin/python -m pip install -q --no-deps $(MODELS)
 	.venv-latest/bin/adapterkit env
 	.venv-latest/bin/ruff check adapterkit && .venv-latest/bin/ruff format --check adapterkit && .venv-latest/bin/mypy
-	ADAPTERKIT_LATEST=1 .venv-latest/bin/python -m pytest -q
+	ADAPTERKIT_LATEST=1 .venv-latest/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs exports

@@ -52,8 +52,9 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Under `pytest -n N --dist loadgroup` (make test) a file's tests run on one worker, so its module fixtures train
-    once; the files that use the session's trained runs (base_runs, lm_runs) share one worker for the same reason.
+    """Under `pytest -n N --dist loadgroup` (make test) tests go out longest file first. The xdist_group marks are
+    meant to keep a file on one worker, but they are added after pytest-xdist has read them: tests go out one at a
+    time, and a file's module fixtures may train on both workers (still to mend).
     Groups go out longest first (durations.json; a file not in it counts 10 s)."""
     if not getattr(config.option, "loadgroup", False):  # what pytest-xdist sets in its workers for --dist loadgroup
         return

@@ -65,7 +65,7 @@ def training_loss(recipe, model, batch, task: str | None = None, class_weights=N
     if class_weights is None:
         return out.loss, out
     logits = out.logits.float()
-    weight = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)  # no copy once on device
+    weight = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)  # no copy on CPU
     labels = batch["labels"].to(logits.device)
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), weight=weight, ignore_index=IGNORE
