@@ -140,8 +140,13 @@ def materialize_gguf(path: Path, gguf_file: str) -> Path:
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(gguf_model.state_dict())
     # A folder of this call's own: several processes (DDP ranks, tune workers) may convert the same file at once.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))
+    except OSError as e:
+        raise ModelError(
+            f"ADAPTERKIT_CACHE: cannot write {out.parent} ({e.strerror}); set it to a writable folder"
+        ) from None
     plain.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(path, gguf_file=gguf_file).save_pretrained(tmp)
     try:
