@@ -42,9 +42,10 @@ lint: setup
 	$(BIN)/mypy
 
 # The suite runs on TEST_JOBS worker processes (pytest-xdist), one thread each (tests/conftest.py); TEST_JOBS=0
-# runs it in this process alone.
+# runs it in this process alone. Whole files per worker (loadfile): with pytest 9.2, xdist's loadgroup no longer
+# groups (its group suffix is lost from the node ids), so a file's tests would scatter.
 TEST_JOBS ?= 2
-PYTEST_ARGS := -q -n $(TEST_JOBS) --dist loadgroup
+PYTEST_ARGS := -q -n $(TEST_JOBS) --dist loadfile
 
 test: setup browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

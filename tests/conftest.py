@@ -35,7 +35,7 @@ quiet_libraries()
 _CURRENT = {"slow": True, "id": ""}
 
 
-# Seconds each test file took in a whole run (two workers): `make test` hands the longest groups out first, so no
+# Seconds each test file took in a whole run (two workers): `make test` hands the longest files out first, so no
 # long file starts last while the other worker idles. `ADAPTERKIT_STORE_DURATIONS=1 make test` writes it again.
 _DURATIONS = Path(__file__).with_name("durations.json")
 _SPENT: dict[str, float] = {}
@@ -46,28 +46,18 @@ def _file(nodeid: str) -> str:
 
 
 def pytest_configure(config):
-    if getattr(config.option, "dist", "no") == "loadgroup":
+    if getattr(config.option, "dist", "no") == "loadfile":
         config.option.loadscopereorder = False  # the order below (longest first), not xdist's (most tests first)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Under `pytest -n N --dist loadgroup` (make test) tests go out longest file first. The xdist_group marks are
-    meant to keep a file on one worker, but they are added after pytest-xdist has read them: tests go out one at a
-    time, and a file's module fixtures may train on both workers (still to mend).
-    Groups go out longest first (durations.json; a file not in it counts 10 s)."""
-    if not getattr(config.option, "loadgroup", False):  # what pytest-xdist sets in its workers for --dist loadgroup
+    """Under `pytest -n N --dist loadfile` (make test) each file runs on one worker, so its module fixtures train once
+    and a test may build on the one before it; files go out longest first (durations.json; a file not in it counts
+    10 s). Sorted in the workers, whose collection order is the order xdist hands the files out in."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    shared = {_file(i.nodeid) for i in items if {"base_runs", "lm_runs"} & set(getattr(i, "fixturenames", ()))}
-    group = {i.nodeid: "shared-runs" if _file(i.nodeid) in shared else _file(i.nodeid) for i in items}
     seconds = json.loads(_DURATIONS.read_text()) if _DURATIONS.is_file() else {}
-    cost: dict[str, float] = {}
-    for f in {_file(i.nodeid) for i in items}:
-        g = "shared-runs" if f in shared else f
-        cost[g] = cost.get(g, 0.0) + seconds.get(f, 10.0)
-    items.sort(key=lambda i: -cost[group[i.nodeid]])  # stable: a file's tests keep their order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
+    items.sort(key=lambda i: -seconds.get(_file(i.nodeid), 10.0))  # stable: a file's tests keep their order
 
 
 def pytest_runtest_logreport(report):
