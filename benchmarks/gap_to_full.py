@@ -39,6 +39,14 @@ TASKS = {
         # the recipe's own validation selects; the test split is held out
         "common": ["training.log_every=200", "training.overwrite=true"],
     },
+    "sst2": {
+        "recipe": "recipes/sst2-lora-int8.yaml",
+        "metric": "accuracy",
+        "data": DATA / "sst2",
+        "test": "test.tsv",
+        # the 8,000-example slice of methods_sst2.py and trainer_sst2.py, where the adapters were compared before
+        "common": ["training.overwrite=true", "data.max_train_samples=8000"],
+    },
     "webnlg": {
         "recipe": "recipes/smollm2-webnlg-lora-int8.yaml",
         "metric": "bleu",
@@ -63,6 +71,10 @@ ARMS = {
         "lora_emb": ["training.epochs=3", *LORA16, "adapter.target_modules=[query,key,value,dense,word_embeddings]"],
         "dora": ["training.epochs=3", *LORA16, "adapter.method=dora"],
         "full": ["training.epochs=2", "adapter.method=full", "backbone.quantization=none", "training.lr=1e-4"],
+    },
+    "sst2": {
+        "lora": [],  # the shipped recipe
+        "full": ["adapter.method=full", "backbone.quantization=none", "training.lr=5e-5"],  # methods_sst2.py's full arm
     },
     "webnlg": {
         "lora": [],
