@@ -70,6 +70,10 @@ ARMS = {
                                "training.lr=1e-3", "training.head_lr=1e-2"],  # issue #43: steadier on sparse entities
         "lora_emb": ["training.epochs=3", *LORA16, "adapter.target_modules=[query,key,value,dense,word_embeddings]"],
         "dora": ["training.epochs=3", *LORA16, "adapter.method=dora"],
+        "dora_r64_head10x": ["training.epochs=3", "adapter.r=64", "adapter.alpha=16", "adapter.use_rslora=true",
+                             "adapter.use_dora=true", "training.lr=1e-3", "training.head_lr=1e-2"],
+        "houlsby_head10x": ["training.epochs=3", "adapter.method=bottleneck", "adapter.placement=houlsby",
+                            "adapter.bottleneck_size=64", "training.lr=1e-3", "training.head_lr=1e-2"],
         "full": ["training.epochs=2", "adapter.method=full", "backbone.quantization=none", "training.lr=1e-4"],
     },
     "sst2": {
