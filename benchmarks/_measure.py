@@ -37,6 +37,17 @@ def pick(csv: str, known, flag: str) -> list[str]:
     return names
 
 
+def seeds(csv: str, flag: str = "--seeds") -> list[int]:
+    """Seeds from a comma list of non-negative integers; otherwise exit with one line naming the flag."""
+    try:
+        out = [int(x) for x in csv.split(",")]
+    except ValueError:
+        out = []
+    if not out or min(out) < 0:
+        bad_input(f"{flag}: {csv!r}; expected a comma list of non-negative integers, e.g. 0,1,2")
+    return out
+
+
 def run_script(argv: list[str], env: dict | None = None, cwd: str | None = None, timeout: int = 3600) -> dict:
     """Run `python argv...` in a child; merge every JSON object line it printed, plus peak_rss_mib."""
     full_env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **(env or {}))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import bad_input, mean_sd, pick, write_md  # noqa: E402
+from _measure import seeds as parse_seeds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -152,7 +153,9 @@ def main() -> None:
     if not task["data"].is_dir():
         bad_input(f"{task['data']} not found: this benchmark needs the shared data folder")
     arms = pick(args.arms, ARMS[args.task], "--arms")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
+    if args.jobs < 1:
+        bad_input(f"--jobs: {args.jobs}; expected 1 or more processes at once")
     keep = args.keep / f"{args.task}-{args.split}"
     keep.mkdir(parents=True, exist_ok=True)
     threads = 1 if args.jobs > 1 else None

@@ -46,6 +46,26 @@ def subset(src: Path, n: int, seed: int, dst: Path) -> list[dict]:
     return picked
 
 
+def prepare(work: Path, test_samples: int) -> list[dict]:
+    """The fixed test subset (random.Random(0)) and the 48 validation triple sets, written into `work`: the test rows."""
+    test_rows = subset(DATA / "test.jsonl", test_samples, 0, work / "test_subset.jsonl")
+    subset(DATA / "validation.jsonl", 48, 0, work / "validation_subset.jsonl")
+    return test_rows
+
+
+def train_sets(work: Path, train_samples: int, max_new_tokens: int) -> list[str]:
+    """The `--set` overrides every trained arm shares (the arm's own come after)."""
+    return [f"data.max_train_samples={train_samples}", "data.max_length=320", "data.max_eval_samples=48",
+            f"data.validation={work / 'validation_subset.jsonl'}", "data.test=null",
+            f"task.generation.max_new_tokens={max_new_tokens}"]
+
+
+def generate_args(run: Path, work: Path, out: Path, max_new_tokens: int) -> list[str]:
+    """`adapterkit generate` over the test subset, greedy, batch 16."""
+    return ["generate", str(run), "--file", str(work / "test_subset.jsonl"), "--out", str(out),
+            "--max-new-tokens", str(max_new_tokens), "--batch-size", "16"]
+
+
 def scores(hyps: list[str], refs: list[list[str]]) -> dict:
     import sacrebleu
 
@@ -115,8 +135,7 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"{DATA}: WebNLG data not found (see ../shared/data/README)")
     WORK.mkdir(parents=True, exist_ok=True)
-    test_rows = subset(DATA / "test.jsonl", a.test_samples, 0, WORK / "test_subset.jsonl")
-    subset(DATA / "validation.jsonl", 48, 0, WORK / "validation_subset.jsonl")
+    test_rows = prepare(WORK, a.test_samples)
     refs = [r["references"] for r in test_rows]
     path = OUT / "webnlg.json"
     res = json.loads(path.read_text()) if path.is_file() else {}
@@ -125,9 +144,7 @@ def main() -> None:
     res["settings"] = {"train_samples": a.train_samples, "test_samples": len(test_rows), "max_new_tokens": a.max_new_tokens,
                        "epochs": 1, "batch_size": 8, "seed": 0, "test_subset": "random.Random(0).sample of test.jsonl rows"}
     arms_res = res.setdefault("arms", {})
-    common = [f"data.max_train_samples={a.train_samples}", "data.max_length=320", "data.max_eval_samples=48",
-              f"data.validation={WORK / 'validation_subset.jsonl'}", "data.test=null",
-              f"task.generation.max_new_tokens={a.max_new_tokens}"]
+    common = train_sets(WORK, a.train_samples, a.max_new_tokens)
 
     def save() -> None:
         path.write_text(json.dumps(res, indent=1))
@@ -146,8 +163,7 @@ def main() -> None:
         if "test" not in entry:
             if not (run / "run.json").is_file():
                 sys.exit(f"{arm}: needs the lora_int8 run first (--arms lora_int8,zero_shot)")
-            entry["generate_seconds"] = sh(["generate", str(run), "--file", str(WORK / "test_subset.jsonl"), "--out", str(gen),
-                                            "--max-new-tokens", str(a.max_new_tokens), "--batch-size", "16"]
+            entry["generate_seconds"] = sh(generate_args(run, WORK, gen, a.max_new_tokens)
                                            + (["--zero-shot"] if arm == "zero_shot" else []), WORK / f"{arm}.generate.log")
             hyps = [json.loads(line)["completion"] for line in gen.read_text().splitlines()]
             entry["test"] = scores(hyps, refs)

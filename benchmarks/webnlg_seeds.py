@@ -5,8 +5,8 @@ The settings are webnlg.py's (the same training slice size, epochs, batch, lrs, 
 generation); `training.seed` sets both the seeded slice of training pairs and the initialisation, the same for both
 arms of a seed. Each seed's difference gets a paired percentile bootstrap over the test sets (1,000 resamples, as
 `adapterkit compare`), on the generations already written and from sacrebleu's per-sentence statistics (webnlg.py's
-`paired_bootstrap`): compare scores every resample's texts again, which took over 10 minutes for these two seeds. `--jobs 2` runs two processes at once, one thread
-each. A step whose output exists is not redone (rerun to continue).
+`paired_bootstrap`): compare scores every resample's texts again, which took over 10 minutes for these two seeds.
+`--jobs 2` runs two processes at once, one thread each. A step whose output exists is not redone (rerun to continue).
 
     python benchmarks/webnlg_seeds.py --seeds 1,2 --jobs 2
 """
@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _measure import adapterkit, mean_sd, pick, write_md
-from webnlg import ARMS, DATA, RECIPE, paired_bootstrap, scores, subset
+from _measure import adapterkit, bad_input, mean_sd, pick, seeds, write_md
+from webnlg import ARMS, DATA, RECIPE, generate_args, paired_bootstrap, prepare, scores, train_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "bench-webnlg-seeds"
@@ -38,9 +37,7 @@ def run_arm(arm: str, seed: int, common: list[str]) -> dict:
         row["train_wall_s"] = adapterkit(["train", str(RECIPE), "-o", str(run), "--set", "training.overwrite=true", *sets],
                                          WORK / f"{arm}-seed{seed}.train.log", ROOT)
     if not gen.is_file():
-        row["generate_wall_s"] = adapterkit(["generate", str(run), "--file", str(WORK / "test_subset.jsonl"), "--out", str(gen),
-                                             "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "16"],
-                                            WORK / f"{arm}-seed{seed}.generate.log", ROOT)
+        row["generate_wall_s"] = adapterkit(generate_args(run, WORK, gen, MAX_NEW_TOKENS), WORK / f"{arm}-seed{seed}.generate.log", ROOT)
     m = json.loads((run / "metrics.json").read_text())
     row.update(examples=m["train"]["examples"], train_s=m["train"]["seconds"], examples_per_s=m["train"]["examples_per_s"],
                validation_bleu=m["validation"].get("bleu"))
@@ -64,20 +61,17 @@ def earlier(arms: list[str]) -> list[dict]:
         t = e["train"]
         rows.append({"arm": arm, "seed": 0, "source": "webnlg.json", "examples": t["examples"], "train_s": t["seconds"],
                      "examples_per_s": t["examples_per_s"], "validation_bleu": e["validation"]["bleu"], "test": e["test"]})
+    full = next(r for r in rows if r["arm"] == "full")
     for r in rows:
-        b = res.get("bootstrap_95", {}).get(f"{r['arm']}-full")
-        if r["arm"] != "full" and b:
-            d = {k: r["test"][k] - next(x for x in rows if x["arm"] == "full")["test"][k] for k in ("bleu", "chrf")}
-            r["compare_vs_full"] = {k: {"diff": d[k], "low": b[k][0], "high": b[k][1]} for k in ("bleu", "chrf")}
+        ci = res.get("bootstrap_95", {}).get(f"{r['arm']}-full")
+        if r is not full and ci:
+            r["compare_vs_full"] = vs_full(r["test"], full["test"], ci)
     return rows
 
 
-def bootstrap(a: list[str], b: list[str], refs: list[list[str]]) -> dict:
-    """webnlg.py's paired bootstrap: each resample's corpus BLEU and chrF from sacrebleu's per-sentence statistics
-    (exact, and minutes faster than scoring the resampled texts again as `adapterkit compare` does)."""
-    d = {k: scores(a, refs)[k] - scores(b, refs)[k] for k in ("bleu", "chrf")}
-    ci = paired_bootstrap(a, b, refs)
-    return {k: {"diff": round(d[k], 2), "low": ci[k][0], "high": ci[k][1]} for k in ("bleu", "chrf")}
+def vs_full(a: dict, full: dict, ci: dict) -> dict:
+    """A - full per metric (test scores already computed) with its 95% interval."""
+    return {k: {"diff": round(a[k] - full[k], 2), "low": ci[k][0], "high": ci[k][1]} for k in ("bleu", "chrf")}
 
 
 def main() -> None:
@@ -88,35 +82,36 @@ def main() -> None:
     a = ap.parse_args()
     arms = pick(a.arms, list(ARMS), "--arms")
     if "full" not in arms:
-        sys.exit("--arms: needs full (every other arm is compared with it)")
-    seeds = [int(s) for s in a.seeds.split(",")]
+        bad_input("--arms: needs full (every other arm is compared with it)")
+    run_seeds = seeds(a.seeds)
+    if a.jobs < 1:
+        bad_input(f"--jobs: {a.jobs}; expected 1 or more processes at once")
     if not DATA.is_dir():
-        sys.exit(f"{DATA}: WebNLG data not found (see ../shared/data/README)")
+        bad_input(f"{DATA}: WebNLG data not found (see ../shared/data/README)")
     WORK.mkdir(parents=True, exist_ok=True)
-    test_rows = subset(DATA / "test.jsonl", TEST_SAMPLES, 0, WORK / "test_subset.jsonl")
-    subset(DATA / "validation.jsonl", 48, 0, WORK / "validation_subset.jsonl")
+    test_rows = prepare(WORK, TEST_SAMPLES)
     refs = [r["references"] for r in test_rows]
-    common = [f"data.max_train_samples={TRAIN_SAMPLES}", "data.max_length=320", "data.max_eval_samples=48",
-              f"data.validation={WORK / 'validation_subset.jsonl'}", "data.test=null",
-              f"task.generation.max_new_tokens={MAX_NEW_TOKENS}"]
+    common = train_sets(WORK, TRAIN_SAMPLES, MAX_NEW_TOKENS)
     if a.jobs > 1:
         os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # each child on one core
-    jobs = [(arm, s) for s in seeds for arm in arms]  # a seed's arms side by side
+    jobs = [(arm, s) for s in run_seeds for arm in arms]  # a seed's arms side by side
     with ThreadPoolExecutor(a.jobs) as ex:
         rows = list(ex.map(lambda j: run_arm(j[0], j[1], common), jobs))
     hyps = {(r["arm"], r["seed"]): [json.loads(x)["completion"] for x in
                                     (WORK / f"{r['arm']}-seed{r['seed']}.generations.jsonl").read_text().splitlines()] for r in rows}
+    test = {key: scores(h, refs) for key, h in hyps.items()}
     for r in rows:
-        r["test"] = scores(hyps[(r["arm"], r["seed"])], refs)
+        key, full = (r["arm"], r["seed"]), ("full", r["seed"])
+        r["test"] = test[key]
         if r["arm"] != "full":
-            r["compare_vs_full"] = bootstrap(hyps[(r["arm"], r["seed"])], hyps[("full", r["seed"])], refs)
-    rows += [r for r in earlier(arms) if r["seed"] not in seeds]
+            r["compare_vs_full"] = vs_full(test[key], test[full], paired_bootstrap(hyps[key], hyps[full], refs))
+    rows += [r for r in earlier(arms) if r["seed"] not in run_seeds]
     rows.sort(key=lambda r: r["seed"])  # stable: a seed's arms in --arms order
     summary = {arm: {"bleu": mean_sd([r["test"]["bleu"] for r in rows if r["arm"] == arm]),
                      "chrf": mean_sd([r["test"]["chrf"] for r in rows if r["arm"] == arm]),
                      # cost from the pairs trained side by side here (seed 0's run shared the machine with other jobs)
                      "train_s": mean_sd([r["train_s"] for r in rows if r["arm"] == arm and "source" not in r])} for arm in arms}
-    out = {"benchmark": "webnlg_seeds", "seeds": seeds, "jobs": a.jobs, "when": time.strftime("%Y-%m-%d %H:%M"),
+    out = {"benchmark": "webnlg_seeds", "seeds": run_seeds, "jobs": a.jobs, "when": time.strftime("%Y-%m-%d %H:%M"),
            "settings": {"train_samples": TRAIN_SAMPLES, "test_samples": len(test_rows), "max_new_tokens": MAX_NEW_TOKENS},
            "runs": rows, "summary": summary}
     OUT.with_suffix(".json").write_text(json.dumps(out, indent=1))
